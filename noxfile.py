@@ -1,0 +1,42 @@
+"""nox sessions: `nox -s lint typecheck tests`, `nox -s train -- optimizer=nesterov`.
+
+Sessions run in the current environment (`pip install -e ".[dev]"` first), because a fresh virtualenv
+per session would download torch each time. `nox --force-venv-backend venv` isolates them instead.
+"""
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+
+def install(session: nox.Session) -> None:
+    if session.venv_backend != "none":
+        session.install("torch==2.13.0")
+        session.install("-e", ".[dev]")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    install(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    install(session)
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def train(session: nox.Session) -> None:
+    """The main job; extra arguments are Hydra overrides."""
+    install(session)
+    session.run("python", "-m", "src.train", *session.posargs)

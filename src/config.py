@@ -1,0 +1,304 @@
+"""Structured-config schemas: what each config group accepts, with types and allowed values.
+
+Hydra merges each YAML under `conf/` onto its schema here, so a misspelt key or a wrong type fails
+at compose time, naming the key. Value rules (lr > 0, proportions that leave a test split, ...) are
+checked by `validate` before anything is built or logged. Each group's schemas live in ConfigStore
+group `schema/<group>`; the YAML for a choice pulls its schema in with
+`defaults: [/schema/<group>/<name>@_here_, _self_]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value outside what is allowed; the message is one line naming key and rule."""
+
+
+def require(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {rule}")
+
+
+# --------------------------------------------------------------------------------------- trainer
+class Sampling(Enum):
+    shuffle = "shuffle"  # a fresh permutation each epoch, batches without replacement
+    replacement = "replacement"  # each batch drawn with replacement, independent of the others
+    sequential = "sequential"  # the split in its stored order
+
+
+class DType(Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+@dataclass
+class TrainerConf:
+    max_epochs: int = 300
+    batch_size: int | None = 32  # null: the whole training split is one batch (gradient descent)
+    sampling: Sampling = Sampling.shuffle
+    # Early stopping on val_loss, with the lecture's Lightning defaults.
+    patience: int = 50
+    min_delta: float = 0.0
+    stopping_threshold: float | None = 1e-8
+    divergence_threshold: float | None = 1e5
+    max_time: float | None = None  # seconds of training before stopping
+    dtype: DType = DType.float32
+    device: str = "cpu"
+    progress: bool = True  # tqdm bar; always off inside --multirun
+
+    def validate(self, key: str) -> None:
+        require(self.max_epochs >= 1, f"{key}.max_epochs", self.max_epochs, "must be >= 1")
+        require(
+            self.batch_size is None or self.batch_size >= 1,
+            f"{key}.batch_size",
+            self.batch_size,
+            "must be >= 1, or null for the full training split",
+        )
+        require(self.patience >= 1, f"{key}.patience", self.patience, "must be >= 1")
+        require(self.min_delta >= 0, f"{key}.min_delta", self.min_delta, "must be >= 0")
+        require(
+            self.stopping_threshold is None or self.stopping_threshold >= 0,
+            f"{key}.stopping_threshold",
+            self.stopping_threshold,
+            "must be >= 0 or null",
+        )
+        require(
+            self.divergence_threshold is None or self.divergence_threshold > 0,
+            f"{key}.divergence_threshold",
+            self.divergence_threshold,
+            "must be > 0 or null",
+        )
+        require(
+            self.max_time is None or self.max_time > 0,
+            f"{key}.max_time",
+            self.max_time,
+            "must be > 0 seconds or null",
+        )
+        require(
+            self.device == "cpu" or self.device.startswith("cuda"),
+            f"{key}.device",
+            self.device,
+            "must be 'cpu' or 'cuda[:N]'",
+        )
+
+
+# ------------------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConf:
+    """torch.optim constructor arguments; `_partial_` because parameters come later."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    _convert_: str = "all"
+    lr: float = MISSING
+    weight_decay: float = 0.0
+
+    def validate(self, key: str) -> None:
+        require(self.lr > 0, f"{key}.lr", self.lr, "must be > 0")
+        require(self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, "must be >= 0")
+
+
+@dataclass
+class SGDConf(OptimizerConf):
+    _target_: str = "torch.optim.SGD"
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "must be in [0, 1)")
+        require(
+            self.dampening == 0 or not self.nesterov,
+            f"{key}.dampening",
+            self.dampening,
+            "must be 0 with nesterov",
+        )
+        require(
+            self.momentum > 0 or not self.nesterov,
+            f"{key}.momentum",
+            self.momentum,
+            "must be > 0 with nesterov",
+        )
+
+
+@dataclass
+class AdamConf(OptimizerConf):
+    _target_: str = "torch.optim.Adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    amsgrad: bool = False
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        for i, beta in enumerate(self.betas):
+            require(0 <= beta < 1, f"{key}.betas[{i}]", beta, "must be in [0, 1)")
+        require(self.eps > 0, f"{key}.eps", self.eps, "must be > 0")
+
+
+# -------------------------------------------------------------------------------------- schedule
+class Interval(Enum):
+    step = "step"  # t counts optimizer steps (the lecture's η_t)
+    epoch = "epoch"  # t counts epochs (Lightning's default for StepLR)
+
+
+@dataclass
+class ScheduleConf:
+    """A torch.optim.lr_scheduler constructor; `interval` says what t counts."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    interval: Interval = Interval.epoch
+
+    def validate(self, key: str) -> None:
+        pass
+
+
+@dataclass
+class ConstantConf(ScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.ConstantLR"
+    factor: float = 1.0
+    total_iters: int = 0
+
+
+@dataclass
+class StepConf(ScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    step_size: int = 100
+    gamma: float = 0.5
+
+    def validate(self, key: str) -> None:
+        require(self.step_size >= 1, f"{key}.step_size", self.step_size, "must be >= 1")
+        require(0 < self.gamma <= 1, f"{key}.gamma", self.gamma, "must be in (0, 1]")
+
+
+@dataclass
+class RobbinsMonroConf(ScheduleConf):
+    _target_: str = "src.schedules.RobbinsMonroLR"
+    interval: Interval = Interval.step
+    tau: float = 100.0
+    kappa: float = 1.0
+
+    def validate(self, key: str) -> None:
+        require(self.tau > 0, f"{key}.tau", self.tau, "must be > 0")
+        require(
+            0.5 < self.kappa <= 1,
+            f"{key}.kappa",
+            self.kappa,
+            "must be in (0.5, 1] for the Robbins-Monro conditions",
+        )
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclass
+class DataConf:
+    """Where the data comes from, and how it is split into train / validation / test."""
+
+    _target_: str = MISSING
+    train_prop: float = 0.70
+    val_prop: float = 0.15  # the rest is the test split
+
+    def validate(self, key: str) -> None:
+        require(0 < self.train_prop < 1, f"{key}.train_prop", self.train_prop, "must be in (0, 1)")
+        require(0 <= self.val_prop < 1, f"{key}.val_prop", self.val_prop, "must be in [0, 1)")
+        require(
+            self.train_prop + self.val_prop < 1,
+            f"{key}.train_prop",
+            self.train_prop,
+            f"train_prop + val_prop = {self.train_prop + self.val_prop:g} must be < 1 to leave a test split",
+        )
+
+
+@dataclass
+class LinearDataConf(DataConf):
+    """The lecture's y = x·θ + σε with x, θ, ε ~ N(0, I)."""
+
+    _target_: str = "src.data.simulate_linear"
+    n: int = 1000
+    dim: int = 2
+    noise_std: float = 0.001
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(self.n >= 3, f"{key}.n", self.n, "must be >= 3")
+        require(self.dim >= 1, f"{key}.dim", self.dim, "must be >= 1")
+        require(self.noise_std >= 0, f"{key}.noise_std", self.noise_std, "must be >= 0")
+
+
+# ----------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConf:
+    """A hypothesis class; it owns its loss. Input size comes from the data."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+
+    def validate(self, key: str) -> None:
+        pass
+
+
+@dataclass
+class LinearModelConf(ModelConf):
+    _target_: str = "src.models.LinearRegression"
+    bias: bool = False
+
+
+# ----------------------------------------------------------------------------------------- top
+@dataclass
+class TrackingConf:
+    """Where a run is recorded; the target is a loop callback and a context manager."""
+
+    _target_: str = "src.tracking.NullTracker"
+
+
+@dataclass
+class MlflowConf(TrackingConf):
+    _target_: str = "src.tracking.MlflowTracker"
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
+    experiment: str = "descentlab"
+
+
+@dataclass
+class Config:
+    defaults: list[Any] = field(default_factory=list)
+    seed: int = 0
+    optimizer: Any = MISSING
+    schedule: Any = MISSING
+    data: Any = MISSING
+    model: Any = MISSING
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    tracking: Any = MISSING
+
+
+GROUPS = ("data", "model", "optimizer", "schedule", "trainer")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value rule before anything is built; raises ConfigError naming the key."""
+    for group in GROUPS:
+        node = cfg[group]
+        if OmegaConf.get_type(node) is dict:
+            continue  # a group without a schema (a user's own YAML) is checked by its target
+        OmegaConf.to_object(node).validate(group)
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    schemas: dict[str, dict[str, type]] = {
+        "optimizer": {"sgd": SGDConf, "adam": AdamConf},
+        "schedule": {"constant": ConstantConf, "step": StepConf, "robbins_monro": RobbinsMonroConf},
+        "data": {"linear": LinearDataConf},
+        "model": {"linear": LinearModelConf},
+        "tracking": {"mlflow": MlflowConf, "none": TrackingConf},
+    }
+    for group, nodes in schemas.items():
+        for name, node in nodes.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)

@@ -1,0 +1,187 @@
+"""The training loop: steps, epochs, validation, early stopping, best-val restore, one test.
+
+It knows nothing of MLflow or Optuna: after each epoch it hands an `EpochMetrics` to its callbacks,
+and a callback that wants training to end (a pruner, say) raises `StopTraining(reason)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from tqdm import tqdm
+
+from src.config import Interval, Sampling, TrainerConf
+from src.data import Data, Split
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training after this epoch; the message is the stop reason."""
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # 1-based; the MLflow step
+    train_loss: float  # mean of the epoch's batch losses, weighted by batch size
+    val_loss: float  # on the whole validation split after the epoch (train loss if there is none)
+    lr: float  # the learning rate the epoch started with
+    grad_norm: float  # ‖∇L_train(θ)‖ on the whole training split after the epoch
+    param_error: float | None  # ‖θ − θ̂‖ where the true θ is known
+    epoch_time: float  # seconds
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, metrics: EpochMetrics) -> None: ...
+
+
+@dataclass
+class FitResult:
+    stop_reason: str  # converged, early_stopped, diverged, non_finite, max_epochs, max_time, ...
+    epochs: int
+    best_epoch: int
+    best_val_loss: float
+    test_loss: float  # once, with the best-val parameters restored
+    param_error: float | None  # of the restored parameters
+    wall_time: float
+    history: list[EpochMetrics] = field(default_factory=list)
+
+
+Model = nn.Module  # with .loss(X, y) -> scalar Tensor, and optionally .coefficients()
+
+
+def batches(
+    n: int, batch_size: int | None, sampling: Sampling, generator: torch.Generator
+) -> Iterator[Tensor]:
+    """Row indices for one epoch's batches: ⌈n / |B|⌉ of them, the last one possibly short."""
+    size = n if batch_size is None else min(batch_size, n)
+    if sampling is Sampling.shuffle:
+        rows = torch.randperm(n, generator=generator)
+    elif sampling is Sampling.replacement:
+        rows = torch.randint(n, (math.ceil(n / size) * size,), generator=generator)
+    else:
+        rows = torch.arange(n)
+    return iter(rows.split(size))
+
+
+def evaluate(model: Model, split: Split) -> float:
+    with torch.no_grad():
+        return float(model.loss(split.X, split.y))
+
+
+def gradient_norm(model: Model, split: Split) -> float:
+    """‖∇L(θ)‖ over the whole split, leaving the optimizer's .grad as it was."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(model.loss(split.X, split.y), params)
+    return float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
+
+
+def param_error(model: Model, theta: Tensor | None) -> float | None:
+    coefficients: Callable[[], Tensor] | None = getattr(model, "coefficients", None)
+    if theta is None or coefficients is None:
+        return None
+    return float(torch.linalg.vector_norm(coefficients() - theta))
+
+
+def fit(
+    model: Model,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    interval: Interval,
+    data: Data,
+    trainer: TrainerConf,
+    generator: torch.Generator,
+    callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    train, val = data.train, data.val if len(data.val) else data.train
+    X, y = train.X, train.y
+    best_val, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
+    stale_epochs, stop_reason = 0, "max_epochs"
+    history: list[EpochMetrics] = []
+    start = time.perf_counter()
+    # disable=None: a bar only on a terminal, so logs and CI output stay clean.
+    bar = tqdm(range(1, trainer.max_epochs + 1), disable=None if trainer.progress else True, unit="epoch")
+    for epoch in bar:
+        epoch_start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        loss_sum, rows = torch.zeros((), dtype=X.dtype, device=X.device), 0
+        for idx in batches(len(train), trainer.batch_size, trainer.sampling, generator):
+            idx = idx.to(X.device)
+            xb, yb = X[idx], y[idx]
+
+            def closure() -> Tensor:
+                optimizer.zero_grad()
+                loss = model.loss(xb, yb)  # noqa: B023 (called within this step)
+                loss.backward()
+                return loss
+
+            loss = optimizer.step(closure)
+            loss_sum += loss.detach() * len(idx)  # stays on the device: no sync per step
+            rows += len(idx)
+            if interval is Interval.step:
+                scheduler.step()
+        if interval is Interval.epoch:
+            scheduler.step()
+
+        model.eval()
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=float(loss_sum) / rows,
+            val_loss=evaluate(model, val),
+            lr=lr,
+            grad_norm=gradient_norm(model, train),
+            param_error=param_error(model, data.theta),
+            epoch_time=time.perf_counter() - epoch_start,
+        )
+        history.append(metrics)
+        bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{lr:.3g}")
+
+        # Early stopping, in the order Lightning's EarlyStopping checks.
+        monitored = metrics.val_loss
+        if monitored < best_val - trainer.min_delta:
+            best_val, best_epoch, stale_epochs = monitored, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
+        else:
+            stale_epochs += 1
+        try:
+            for callback in callbacks:
+                callback.on_epoch_end(metrics)
+        except StopTraining as stop:
+            stop_reason = str(stop)
+            break
+        if not (math.isfinite(monitored) and math.isfinite(metrics.train_loss)):
+            stop_reason = "non_finite"
+            break
+        if trainer.stopping_threshold is not None and monitored < trainer.stopping_threshold:
+            stop_reason = "converged"
+            break
+        if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold:
+            stop_reason = "diverged"
+            break
+        if stale_epochs >= trainer.patience:
+            stop_reason = "early_stopped"
+            break
+        if trainer.max_time is not None and time.perf_counter() - start >= trainer.max_time:
+            stop_reason = "max_time"
+            break
+    bar.close()
+
+    model.load_state_dict(best_state)
+    return FitResult(
+        stop_reason=stop_reason,
+        epochs=len(history),
+        best_epoch=best_epoch,
+        best_val_loss=best_val,
+        test_loss=evaluate(model, data.test),
+        param_error=param_error(model, data.theta),
+        wall_time=time.perf_counter() - start,
+        history=history,
+    )

@@ -1,0 +1,130 @@
+"""The training loop on the lecture's problem: convergence, stop reasons, restore, seeds, batches."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from src.config import Sampling
+from src.loop import StopTraining, batches, evaluate
+from src.train import build, train
+
+OPTIMIZERS = ["gd", "sgd", "momentum", "nesterov", "adam"]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_optimizer_recovers_theta(quiet_config, optimizer):
+    result = train(quiet_config(f"optimizer={optimizer}"))
+    assert result.param_error is not None and result.param_error <= 1e-3
+    assert result.best_val_loss < 2e-6  # the noise floor is σ² = 1e-6
+    assert math.isfinite(result.test_loss) and result.test_loss < 2e-6
+
+
+def test_gd_takes_one_full_batch_step_per_epoch(quiet_config):
+    """After one epoch, θ₁ = θ₀ − η ∇L(θ₀) with ∇L(θ) = −(2/N) X'(y − Xθ), the lecture's GD."""
+    cfg = quiet_config("optimizer=gd", "trainer.max_epochs=1", "trainer.dtype=float64")
+    parts = build(cfg)
+    model, X, y = parts["model"], parts["data"].train.X, parts["data"].train.y
+    theta0 = model.weight.detach().clone()
+    expected = theta0 + cfg.optimizer.lr * 2 / len(y) * X.T @ (y - X @ theta0)
+    from src.loop import fit
+
+    fit(**parts)
+    torch.testing.assert_close(model.weight.detach(), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (["trainer.stopping_threshold=1e-4"], "converged"),
+        ([], "early_stopped"),
+        (["optimizer=gd", "optimizer.lr=1.5"], "diverged"),  # |1 − 2η| = 2 > 1: GD blows up
+        (["optimizer.lr=1e4"], "non_finite"),
+        (["trainer.max_epochs=7"], "max_epochs"),
+        (["trainer.max_time=0.05", "trainer.patience=100000"], "max_time"),
+    ],
+)
+def test_stop_reasons(quiet_config, overrides, reason):
+    result = train(quiet_config(*overrides))
+    assert result.stop_reason == reason
+    last = result.history[-1]
+    if reason == "converged":
+        assert last.val_loss < 1e-4 and all(m.val_loss >= 1e-4 for m in result.history[:-1])
+    if reason == "early_stopped":
+        assert result.epochs - result.best_epoch == 50  # the lecture's patience
+    if reason == "diverged":
+        assert math.isfinite(last.val_loss) and last.val_loss > 1e5
+    if reason == "non_finite":
+        assert not math.isfinite(last.val_loss)
+    if reason == "max_epochs":
+        assert result.epochs == 7
+
+
+def test_a_callback_can_stop_training(quiet_config):
+    class StopAtThree:
+        def on_epoch_end(self, metrics):
+            if metrics.epoch == 3:
+                raise StopTraining("pruned")
+
+    result = train(quiet_config(), callbacks=[StopAtThree()])
+    assert (result.stop_reason, result.epochs) == ("pruned", 3)
+
+
+def test_restored_parameters_are_the_best_epochs_copy(quiet_config):
+    # Constant-η SGD wanders in a noise ball, so the last epoch is worse than the best one.
+    cfg = quiet_config("trainer.patience=1000", "trainer.max_epochs=60", "optimizer.lr=0.3")
+    parts = build(cfg)
+    from src.loop import fit
+
+    result = fit(**parts)
+    assert result.history[-1].val_loss > result.best_val_loss
+    assert result.best_epoch < result.epochs
+    restored = evaluate(parts["model"], parts["data"].val)
+    assert restored == result.best_val_loss  # bitwise: the best epoch's parameters, not the last
+    assert result.param_error == result.history[result.best_epoch - 1].param_error
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(quiet_config):
+    def history(seed: int) -> list[tuple[float, float]]:
+        result = train(quiet_config(f"seed={seed}", "trainer.max_epochs=20"))
+        return [(m.train_loss, m.val_loss) for m in result.history]
+
+    assert history(3) == history(3)
+    assert history(3) != history(4)
+
+
+def test_without_validation_split_train_loss_is_monitored(quiet_config):
+    result = train(quiet_config("data.val_prop=0", "trainer.max_epochs=20"))
+    assert all(m.val_loss == pytest.approx(m.val_loss) for m in result.history)
+    assert result.param_error is not None and result.param_error < 1e-3
+
+
+def test_batches_shuffle_covers_each_row_once_in_a_new_order():
+    g = torch.Generator().manual_seed(0)
+    first = list(batches(100, 32, Sampling.shuffle, g))
+    second = torch.cat(list(batches(100, 32, Sampling.shuffle, g)))
+    assert [len(b) for b in first] == [32, 32, 32, 4]
+    assert sorted(torch.cat(first).tolist()) == list(range(100))
+    assert not torch.equal(torch.cat(first), second)
+
+
+def test_batches_sequential_and_full_batch():
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(torch.cat(list(batches(10, 4, Sampling.sequential, g))), torch.arange(10))
+    (full,) = batches(10, None, Sampling.shuffle, g)
+    assert sorted(full.tolist()) == list(range(10))
+
+
+def test_batches_with_replacement_repeat_rows():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.cat(list(batches(1000, 32, Sampling.replacement, g)))
+    assert len(rows) == 32 * 32  # ⌈1000/32⌉ batches of 32
+    assert len(rows.unique()) < len(rows)  # P(no repeat in 1024 draws from 1000) is ~0
+
+
+@pytest.mark.parametrize("sampling", ["shuffle", "replacement", "sequential"])
+def test_each_sampling_mode_converges(quiet_config, sampling):
+    result = train(quiet_config(f"trainer.sampling={sampling}"))
+    assert result.param_error is not None and result.param_error <= 1e-3
