@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -277,6 +278,7 @@ class Config:
     tracking: Any = MISSING
 
 
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 GROUPS = ("data", "model", "optimizer", "schedule", "trainer")
 
 
@@ -302,3 +304,6 @@ def register() -> None:
     for group, nodes in schemas.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
+    # experiments/<name>.yaml become `+experiment=<name>`: recipes live at the top of the repo.
+    for recipe in sorted(EXPERIMENTS.glob("*.yaml")):
+        cs.store(group="experiment", name=recipe.stem, node=OmegaConf.load(recipe), package="_global_")
