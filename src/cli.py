@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -44,13 +45,18 @@ class _WithoutHydraJobLine:
         return getattr(self.stream, name)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # SIGTERM (SLURM, kill) ends runs like Ctrl-C
+
+
 def run(main: Callable[[], Any]) -> None:
     """Call a @hydra.main function, reporting errors as one line unless HYDRA_FULL_ERROR is set."""
+    signal.signal(signal.SIGTERM, _terminate)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise, so that we can word the error
-    stderr, sys.stderr = sys.stderr, _WithoutHydraJobLine(sys.stderr)  # type: ignore[assignment]
+    stderr, sys.stderr = sys.stderr, _WithoutHydraJobLine(sys.stderr)
     try:
         main()
     except KeyboardInterrupt:

@@ -288,7 +288,8 @@ def validate(cfg: DictConfig) -> None:
         node = cfg[group]
         if OmegaConf.get_type(node) is dict:
             continue  # a group without a schema (a user's own YAML) is checked by its target
-        OmegaConf.to_object(node).validate(group)
+        schema: Any = OmegaConf.to_object(node)
+        schema.validate(group)
 
 
 def register() -> None:

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +54,15 @@ class FitResult:
     history: list[EpochMetrics] = field(default_factory=list)
 
 
-Model = nn.Module  # with .loss(X, y) -> scalar Tensor, and optionally .coefficients()
+class Model(Protocol):
+    """What the loop needs of a model: an nn.Module that owns its loss (optionally .coefficients())."""
+
+    def loss(self, X: Tensor, y: Tensor) -> Tensor: ...
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+    def eval(self) -> Any: ...
 
 
 def batches(
@@ -123,7 +131,7 @@ def fit(
                 loss.backward()
                 return loss
 
-            loss = optimizer.step(closure)
+            loss = cast(Tensor, optimizer.step(closure))  # type: ignore[arg-type]  # the closure's loss
             loss_sum += loss.detach() * len(idx)  # stays on the device: no sync per step
             rows += len(idx)
             if interval is Interval.step:

@@ -1,27 +1,58 @@
-"""Everything MLflow: one run per training job, ended FINISHED, FAILED or KILLED, never left RUNNING.
+"""Everything MLflow: one run per training job, one parent run per --multirun.
 
 A tracker is a loop callback and a context manager. `MlflowTracker` talks to MLflow through an
 explicit `MlflowClient` (no fluent active-run stack, so jobs sharing a process never collide) and
 buffers per-epoch metrics into `log_batch` calls, since a synchronous `log_metric` costs ≈6 ms.
+Whatever happens, the run ends FINISHED, FAILED (error tagged) or KILLED; it is never left RUNNING.
 """
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import math
 import os
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 from src.loop import EpochMetrics, FitResult
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-EPOCH_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "param_error", "epoch_time")
+PARENT_RUN_ENV = "DESCENTLAB_PARENT_RUN_ID"  # set for a --multirun's jobs: their runs nest under it
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+MODEL_ARTIFACT = "model/model.pt"
+CONFIG_ARTIFACT = "config.yaml"
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClient, str]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(uri))
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return client, found.experiment_id
+    try:
+        return client, client.create_experiment(experiment)
+    except MlflowException:  # another process created it first
+        return client, client.get_experiment_by_name(experiment).experiment_id  # type: ignore[union-attr]
 
 
 class NullTracker:
@@ -41,24 +72,72 @@ class NullTracker:
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         pass
 
-    def log_result(self, result: FitResult) -> None:
+    def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
         pass
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as dotted keys, e.g. {'optimizer.lr': '0.1'}; Hydra's `_x_` keys dropped."""
+    """The resolved config as dotted keys, e.g. {'optimizer.lr': '0.1'}; Hydra's `_x_` flags dropped."""
     out: dict[str, str] = {}
 
     def walk(node: Any, prefix: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if not (key.startswith("_") and key.endswith("_")) or key == "_target_":
+                if key == "_target_" or not (key.startswith("_") and key.endswith("_")):
                     walk(value, f"{prefix}{key}.")
         else:
             out[prefix[:-1]] = str(node)
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
     return out
+
+
+def git_commit() -> str | None:
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def hydra_context() -> tuple[dict[str, str], list[str], Path | None]:
+    """The group choices, the command-line overrides and the output dir of the current Hydra job."""
+    if not HydraConfig.initialized():
+        return {}, [], None
+    hydra = HydraConfig.get()
+    choices = {g: str(c) for g, c in hydra.runtime.choices.items() if not g.startswith("hydra") and c}
+    return choices, list(hydra.overrides.task), Path(hydra.runtime.output_dir)
+
+
+def run_name(cfg: DictConfig, choices: dict[str, str]) -> str:
+    def short(group: str) -> str:
+        target = str(cfg[group].get("_target_", group))
+        return choices.get(group, target.rsplit(".", 1)[-1].lower())
+
+    return f"{short('optimizer')}-{short('data')}-lr{cfg.optimizer.lr:g}"
+
+
+def loss_curve(history: list[EpochMetrics], best_epoch: int, title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [m.epoch for m in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [m.train_loss for m in history], label="train_loss")
+    ax.plot(epochs, [m.val_loss for m in history], label="val_loss")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 class MlflowTracker:
@@ -67,41 +146,38 @@ class MlflowTracker:
         experiment: str,
         cfg: DictConfig,
         uri: str | None = None,
-        run_name: str | None = None,
         tags: dict[str, str] | None = None,
-        flush_every: float = 5.0,
+        flush_every: float = 10.0,
     ) -> None:
-        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+        self.uri = tracking_uri(uri)
         self.experiment = experiment
         self.cfg = cfg
-        self.run_name = run_name
-        self.tags = tags or {}
-        self.flush_every = flush_every  # seconds between log_batch calls
+        self.extra_tags = tags or {}
+        self.flush_every = flush_every  # seconds between log_batch calls during training
         self.run_id: str | None = None
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
+        self._history: list[EpochMetrics] = []
 
     def __enter__(self) -> MlflowTracker:
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+        from mlflow.entities import Param
 
-        self.client = MlflowClient(tracking_uri=self.uri)
-        experiment = self.client.get_experiment_by_name(self.experiment)
-        if experiment is not None:
-            experiment_id = experiment.experiment_id
-        else:
-            try:
-                experiment_id = self.client.create_experiment(self.experiment)
-            except MlflowException:  # another process created it first
-                experiment_id = self.client.get_experiment_by_name(self.experiment).experiment_id
-        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
+        choices, overrides, self.output_dir = hydra_context()
+        tags = {f"choice.{group}": choice for group, choice in choices.items()}
+        tags["overrides"] = " ".join(overrides)
+        if commit := git_commit():
+            tags["mlflow.source.git.commit"] = commit
+        if parent := os.environ.get(PARENT_RUN_ENV):
+            tags["mlflow.parentRunId"] = parent
+        tags.update(self.extra_tags)
+        self.client, experiment_id = client_and_experiment(self.uri, self.experiment)
+        run = self.client.create_run(experiment_id, run_name=run_name(self.cfg, choices), tags=tags)
         self.run_id = run.info.run_id
         try:
-            from mlflow.entities import Param
-
-            params = [Param(k, v[:6000]) for k, v in flatten(self.cfg).items()]
+            params = [Param(k[:250], v[:MAX_PARAM_LENGTH]) for k, v in flatten(self.cfg).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
                 self.client.log_batch(self.run_id, params=params[i : i + 100])
+            self.client.log_text(self.run_id, OmegaConf.to_yaml(self.cfg, resolve=True), CONFIG_ARTIFACT)
         except BaseException:
             self.client.set_terminated(self.run_id, "FAILED")
             raise
@@ -110,7 +186,7 @@ class MlflowTracker:
     def _log(self, key: str, value: float | None, step: int) -> None:
         from mlflow.entities import Metric
 
-        if value is not None:
+        if value is not None and math.isfinite(value):
             self._pending.append(Metric(key, value, int(time.time() * 1000), step))
 
     def _flush(self) -> None:
@@ -121,19 +197,38 @@ class MlflowTracker:
         self._last_flush = time.monotonic()
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
-        for key in EPOCH_METRICS:
-            self._log(key, getattr(metrics, key), metrics.epoch)
+        self._history.append(metrics)
+        for key, value in dataclasses.asdict(metrics).items():
+            if key != "epoch":
+                self._log(key, value, metrics.epoch)
         if time.monotonic() - self._last_flush > self.flush_every:
             self._flush()
 
-    def log_result(self, result: FitResult) -> None:
+    def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
+        assert self.run_id is not None
         for key in ("best_val_loss", "best_epoch", "test_loss", "epochs", "wall_time"):
-            value = float(getattr(result, key))
-            self._log(key, value if math.isfinite(value) else None, result.epochs)
+            self._log(key, float(getattr(result, key)), result.epochs)
         if result.param_error is not None:
             self._log("best_param_error", result.param_error, result.epochs)
-        assert self.run_id is not None
+        self._flush()
         self.client.set_tag(self.run_id, "stop_reason", result.stop_reason)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = self.output_dir or Path(tmp)
+            title = f"{self.client.get_run(self.run_id).info.run_name} ({result.stop_reason})"
+            png = loss_curve(result.history, result.best_epoch, title, out / "loss_curve.png")
+            self.client.log_artifact(self.run_id, str(png))
+            checkpoint = out / "model.pt"
+            torch.save(
+                {
+                    "state_dict": model.state_dict(),
+                    "model": OmegaConf.to_yaml(self.cfg.model, resolve=True),
+                    "in_features": int(next(model.parameters()).shape[-1]),
+                },
+                checkpoint,
+            )
+            self.client.log_artifact(self.run_id, str(checkpoint), "model")
+        if self.output_dir is not None and (self.output_dir / ".hydra").is_dir():
+            self.client.log_artifacts(self.run_id, str(self.output_dir / ".hydra"), ".hydra")
 
     def __exit__(
         self,
@@ -145,10 +240,55 @@ class MlflowTracker:
             return
         status = "FINISHED"
         try:
-            self._flush()
+            if self._pending:
+                self._flush()
         finally:
             if exc_type is not None:
                 killed = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
                 status = "KILLED" if killed else "FAILED"
                 self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
             self.client.set_terminated(self.run_id, status)
+
+
+class MultirunParent(HydraCallback):
+    """One parent MLflow run per --multirun; each job's run nests under it (tag mlflow.parentRunId).
+
+    At the end the parent gets the comparison table and the overlaid val-loss curves of its children.
+    If the sweep dies, the parent is ended FAILED at exit rather than left RUNNING.
+    """
+
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        tracking = config.get("tracking")
+        if tracking is None or not str(tracking.get("_target_", "")).endswith("MlflowTracker"):
+            return
+        self.client, experiment_id = client_and_experiment(tracking.get("uri"), tracking.experiment)
+        overrides = " ".join(config.hydra.overrides.task)
+        tags = {"descentlab.sweep_dir": str(config.hydra.sweep.dir), "overrides": overrides}
+        if commit := git_commit():
+            tags["mlflow.source.git.commit"] = commit
+        run = self.client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
+        self.run_id = run.info.run_id
+        os.environ[PARENT_RUN_ENV] = self.run_id
+        atexit.register(self._end, "FAILED")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.client is None or self.run_id is None:
+            return
+        from src import compare
+
+        children = compare.child_runs(self.client, self.run_id)
+        if children:
+            print(compare.table(children))
+            png = compare.overlay(self.client, children, Path(config.hydra.sweep.dir) / "compare.png")
+            self.client.log_artifact(self.run_id, str(png))
+        self._end("FINISHED")
+
+    def _end(self, status: str) -> None:
+        if self.client is not None and self.run_id is not None:
+            self.client.set_terminated(self.run_id, status)
+            os.environ.pop(PARENT_RUN_ENV, None)
+            self.run_id = None

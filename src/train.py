@@ -69,7 +69,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> FitResult:
     parts = build(cfg)
     with instantiate(cfg.tracking, cfg=cfg, _recursive_=False) as tracker:
         result = fit(callbacks=[tracker, *callbacks], **parts)
-        tracker.log_result(result)
+        tracker.log_result(result, parts["model"])
     summarize(result, tracker.run_id)
     return result
 

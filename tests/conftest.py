@@ -42,7 +42,11 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    cwd: Path, *args: str, module: str = "src.train", timeout: float = 300, **env: str
+    cwd: Path,
+    *args: str,
+    module: str = "src.train",
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m <module> <args>` in `cwd`, as a user would type it; outputs land under cwd."""
     hydra_dirs = (
@@ -53,7 +57,7 @@ def run_cli(
     return subprocess.run(
         [sys.executable, "-m", module, *args, *hydra_dirs],
         cwd=cwd,
-        env=cli_env(**env),
+        env=cli_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -63,7 +67,7 @@ def run_cli(
 @pytest.fixture
 def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     def call(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(tmp_path, *args, **env)
+        return run_cli(tmp_path, *args, env=env)
 
     return call
 

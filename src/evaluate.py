@@ -1,0 +1,74 @@
+"""Rebuild a logged model from MLflow and evaluate it on its test split.
+
+    python -m src.evaluate <run_id> [--uri sqlite:///mlflow.db]
+
+The run's logged config regenerates the same data (same seed, same draws), the logged state_dict
+restores the parameters, and the test loss is recomputed: it equals the logged `test_loss` exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import Config, register
+from src.loop import evaluate
+from src.tracking import CONFIG_ARTIFACT, MODEL_ARTIFACT, tracking_uri
+
+
+def load_run(run_id: str, uri: str | None = None) -> tuple[DictConfig, dict]:
+    """The run's config (typed by the schemas again) and its checkpoint, loaded weights-only."""
+    from mlflow.artifacts import download_artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path = download_artifacts(
+            run_id=run_id, artifact_path=CONFIG_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri(uri)
+        )
+        model_path = download_artifacts(
+            run_id=run_id, artifact_path=MODEL_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri(uri)
+        )
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(cfg_path))
+        checkpoint = torch.load(Path(model_path), weights_only=True)
+    assert isinstance(cfg, DictConfig)
+    return cfg, checkpoint
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m src.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("run_id")
+    parser.add_argument(
+        "--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+    )
+    args = parser.parse_args(argv)
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from src.train import build
+
+    register()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        logged = MlflowClient(tracking_uri(args.uri)).get_run(args.run_id).data.metrics.get("test_loss")
+        cfg, checkpoint = load_run(args.run_id, args.uri)
+    except MlflowException as exc:
+        sys.exit(f"error: run {args.run_id}: {str(exc).splitlines()[0]}")
+    cfg.tracking = {"_target_": "src.tracking.NullTracker"}
+    cfg.trainer.progress = False
+    parts = build(cfg)
+    model = parts["model"]
+    model.load_state_dict(checkpoint["state_dict"])
+    test_loss = evaluate(model, parts["data"].test)
+    print(f"test_loss {test_loss!r} (logged {logged!r})")
+    if logged is not None and test_loss != logged:
+        sys.exit(f"error: recomputed test_loss {test_loss!r} differs from the logged {logged!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""MLflow tracking against real stores: a sqlite file and a real `mlflow server` process."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from src import compare
+from src.loop import EpochMetrics
+from src.train import train
+from tests.conftest import all_runs, cli_env, make_config, run_cli
+
+EPOCH_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "param_error", "epoch_time")
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def test_a_cli_run_records_everything(cli, tmp_path):
+    proc = cli("optimizer=nesterov", "trainer.max_epochs=30")
+    assert proc.returncode == 0, proc.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (run,) = all_runs(uri)
+    client = MlflowClient(uri)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "nesterov-linear-lr0.05"
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["optimizer.lr"] == "0.05" and params["optimizer.nesterov"] == "True"
+    assert params["trainer.sampling"] == "shuffle" and params["data.n"] == "1000"
+    assert tags["choice.optimizer"] == "nesterov" and tags["choice.schedule"] == "constant"
+    assert "optimizer=nesterov" in tags["overrides"]
+    assert tags["stop_reason"] == "max_epochs"
+    assert len(tags["mlflow.source.git.commit"]) == 40
+    for key in EPOCH_METRICS:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, 31))
+    assert metrics["epochs"] == 30 and 1 <= metrics["best_epoch"] <= 30
+    assert metrics["best_val_loss"] == min(
+        m.value for m in client.get_metric_history(run.info.run_id, "val_loss")
+    )
+    assert {
+        "config.yaml",
+        "loss_curve.png",
+        "model/model.pt",
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        ".hydra/hydra.yaml",
+    } <= artifact_paths(client, run.info.run_id)
+
+    # The logged model, rebuilt from MLflow, reproduces the logged test loss exactly.
+    evaluated = run_cli(tmp_path, run.info.run_id, "--uri", uri, module="src.evaluate")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"test_loss {metrics['test_loss']!r}" in evaluated.stdout
+
+
+def test_a_run_that_raises_ends_failed_with_the_error(sqlite_uri):
+    class Boom:
+        def on_epoch_end(self, metrics: EpochMetrics) -> None:
+            if metrics.epoch == 2:
+                raise RuntimeError("exploded at epoch 2")
+
+    with pytest.raises(RuntimeError):
+        train(make_config("trainer.progress=false"), callbacks=[Boom()])
+    (run,) = all_runs(sqlite_uri)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "RuntimeError: exploded at epoch 2"
+    history = MlflowClient(sqlite_uri).get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in history] == [1, 2]  # what was trained before the failure is kept
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_ends_killed(tmp_path, sig):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", "trainer.max_epochs=100000", "trainer.patience=100000",
+         "trainer.stopping_threshold=null", f"hydra.run.dir={tmp_path}/out"],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not [r for r in all_runs(uri) if r.info.status == "RUNNING"]:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.5)
+    time.sleep(1.0)  # let it train a while
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted"
+    (run,) = all_runs(uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"].startswith("KeyboardInterrupt")
+
+
+def test_multirun_is_one_parent_with_a_child_per_job(cli, tmp_path):
+    proc = cli("--multirun", "optimizer=sgd,nesterov,adam", "trainer.max_epochs=20")
+    assert proc.returncode == 0, proc.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = all_runs(uri)
+    parents = [r for r in runs if "descentlab.sweep_dir" in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 3 and len(runs) == 4
+    (parent,) = parents
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {c.data.tags["choice.optimizer"] for c in children} == {"sgd", "nesterov", "adam"}
+    assert "compare.png" in artifact_paths(MlflowClient(uri), parent.info.run_id)
+    assert "best_val_loss" in proc.stdout  # the comparison table printed at the end
+
+
+def test_compare_orders_runs_and_overlays_their_curves(tmp_path):
+    from mlflow.entities import Metric
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("known")
+    parent = client.create_run(experiment, run_name="sweep", tags={"descentlab.sweep_dir": "x"}).info.run_id
+    curves = {"slow": [1.0, 0.5, 0.4], "fast": [1.0, 0.1, 0.01], "mid": [1.0, 0.3, 0.2]}
+    for name, curve in curves.items():
+        run_id = client.create_run(experiment, run_name=name, tags={"mlflow.parentRunId": parent}).info.run_id
+        metrics = [Metric("val_loss", v, 0, step) for step, v in enumerate(curve, start=1)]
+        metrics.append(Metric("best_val_loss", min(curve), 0, 3))
+        client.log_batch(run_id, metrics=metrics, params=[])
+        client.set_tag(run_id, "stop_reason", "max_epochs")
+        client.set_terminated(run_id)
+    runs = compare.child_runs(client, parent)
+    lines = compare.table(runs).splitlines()
+    assert lines[0].split()[:2] == ["run", "optimizer"]
+    assert [line.split()[0] for line in lines[1:]] == ["fast", "mid", "slow"]
+    assert lines[1].split()[4] == "0.01"
+    fig = compare.overlay_figure(client, runs)
+    plotted = {line.get_label(): [float(y) for y in line.get_ydata()] for line in fig.axes[0].lines}  # type: ignore[union-attr]
+    assert plotted == curves
+
+    proc = run_cli(tmp_path, "--experiment", "known", "--uri", uri, "--out", "c.png", module="src.compare")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1, serving artifacts itself (clients upload over HTTP)."""
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        cwd=root, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_runs_reach_a_remote_mlflow_server(mlflow_server, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    result = train(
+        make_config("trainer.progress=false", "trainer.max_epochs=10", f"tracking.uri={mlflow_server}")
+    )
+    client = MlflowClient(mlflow_server)
+    (run,) = all_runs(mlflow_server)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_loss"] == result.test_loss
+    assert run.data.params["optimizer.lr"] == "0.1"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == list(range(1, 11))
+    assert {"config.yaml", "loss_curve.png", "model/model.pt"} <= artifact_paths(client, run.info.run_id)
+    assert not Path(tmp_path / "mlflow.db").exists()  # nothing went to the default local store
