@@ -139,7 +139,7 @@ def test_compare_orders_runs_and_overlays_their_curves(tmp_path):
     assert [line.split()[0] for line in lines[1:]] == ["fast", "mid", "slow"]
     assert lines[1].split()[4] == "0.01"
     fig = compare.overlay_figure(client, runs)
-    plotted = {line.get_label(): [float(y) for y in line.get_ydata()] for line in fig.axes[0].lines}  # type: ignore[union-attr]
+    plotted = {line.get_label(): [float(y) for y in line.get_ydata()] for line in fig.axes[0].lines}  # type: ignore[arg-type]
     assert plotted == curves
 
     proc = run_cli(tmp_path, "--experiment", "known", "--uri", uri, "--out", "c.png", module="src.compare")
