@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -139,7 +140,7 @@ def test_compare_orders_runs_and_overlays_their_curves(tmp_path):
     assert [line.split()[0] for line in lines[1:]] == ["fast", "mid", "slow"]
     assert lines[1].split()[4] == "0.01"
     fig = compare.overlay_figure(client, runs)
-    plotted = {line.get_label(): [float(y) for y in line.get_ydata()] for line in fig.axes[0].lines}  # type: ignore[arg-type]
+    plotted = {line.get_label(): np.asarray(line.get_ydata()).tolist() for line in fig.axes[0].lines}
     assert plotted == curves
 
     proc = run_cli(tmp_path, "--experiment", "known", "--uri", uri, "--out", "c.png", module="src.compare")
