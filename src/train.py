@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -21,7 +22,14 @@ from src.config import Interval
 from src.loop import Callback, FitResult, fit
 
 log = logging.getLogger(__name__)
+CONF = Path(__file__).resolve().parents[1] / "conf"
 config.register()
+
+
+def compose(*overrides: str) -> DictConfig:
+    """The config `python -m src.train <overrides>` would run, for notebooks, tests and benchmarks."""
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return hydra.compose("config", overrides=list(overrides))
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
