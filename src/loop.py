@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, cast
 
 import torch
@@ -65,18 +66,33 @@ class Model(Protocol):
     def eval(self) -> Any: ...
 
 
-def batches(
-    n: int, batch_size: int | None, sampling: Sampling, generator: torch.Generator
-) -> Iterator[Tensor]:
-    """Row indices for one epoch's batches: ⌈n / |B|⌉ of them, the last one possibly short."""
-    size = n if batch_size is None else min(batch_size, n)
+def epoch_rows(n: int, size: int, sampling: Sampling, generator: torch.Generator) -> Tensor:
+    """The rows one epoch visits, in order; its batches are consecutive chunks of `size`.
+
+    ⌈n / size⌉ batches: shuffle and sequential visit each row once (the last batch may be short);
+    replacement draws every batch independently with replacement.
+    """
     if sampling is Sampling.shuffle:
-        rows = torch.randperm(n, generator=generator)
-    elif sampling is Sampling.replacement:
-        rows = torch.randint(n, (math.ceil(n / size) * size,), generator=generator)
-    else:
-        rows = torch.arange(n)
-    return iter(rows.split(size))
+        return torch.randperm(n, generator=generator)
+    if sampling is Sampling.replacement:
+        return torch.randint(n, (math.ceil(n / size) * size,), generator=generator)
+    return torch.arange(n)
+
+
+def loss_and_grad(model: Model, X: Tensor, y: Tensor) -> Tensor:
+    """The loss on (X, y), leaving ∇L in each parameter's .grad; no graph is kept.
+
+    A model may give both in closed form (`model.loss_and_grad`), which skips autograd's overhead;
+    otherwise autograd computes them.
+    """
+    closed_form: Callable[[Tensor, Tensor], Tensor] | None = getattr(model, "loss_and_grad", None)
+    if closed_form is not None:
+        return closed_form(X, y)
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = model.loss(X, y)
+    for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+        p.grad = g
+    return loss.detach()
 
 
 def evaluate(model: Model, split: Split) -> float:
@@ -85,10 +101,10 @@ def evaluate(model: Model, split: Split) -> float:
 
 
 def gradient_norm(model: Model, split: Split) -> float:
-    """‖∇L(θ)‖ over the whole split, leaving the optimizer's .grad as it was."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(model.loss(split.X, split.y), params)
-    return float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
+    """‖∇L(θ)‖ over the whole split (overwrites .grad, which the next step recomputes anyway)."""
+    loss_and_grad(model, split.X, split.y)
+    grads = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.cat(grads)))
 
 
 def param_error(model: Model, theta: Tensor | None) -> float | None:
@@ -110,6 +126,9 @@ def fit(
 ) -> FitResult:
     train, val = data.train, data.val if len(data.val) else data.train
     X, y = train.X, train.y
+    size = len(train) if trainer.batch_size is None else min(trainer.batch_size, len(train))
+    # L-BFGS and line searches re-evaluate the loss within a step, so they need it as a closure.
+    needs_closure = isinstance(optimizer, torch.optim.LBFGS) or getattr(optimizer, "needs_closure", False)
     best_val, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     stale_epochs, stop_reason = 0, "max_epochs"
     history: list[EpochMetrics] = []
@@ -120,29 +139,27 @@ def fit(
         epoch_start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         model.train()
-        loss_sum, rows = torch.zeros((), dtype=X.dtype, device=X.device), 0
-        for idx in batches(len(train), trainer.batch_size, trainer.sampling, generator):
-            idx = idx.to(X.device)
-            xb, yb = X[idx], y[idx]
-
-            def closure() -> Tensor:
-                optimizer.zero_grad()
-                loss = model.loss(xb, yb)  # noqa: B023 (called within this step)
-                loss.backward()
-                return loss
-
-            loss = cast(Tensor, optimizer.step(closure))  # type: ignore[arg-type]  # the closure's loss
-            loss_sum += loss.detach() * len(idx)  # stays on the device: no sync per step
-            rows += len(idx)
+        # One gather per epoch; each batch is then a view, not a copy.
+        rows = epoch_rows(len(train), size, trainer.sampling, generator).to(X.device)
+        losses = []  # batch losses stay on the device: no sync per step
+        for xb, yb in zip(X[rows].split(size), y[rows].split(size), strict=True):
+            if needs_closure:
+                step = partial(loss_and_grad, model, xb, yb)
+                losses.append(cast(Tensor, optimizer.step(step)))  # type: ignore[arg-type]
+            else:
+                losses.append(loss_and_grad(model, xb, yb))
+                optimizer.step()
             if interval is Interval.step:
                 scheduler.step()
+        batch_losses = torch.stack(losses)
+        last_size = len(rows) - size * (len(losses) - 1)  # only the last batch may be short
         if interval is Interval.epoch:
             scheduler.step()
 
         model.eval()
         metrics = EpochMetrics(
             epoch=epoch,
-            train_loss=float(loss_sum) / rows,
+            train_loss=float(batch_losses[:-1].sum() * size + batch_losses[-1] * last_size) / len(rows),
             val_loss=evaluate(model, val),
             lr=lr,
             grad_norm=gradient_norm(model, train),
