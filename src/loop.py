@@ -79,6 +79,17 @@ def epoch_rows(n: int, size: int, sampling: Sampling, generator: torch.Generator
     return torch.arange(n)
 
 
+def epoch_batches(
+    split: Split, size: int, sampling: Sampling, generator: torch.Generator
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch's (X_B, y_B) batches: views of a single gathered copy, or of the split itself."""
+    X, y = split.X, split.y
+    if sampling is Sampling.sequential or (sampling is Sampling.shuffle and size >= len(split)):
+        return zip(X.split(size), y.split(size), strict=True)  # a full batch's order changes nothing
+    rows = epoch_rows(len(split), size, sampling, generator).to(X.device)
+    return zip(X[rows].split(size), y[rows].split(size), strict=True)
+
+
 def loss_and_grad(model: Model, X: Tensor, y: Tensor) -> Tensor:
     """The loss on (X, y), leaving ∇L in each parameter's .grad; no graph is kept.
 
@@ -100,11 +111,11 @@ def evaluate(model: Model, split: Split) -> float:
         return float(model.loss(split.X, split.y))
 
 
-def gradient_norm(model: Model, split: Split) -> float:
-    """‖∇L(θ)‖ over the whole split (overwrites .grad, which the next step recomputes anyway)."""
-    loss_and_grad(model, split.X, split.y)
+def gradient_norm(model: Model, split: Split) -> tuple[Tensor, float]:
+    """L(θ) and ‖∇L(θ)‖ over the whole split, leaving ∇L(θ) in .grad."""
+    loss = loss_and_grad(model, split.X, split.y)
     grads = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.cat(grads)))
+    return loss, float(torch.linalg.vector_norm(torch.cat(grads)))
 
 
 def param_error(model: Model, theta: Tensor | None) -> float | None:
@@ -125,10 +136,13 @@ def fit(
     callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     train, val = data.train, data.val if len(data.val) else data.train
-    X, y = train.X, train.y
+    X = train.X
     size = len(train) if trainer.batch_size is None else min(trainer.batch_size, len(train))
     # L-BFGS and line searches re-evaluate the loss within a step, so they need it as a closure.
     needs_closure = isinstance(optimizer, torch.optim.LBFGS) or getattr(optimizer, "needs_closure", False)
+    # Full-batch steps reuse the gradient the epoch's end computed for grad_norm at the same θ.
+    reuse_gradient = size >= len(train) and trainer.sampling is not Sampling.replacement and not needs_closure
+    current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when it can be reused
     best_val, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     stale_epochs, stop_reason = 0, "max_epochs"
     history: list[EpochMetrics] = []
@@ -139,30 +153,31 @@ def fit(
         epoch_start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         model.train()
-        # One gather per epoch; each batch is then a view, not a copy.
-        rows = epoch_rows(len(train), size, trainer.sampling, generator).to(X.device)
-        losses = []  # batch losses stay on the device: no sync per step
-        for xb, yb in zip(X[rows].split(size), y[rows].split(size), strict=True):
+        losses, sizes = [], []  # batch losses stay on the device: no sync per step
+        for xb, yb in epoch_batches(train, size, trainer.sampling, generator):
             if needs_closure:
                 step = partial(loss_and_grad, model, xb, yb)
                 losses.append(cast(Tensor, optimizer.step(step)))  # type: ignore[arg-type]
             else:
-                losses.append(loss_and_grad(model, xb, yb))
+                losses.append(current_loss if current_loss is not None else loss_and_grad(model, xb, yb))
                 optimizer.step()
+            current_loss = None
+            sizes.append(yb.shape[0])
             if interval is Interval.step:
                 scheduler.step()
-        batch_losses = torch.stack(losses)
-        last_size = len(rows) - size * (len(losses) - 1)  # only the last batch may be short
         if interval is Interval.epoch:
             scheduler.step()
 
         model.eval()
+        end_loss, grad_norm = gradient_norm(model, train)
+        current_loss = end_loss if reuse_gradient else None
+        weights = torch.tensor(sizes, dtype=X.dtype, device=X.device)
         metrics = EpochMetrics(
             epoch=epoch,
-            train_loss=float(batch_losses[:-1].sum() * size + batch_losses[-1] * last_size) / len(rows),
+            train_loss=float(torch.stack(losses) @ weights) / sum(sizes),  # size-weighted mean
             val_loss=evaluate(model, val),
             lr=lr,
-            grad_norm=gradient_norm(model, train),
+            grad_norm=grad_norm,
             param_error=param_error(model, data.theta),
             epoch_time=time.perf_counter() - epoch_start,
         )
