@@ -54,8 +54,12 @@ def interleaved(fns: dict[str, Timed], repeats: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def floor_sgd(X: torch.Tensor, Y: torch.Tensor, epochs: int, batch_size: int = 32, lr: float = 0.1) -> int:
-    """The practical floor: analytic gradient 2/|B| X_Bᵀ(X_B θ − y_B), in-place update, no autograd."""
+def floor_sgd(
+    X: torch.Tensor, Y: torch.Tensor, epochs: int, batch_size: int = 32, lr: float = 0.1
+) -> tuple[torch.Tensor, int]:
+    """The practical floor: analytic gradient 2/|B| X_Bᵀ(X_B θ − y_B), in-place update, no autograd.
+
+    Returns (θ̂, steps)."""
     g = torch.Generator().manual_seed(0)
     theta = torch.zeros(X.shape[1])
     steps = 0
@@ -64,7 +68,7 @@ def floor_sgd(X: torch.Tensor, Y: torch.Tensor, epochs: int, batch_size: int = 3
             xb, yb = X[rows], Y[rows]
             theta.sub_(xb.T @ (xb @ theta - yb), alpha=2 * lr / len(rows))
             steps += 1
-    return steps
+    return theta, steps
 
 
 def descentlab_fit(*overrides: str) -> Timed:
