@@ -33,7 +33,7 @@ class EpochMetrics:
     epoch: int  # 1-based; the MLflow step
     train_loss: float  # mean of the epoch's batch losses, weighted by batch size
     val_loss: float  # on the whole validation split after the epoch (train loss if there is none)
-    lr: float  # the learning rate the epoch started with
+    lr: float  # the learning rate of the epoch's last step
     grad_norm: float  # ‖∇L_train(θ)‖ on the whole training split after the epoch
     param_error: float | None  # ‖θ − θ̂‖ where the true θ is known
     epoch_time: float  # seconds
@@ -55,6 +55,34 @@ class FitResult:
     history: list[EpochMetrics] = field(default_factory=list)
 
 
+@dataclass
+class Progress:
+    """Where training stands. With the model, optimizer, scheduler and RNG states it makes a
+    snapshot from which training continues bitwise-identically (src/checkpoint.py)."""
+
+    epoch: int = 0  # epochs completed
+    best_val: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, Tensor] = field(default_factory=dict)
+    stale_epochs: int = 0
+    elapsed: float = 0.0  # training seconds so far, across resumes (max_time counts them all)
+    history: list[EpochMetrics] = field(default_factory=list)
+    # Inside an epoch: its row order (None: stored order) and the batches done so far.
+    rows: Tensor | None = None
+    losses: list[Tensor] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+
+class StopRequest:
+    """Set by a signal handler (src/cli.py): a running loop stops after its current step, resumably."""
+
+    requested = False
+    training = False  # a loop is running and will honour a request
+
+
+STOP = StopRequest()
+
+
 class Model(Protocol):
     """What the loop needs of a model: an nn.Module that owns its loss (optionally .coefficients())."""
 
@@ -66,28 +94,27 @@ class Model(Protocol):
     def eval(self) -> Any: ...
 
 
-def epoch_rows(n: int, size: int, sampling: Sampling, generator: torch.Generator) -> Tensor:
-    """The rows one epoch visits, in order; its batches are consecutive chunks of `size`.
+def epoch_order(n: int, size: int, sampling: Sampling, generator: torch.Generator) -> Tensor | None:
+    """The rows one epoch visits, in order; None for the stored order. Batches are chunks of `size`.
 
     ⌈n / size⌉ batches: shuffle and sequential visit each row once (the last batch may be short);
-    replacement draws every batch independently with replacement.
+    replacement draws every batch independently with replacement. A full batch needs no shuffle.
     """
+    if sampling is Sampling.sequential or (sampling is Sampling.shuffle and size >= n):
+        return None
     if sampling is Sampling.shuffle:
         return torch.randperm(n, generator=generator)
-    if sampling is Sampling.replacement:
-        return torch.randint(n, (math.ceil(n / size) * size,), generator=generator)
-    return torch.arange(n)
+    return torch.randint(n, (math.ceil(n / size) * size,), generator=generator)
 
 
-def epoch_batches(
-    split: Split, size: int, sampling: Sampling, generator: torch.Generator
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """One epoch's (X_B, y_B) batches: views of a single gathered copy, or of the split itself."""
-    X, y = split.X, split.y
-    if sampling is Sampling.sequential or (sampling is Sampling.shuffle and size >= len(split)):
-        return zip(X.split(size), y.split(size), strict=True)  # a full batch's order changes nothing
-    rows = epoch_rows(len(split), size, sampling, generator).to(X.device)
-    return zip(X[rows].split(size), y[rows].split(size), strict=True)
+def batches(split: Split, size: int, rows: Tensor | None) -> list[tuple[Tensor, Tensor]]:
+    """(X_B, y_B) views of one gathered copy of the split: one gather per epoch, none per step."""
+    X, y = (
+        (split.X, split.y)
+        if rows is None
+        else (split.X[rows.to(split.X.device)], split.y[rows.to(split.X.device)])
+    )
+    return list(zip(X.split(size), y.split(size), strict=True))
 
 
 def loss_and_grad(model: Model, X: Tensor, y: Tensor) -> Tensor:
@@ -134,63 +161,75 @@ def fit(
     trainer: TrainerConf,
     generator: torch.Generator,
     callbacks: Sequence[Callback] = (),
+    progress: Progress | None = None,
+    snapshot: Callable[[Progress], None] | None = None,
 ) -> FitResult:
+    """Train until a stop reason; `progress` resumes a snapshot, `snapshot` is handed the progress
+    every `trainer.checkpoint_every` epochs and, after the current step, when a stop is requested."""
+    p = progress or Progress(best_state=copy.deepcopy(model.state_dict()))
     train, val = data.train, data.val if len(data.val) else data.train
-    X = train.X
     size = len(train) if trainer.batch_size is None else min(trainer.batch_size, len(train))
     # L-BFGS and line searches re-evaluate the loss within a step, so they need it as a closure.
     needs_closure = isinstance(optimizer, torch.optim.LBFGS) or getattr(optimizer, "needs_closure", False)
     # Full-batch steps reuse the gradient the epoch's end computed for grad_norm at the same θ.
     reuse_gradient = size >= len(train) and trainer.sampling is not Sampling.replacement and not needs_closure
     current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when it can be reused
-    best_val, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
-    stale_epochs, stop_reason = 0, "max_epochs"
-    history: list[EpochMetrics] = []
-    start = time.perf_counter()
-    # disable=None: a bar only on a terminal, so logs and CI output stay clean.
-    bar = tqdm(range(1, trainer.max_epochs + 1), disable=None if trainer.progress else True, unit="epoch")
-    for epoch in bar:
+    stop_reason, start = "max_epochs", time.perf_counter() - p.elapsed
+    STOP.requested, STOP.training = False, True
+    epochs = range(p.epoch + 1, trainer.max_epochs + 1)
+    bar = tqdm(epochs, initial=p.epoch, total=trainer.max_epochs, disable=None if trainer.progress else True)
+    for epoch in bar:  # (disable=None: a bar only on a terminal, so logs and CI stay clean)
         epoch_start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
         model.train()
-        losses, sizes = [], []  # batch losses stay on the device: no sync per step
-        for xb, yb in epoch_batches(train, size, trainer.sampling, generator):
+        if not p.sizes:  # a fresh epoch, not one resumed from a snapshot taken inside it
+            p.rows = epoch_order(len(train), size, trainer.sampling, generator)
+        for xb, yb in batches(train, size, p.rows)[len(p.sizes) :]:
+            lr = optimizer.param_groups[0]["lr"]
             if needs_closure:
                 step = partial(loss_and_grad, model, xb, yb)
-                losses.append(cast(Tensor, optimizer.step(step)))  # type: ignore[arg-type]
+                p.losses.append(cast(Tensor, optimizer.step(step)))  # type: ignore[arg-type]
             else:
-                losses.append(current_loss if current_loss is not None else loss_and_grad(model, xb, yb))
+                p.losses.append(current_loss if current_loss is not None else loss_and_grad(model, xb, yb))
                 optimizer.step()
             current_loss = None
-            sizes.append(yb.shape[0])
+            p.sizes.append(yb.shape[0])
             if interval is Interval.step:
                 scheduler.step()
+            if STOP.requested:  # SIGINT/SIGTERM: stop here, resumable from this very step
+                p.elapsed = time.perf_counter() - start
+                if snapshot is not None:
+                    snapshot(p)
+                raise KeyboardInterrupt("stop requested")
         if interval is Interval.epoch:
             scheduler.step()
 
         model.eval()
         end_loss, grad_norm = gradient_norm(model, train)
         current_loss = end_loss if reuse_gradient else None
-        weights = torch.tensor(sizes, dtype=X.dtype, device=X.device)
+        weights = torch.tensor(p.sizes, dtype=train.X.dtype, device=train.X.device)
         metrics = EpochMetrics(
             epoch=epoch,
-            train_loss=float(torch.stack(losses) @ weights) / sum(sizes),  # size-weighted mean
+            train_loss=float(torch.stack(p.losses) @ weights) / sum(p.sizes),  # size-weighted mean
             val_loss=evaluate(model, val),
             lr=lr,
             grad_norm=grad_norm,
             param_error=param_error(model, data.theta),
             epoch_time=time.perf_counter() - epoch_start,
         )
-        history.append(metrics)
+        p.epoch, p.rows, p.losses, p.sizes = epoch, None, [], []
+        p.history.append(metrics)
         bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{lr:.3g}")
 
         # Early stopping, in the order Lightning's EarlyStopping checks.
         monitored = metrics.val_loss
-        if monitored < best_val - trainer.min_delta:
-            best_val, best_epoch, stale_epochs = monitored, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
+        if monitored < p.best_val - trainer.min_delta:
+            p.best_val, p.best_epoch, p.stale_epochs = monitored, epoch, 0
+            p.best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
         else:
-            stale_epochs += 1
+            p.stale_epochs += 1
+        p.elapsed = time.perf_counter() - start
+        if snapshot is not None and trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0:
+            snapshot(p)
         try:
             for callback in callbacks:
                 callback.on_epoch_end(metrics)
@@ -206,22 +245,25 @@ def fit(
         if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold:
             stop_reason = "diverged"
             break
-        if stale_epochs >= trainer.patience:
+        if p.stale_epochs >= trainer.patience:
             stop_reason = "early_stopped"
             break
-        if trainer.max_time is not None and time.perf_counter() - start >= trainer.max_time:
+        if trainer.max_time is not None and p.elapsed >= trainer.max_time:
             stop_reason = "max_time"
             break
     bar.close()
+    STOP.training = False
+    if snapshot is not None:
+        snapshot(p)  # the end state, from which a resume can refine further
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(p.best_state)
     return FitResult(
         stop_reason=stop_reason,
-        epochs=len(history),
-        best_epoch=best_epoch,
-        best_val_loss=best_val,
+        epochs=p.epoch,
+        best_epoch=p.best_epoch,
+        best_val_loss=p.best_val,
         test_loss=evaluate(model, data.test),
         param_error=param_error(model, data.theta),
         wall_time=time.perf_counter() - start,
-        history=history,
+        history=p.history,
     )

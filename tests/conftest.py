@@ -44,11 +44,12 @@ def run_cli(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m <module> <args>` in `cwd`, as a user would type it; outputs land under cwd."""
-    hydra_dirs = (
-        []
-        if module != "src.train"
-        else [f"hydra.run.dir={cwd}/outputs/run", f"hydra.sweep.dir={cwd}/multirun"]
-    )
+    hydra_dirs = []
+    if module == "src.train":  # keep outputs inside cwd unless the caller says where
+        if not any(a.startswith("hydra.run.dir=") for a in args):
+            hydra_dirs.append(f"hydra.run.dir={cwd}/outputs/run")
+        if not any(a.startswith("hydra.sweep.dir=") for a in args):
+            hydra_dirs.append(f"hydra.sweep.dir={cwd}/multirun")
     return subprocess.run(
         [sys.executable, "-m", module, *args, *hydra_dirs],
         cwd=cwd,

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from src.config import Sampling
-from src.loop import StopTraining, epoch_rows, evaluate, loss_and_grad
+from src.data import Split
+from src.loop import StopTraining, batches, epoch_order, evaluate, loss_and_grad
 from src.models import LinearRegression
 from src.train import build, train
 
@@ -102,24 +103,35 @@ def test_without_validation_split_train_loss_is_monitored(quiet_config):
     assert result.param_error is not None and result.param_error < 1e-3
 
 
+def row_ids(n: int, size: int, sampling: Sampling, g: torch.Generator) -> list[list[int]]:
+    """The rows of each batch of one epoch, read back from the batches themselves."""
+    split = Split(torch.arange(n, dtype=torch.float64)[:, None], torch.zeros(n))
+    return [xb[:, 0].long().tolist() for xb, _ in batches(split, size, epoch_order(n, size, sampling, g))]
+
+
 def test_shuffle_covers_each_row_once_in_a_new_order_each_epoch():
     g = torch.Generator().manual_seed(0)
-    first, second = epoch_rows(100, 32, Sampling.shuffle, g), epoch_rows(100, 32, Sampling.shuffle, g)
-    assert [len(b) for b in first.split(32)] == [32, 32, 32, 4]
-    assert sorted(first.tolist()) == list(range(100))
-    assert not torch.equal(first, second)
+    first, second = row_ids(100, 32, Sampling.shuffle, g), row_ids(100, 32, Sampling.shuffle, g)
+    assert [len(b) for b in first] == [32, 32, 32, 4]
+    assert sorted(row for batch in first for row in batch) == list(range(100))
+    assert first != second
 
 
 def test_sequential_keeps_the_stored_order():
     g = torch.Generator().manual_seed(0)
-    assert torch.equal(epoch_rows(10, 4, Sampling.sequential, g), torch.arange(10))
+    assert row_ids(10, 4, Sampling.sequential, g) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_full_batch_is_the_whole_split():
+    g = torch.Generator().manual_seed(0)
+    assert row_ids(10, 10, Sampling.shuffle, g) == [list(range(10))]
 
 
 def test_replacement_draws_full_batches_that_repeat_rows():
     g = torch.Generator().manual_seed(0)
-    rows = epoch_rows(1000, 32, Sampling.replacement, g)
+    rows = [row for batch in row_ids(1000, 32, Sampling.replacement, g) for row in batch]
     assert len(rows) == 32 * 32  # ⌈1000/32⌉ batches of 32
-    assert len(rows.unique()) < len(rows)  # P(no repeat in 1024 draws from 1000) is ~0
+    assert len(set(rows)) < len(rows)  # P(no repeat in 1024 draws from 1000) is ~0
 
 
 @pytest.mark.parametrize("bias", [False, True])
