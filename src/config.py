@@ -240,6 +240,60 @@ class LinearDataConf(DataConf):
         require(self.noise_std >= 0, f"{key}.noise_std", self.noise_std, "must be >= 0")
 
 
+@dataclass
+class LogisticDataConf(DataConf):
+    """Simulated binary choice: y ~ Bernoulli(σ(x·θ)) with x, θ ~ N(0, I)."""
+
+    _target_: str = "src.data.simulate_logistic"
+    n: int = 1000
+    dim: int = 2
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(self.n >= 3, f"{key}.n", self.n, "must be >= 3")
+        require(self.dim >= 1, f"{key}.dim", self.dim, "must be >= 1")
+
+
+@dataclass
+class NonlinearDataConf(LinearDataConf):
+    """y = sin(x·θ) + σε with x, θ, ε ~ N(0, I): a single-index curve a linear model cannot fit."""
+
+    _target_: str = "src.data.simulate_nonlinear"
+    noise_std: float = 0.1
+
+
+@dataclass
+class TableDataConf(DataConf):
+    """A table of observations: one numeric target column and numeric feature columns."""
+
+    target: str | None = None
+    features: list[str] | None = None  # null: every numeric column but the target
+    intercept: bool = True  # prepend a column of ones named `const` (statsmodels' add_constant)
+    standardize: bool = True  # centre and scale each feature by its training-split mean and std
+    drop_missing: bool = False  # drop rows with NaN / ±inf in the used columns instead of refusing
+
+
+@dataclass
+class CsvDataConf(TableDataConf):
+    """A CSV or Parquet file (by extension); a relative path is relative to where you launch from."""
+
+    _target_: str = "src.data.load_file"
+    path: str | None = None  # required; null so that its absence gets a clear line from validate
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(self.path is not None, f"{key}.path", self.path, "give the file, data.path=<file.csv>")
+        require(self.target is not None, f"{key}.target", self.target, "name the column to predict")
+
+
+@dataclass
+class StatsmodelsDataConf(TableDataConf):
+    """A data set shipped inside statsmodels (`statsmodels.datasets.<name>`): nothing is downloaded."""
+
+    _target_: str = "src.data.load_statsmodels"
+    name: str = MISSING  # null target: the data set's own dependent variable
+
+
 # ----------------------------------------------------------------------------------------- model
 @dataclass
 class ModelConf:
@@ -256,6 +310,31 @@ class ModelConf:
 class LinearModelConf(ModelConf):
     _target_: str = "src.models.LinearRegression"
     bias: bool = False
+
+
+@dataclass
+class LogisticModelConf(LinearModelConf):
+    _target_: str = "src.models.LogisticRegression"
+
+
+class Activation(Enum):
+    tanh = "tanh"
+    relu = "relu"
+    gelu = "gelu"
+    sigmoid = "sigmoid"
+    silu = "silu"
+
+
+@dataclass
+class MLPModelConf(ModelConf):
+    _target_: str = "src.models.MLP"
+    _convert_: str = "all"
+    hidden: list[int] = field(default_factory=lambda: [32, 32])
+    activation: Activation = Activation.tanh
+
+    def validate(self, key: str) -> None:
+        for i, width in enumerate(self.hidden):
+            require(width >= 1, f"{key}.hidden[{i}]", width, "must be >= 1")
 
 
 # ----------------------------------------------------------------------------------------- top
@@ -307,8 +386,14 @@ def register() -> None:
     schemas: dict[str, dict[str, type]] = {
         "optimizer": {"sgd": SGDConf, "adam": AdamConf},
         "schedule": {"constant": ConstantConf, "step": StepConf, "robbins_monro": RobbinsMonroConf},
-        "data": {"linear": LinearDataConf},
-        "model": {"linear": LinearModelConf},
+        "data": {
+            "linear": LinearDataConf,
+            "logistic": LogisticDataConf,
+            "nonlinear": NonlinearDataConf,
+            "csv": CsvDataConf,
+            "statsmodels": StatsmodelsDataConf,
+        },
+        "model": {"linear": LinearModelConf, "logistic": LogisticModelConf, "mlp": MLPModelConf},
         "tracking": {"mlflow": MlflowConf, "none": TrackingConf},
     }
     for group, nodes in schemas.items():

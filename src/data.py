@@ -1,18 +1,35 @@
 """Data sources and the train / validation / test split.
 
 A data source is a Hydra `_target_` that takes its own options plus the split proportions and a
-seeded torch.Generator, and returns `Data`. Everything is generated in float64 and cast once, so a
-float32 and a float64 run see the same numbers.
+seeded torch.Generator, and returns `Data`. Everything is generated (or read) in float64 and cast
+once, so a float32 and a float64 run see the same numbers.
+
+Simulated: `simulate_linear` (the lecture's), `simulate_logistic`, `simulate_nonlinear`. Tables:
+`load_file` (CSV or Parquet) and `load_statsmodels` (a data set statsmodels ships), both through
+`from_frame`, which checks every column and value before anything is trained or logged.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from src.config import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from src.reference import Reference
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,6 +47,7 @@ class Data:
     val: Split  # may be empty (val_prop = 0): the loop then monitors train loss
     test: Split
     theta: Tensor | None = None  # the true coefficients, where the data are simulated
+    reference: Reference | None = None  # the exact minimizer of the training loss (src/reference.py)
 
     @property
     def n_features(self) -> int:
@@ -46,6 +64,11 @@ class Data:
             test=Split(move(self.test.X), move(self.test.y)),
             theta=None if self.theta is None else move(self.theta),
         )
+
+    def map_features(self, f: Callable[[Tensor], Tensor]) -> Data:
+        """The same rows with f applied to each split's X."""
+        train, val, test = (Split(f(s.X), s.y) for s in (self.train, self.val, self.test))
+        return replace(self, train=train, val=val, test=test)
 
 
 def split(
@@ -85,3 +108,172 @@ def simulate_linear(
     X = torch.randn(n, dim, generator=generator, dtype=f64)
     y = X @ theta + noise_std * torch.randn(n, generator=generator, dtype=f64)
     return split(X, y, train_prop, val_prop, generator, theta)
+
+
+def simulate_logistic(
+    n: int, dim: int, train_prop: float, val_prop: float, generator: torch.Generator
+) -> Data:
+    """Binary choice: y ~ Bernoulli(σ(x·θ)) with x ~ N(0, I), θ ~ N(0, I); y is 0 or 1."""
+    f64 = torch.float64
+    theta = torch.randn(dim, generator=generator, dtype=f64)
+    X = torch.randn(n, dim, generator=generator, dtype=f64)
+    y = (torch.rand(n, generator=generator, dtype=f64) < torch.sigmoid(X @ theta)).to(f64)
+    return split(X, y, train_prop, val_prop, generator, theta)
+
+
+def simulate_nonlinear(
+    n: int, dim: int, noise_std: float, train_prop: float, val_prop: float, generator: torch.Generator
+) -> Data:
+    """y = sin(x·θ) + σε with x, θ ~ N(0, I): no θ a linear model could recover, so no `theta`."""
+    f64 = torch.float64
+    theta = torch.randn(dim, generator=generator, dtype=f64)
+    X = torch.randn(n, dim, generator=generator, dtype=f64)
+    y = torch.sin(X @ theta) + noise_std * torch.randn(n, generator=generator, dtype=f64)
+    return split(X, y, train_prop, val_prop, generator)
+
+
+# ------------------------------------------------------------------------------------------ tables
+READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet"}
+
+
+def load_file(path: str, target: str, **table: Any) -> Data:
+    """A CSV or Parquet file, by extension; a relative path is relative to the launch directory."""
+    import pandas as pd
+    from hydra.utils import to_absolute_path
+
+    file = Path(to_absolute_path(path))  # Hydra may have changed the working directory
+    reader = READERS.get(file.suffix.lower())
+    if reader is None:
+        allowed = ", ".join(sorted(READERS))
+        raise ConfigError(f"data.path={file}: unknown file type {file.suffix!r}; allowed: {allowed}")
+    if not file.exists():
+        raise ConfigError(f"data.path={file}: no such file")
+    try:
+        frame = getattr(pd, reader)(file)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"data.path={file}: the file is empty") from None
+    except Exception as exc:  # pandas and pyarrow raise many kinds; the message says which
+        kind = reader.removeprefix("read_").replace("csv", "CSV").replace("parquet", "Parquet")
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"data.path={file}: cannot read it as {kind}: {reason}") from exc
+    return from_frame(frame, f"data.path={file}", target, **table)
+
+
+def statsmodels_datasets() -> list[str]:
+    import statsmodels.datasets as datasets
+
+    return sorted(name for name in datasets.__all__ if hasattr(getattr(datasets, name), "load_pandas"))
+
+
+def load_statsmodels(name: str, target: str | None, **table: Any) -> Data:
+    """A data set statsmodels ships (`statsmodels.datasets.<name>`, with its license note there);
+    nothing is downloaded. `target` null: the data set's own dependent variable."""
+    if name not in statsmodels_datasets():
+        available = ", ".join(statsmodels_datasets())
+        raise ConfigError(f"data.name={name!r} is not a statsmodels data set; available: {available}")
+    dataset = importlib.import_module(f"statsmodels.datasets.{name}").load_pandas()
+    return from_frame(dataset.data, f"statsmodels data set {name!r}", target or dataset.endog_name, **table)
+
+
+def from_frame(
+    frame: pd.DataFrame,
+    source: str,
+    target: str,
+    features: list[str] | None,
+    intercept: bool,
+    standardize: bool,
+    drop_missing: bool,
+    train_prop: float,
+    val_prop: float,
+    generator: torch.Generator,
+) -> Data:
+    """Check the columns and values, split the rows, then standardize (on training statistics only)
+    and prepend the intercept column: X = [1, x_1, …, x_M] in the order of `features`."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    frame = frame.set_axis([str(c) for c in frame.columns], axis="columns")
+    columns = list(frame.columns)
+    if len(frame) == 0:
+        raise ConfigError(f"{source} has no rows (columns: {', '.join(columns) or 'none'})")
+    available = f"available: {', '.join(columns)}"
+    if target not in columns:
+        raise ConfigError(f"data.target={target!r} is not a column of {source}; {available}")
+
+    def numeric(column: str) -> bool:
+        return is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column])
+
+    if features is None:
+        features = [c for c in columns if c != target and numeric(c)]
+        skipped = [c for c in columns if c != target and not numeric(c)]
+        if skipped:
+            log.info("%s: leaving out non-numeric columns %s", source, ", ".join(skipped))
+        if not features:
+            raise ConfigError(f"{source} has no numeric column besides data.target={target!r}; {available}")
+    unknown = [c for c in features if c not in columns]
+    if unknown:
+        raise ConfigError(
+            f"data.features: {', '.join(map(repr, unknown))} not a column of {source}; {available}"
+        )
+    if target in features:
+        raise ConfigError(f"data.features contains the target {target!r}; leave it out")
+    for column in [target, *features]:
+        if not numeric(column):
+            example = frame[column].dropna().iloc[0] if frame[column].notna().any() else None
+            fix = "choose a numeric data.target" if column == target else "leave it out of data.features"
+            raise ConfigError(
+                f"column {column!r} of {source} is not numeric (dtype {frame[column].dtype}, "
+                f"e.g. {example!r}); {fix} or encode it as numbers"
+            )
+
+    used = [target, *features]
+    values = torch.from_numpy(frame[used].to_numpy(dtype="float64", na_value=math.nan))
+    bad = ~torch.isfinite(values)
+    if bad.any():
+        if not drop_missing:
+            counts = ", ".join(f"{int(k)} in {c!r}" for c, k in zip(used, bad.sum(0), strict=True) if k)
+            raise ConfigError(
+                f"{source} has missing or infinite values ({counts}); "
+                "clean them, or set data.drop_missing=true to drop those rows"
+            )
+        keep = ~bad.any(1)
+        log.info(
+            "%s: dropped %d of %d rows with missing or infinite values", source, int((~keep).sum()), len(keep)
+        )
+        values = values[keep]
+    data = split(values[:, 1:], values[:, 0], train_prop, val_prop, generator)
+
+    if standardize:
+        std, mean = torch.std_mean(data.train.X, dim=0, correction=0)
+        constant = [c for c, s in zip(features, std.tolist(), strict=True) if s == 0]
+        if constant:
+            raise ConfigError(
+                f"data.standardize=true, but {', '.join(map(repr, constant))} is constant on the training "
+                "split; leave it out of data.features or set data.standardize=false"
+            )
+        data = data.map_features(lambda X: (X - mean) / std)
+    if intercept:
+        data = data.map_features(lambda X: torch.cat([torch.ones(len(X), 1, dtype=X.dtype), X], dim=1))
+    names = ["const"] * intercept + features
+    log.info(
+        "%s: %d train / %d val / %d test rows; y = %s; X = %s%s",
+        source,
+        len(data.train),
+        len(data.val),
+        len(data.test),
+        target,
+        ", ".join(names),
+        " (standardized)" * standardize,
+    )
+    return data
+
+
+def check_fit(data: Data, model: nn.Module, batch_size: int | None) -> None:
+    """Refuse a data / model / batch combination that cannot train as asked, before anything runs."""
+    if batch_size is not None and batch_size > len(data.train):
+        raise ConfigError(
+            f"trainer.batch_size={batch_size} is not allowed: the training split has {len(data.train)} "
+            f"rows; use at most {len(data.train)}, or null for the full split"
+        )
+    check_target: Callable[[Tensor], None] | None = getattr(model, "check_target", None)
+    if check_target is not None:
+        check_target(torch.cat([data.train.y, data.val.y, data.test.y]))

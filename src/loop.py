@@ -37,6 +37,8 @@ class EpochMetrics:
     grad_norm: float  # ‖∇L_train(θ)‖ on the whole training split after the epoch
     param_error: float | None  # ‖θ − θ̂‖ where the true θ is known
     epoch_time: float  # seconds
+    opt_gap: float | None = None  # L_train(θ) − L_train(θ*) where the exact minimizer θ* is known
+    ref_error: float | None = None  # ‖θ − θ*‖, all parameters
 
 
 class Callback(Protocol):
@@ -52,6 +54,7 @@ class FitResult:
     test_loss: float  # once, with the best-val parameters restored
     param_error: float | None  # of the restored parameters
     wall_time: float
+    reference_loss: float | None = None  # L_train(θ*), what opt_gap is measured from
     history: list[EpochMetrics] = field(default_factory=list)
 
 
@@ -167,7 +170,7 @@ def fit(
     """Train until a stop reason; `progress` resumes a snapshot, `snapshot` is handed the progress
     every `trainer.checkpoint_every` epochs and, after the current step, when a stop is requested."""
     p = progress or Progress(best_state=copy.deepcopy(model.state_dict()))
-    train, val = data.train, data.val if len(data.val) else data.train
+    train, val, ref = data.train, data.val if len(data.val) else data.train, data.reference
     size = len(train) if trainer.batch_size is None else min(trainer.batch_size, len(train))
     # L-BFGS and line searches re-evaluate the loss within a step, so they need it as a closure.
     needs_closure = isinstance(optimizer, torch.optim.LBFGS) or getattr(optimizer, "needs_closure", False)
@@ -215,6 +218,8 @@ def fit(
             grad_norm=grad_norm,
             param_error=param_error(model, data.theta),
             epoch_time=time.perf_counter() - epoch_start,
+            opt_gap=None if ref is None else float(end_loss) - ref.loss,
+            ref_error=None if ref is None else ref.error(model.parameters()),
         )
         p.epoch, p.rows, p.losses, p.sizes = epoch, None, [], []
         p.history.append(metrics)
@@ -265,5 +270,6 @@ def fit(
         test_loss=evaluate(model, data.test),
         param_error=param_error(model, data.theta),
         wall_time=time.perf_counter() - start,
+        reference_loss=None if ref is None else ref.loss,
         history=p.history,
     )

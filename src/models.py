@@ -1,11 +1,21 @@
-"""Hypothesis classes. Each model owns its loss, so the loop never hard-codes one."""
+"""Hypothesis classes. Each model owns its loss, so the loop never hard-codes one.
+
+Built as `instantiate(cfg.model)(n_features, generator=generator)`: every random initial value is
+drawn from the run's seeded generator.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from enum import Enum
+from itertools import pairwise
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from src.config import ConfigError
 
 
 class LinearRegression(nn.Module):
@@ -45,3 +55,76 @@ class LinearRegression(nn.Module):
     def coefficients(self) -> Tensor:
         """θ̂, comparable with the data's true θ."""
         return self.weight.detach()
+
+
+class LogisticRegression(LinearRegression):
+    """P(y = 1 | x) = σ(x·θ (+ b)); loss the mean binary cross-entropy, i.e. −(1/N) × the logit
+    log-likelihood, computed on the logits for numerical stability."""
+
+    def loss(self, X: Tensor, y: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(self(X), y)
+
+    def loss_and_grad(self, X: Tensor, y: Tensor) -> Tensor:
+        """L and ∇L in closed form: with r = σ(Xθ + b) − y, ∇_θ L = (1/N) Xᵀr and ∂L/∂b = (1/N) Σ r."""
+        n = y.shape[0]
+        with torch.no_grad():
+            logits = self(X)
+            loss = F.binary_cross_entropy_with_logits(logits, y)
+            r = torch.sigmoid(logits).sub_(y)
+            if self.bias is not None:
+                self.bias.grad = r.sum().div_(n)
+            if self.weight.grad is None:
+                self.weight.grad = torch.empty_like(self.weight)
+            torch.mv(X.T, r, out=self.weight.grad).div_(n)
+        return loss
+
+    def check_target(self, y: Tensor) -> None:
+        values = y.unique()
+        if not ((values == 0) | (values == 1)).all():
+            shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + ", ..." * (len(values) > 5)
+            raise ConfigError(
+                f"model=logistic needs a 0/1 target, but y takes {len(values)} values ({shown}); "
+                "recode it as 0/1, or choose model=linear or model=mlp"
+            )
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU,
+}
+
+
+class MLP(nn.Module):
+    """f(x) = W_K a(… a(W_1 x + b_1) …) + b_K, loss the mean squared error. Not convex in its
+    parameters, so it has no exact reference (no opt_gap)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (32, 32),
+        activation: str | Enum = "tanh",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        act = ACTIVATIONS[activation.value if isinstance(activation, Enum) else activation]
+        sizes = [in_features, *hidden, 1]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in pairwise(sizes):
+            # nn.Linear's default init, U(−1/√fan_in, 1/√fan_in), drawn from the run's generator;
+            # skip_init leaves torch's global RNG untouched.
+            linear = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
+            bound = 1 / math.sqrt(fan_in)
+            with torch.no_grad():
+                linear.weight.uniform_(-bound, bound, generator=generator)
+                linear.bias.uniform_(-bound, bound, generator=generator)
+            layers += [linear, act()]
+        self.net = nn.Sequential(*layers[:-1])  # no activation after the output layer
+
+    def forward(self, X: Tensor) -> Tensor:
+        return self.net(X).squeeze(-1)
+
+    def loss(self, X: Tensor, y: Tensor) -> Tensor:
+        return F.mse_loss(self(X), y)

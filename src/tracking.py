@@ -218,6 +218,7 @@ class MlflowTracker:
             self._log(key, float(getattr(result, key)), result.epochs)
         if result.param_error is not None:
             self._log("best_param_error", result.param_error, result.epochs)
+        self._log("reference_loss", result.reference_loss, result.epochs)  # skipped when None
         self.flush()
         self.client.set_tag(self.run_id, "stop_reason", result.stop_reason)
         with tempfile.TemporaryDirectory() as tmp:

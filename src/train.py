@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import checkpoint, cli, config
+from src import checkpoint, cli, config, reference
 from src.config import Interval
+from src.data import Data, check_fit
 from src.loop import Callback, FitResult, Progress, fit
 from src.tracking import hydra_context
 
@@ -34,6 +37,17 @@ def compose(*overrides: str) -> DictConfig:
         return hydra.compose("config", overrides=list(overrides))
 
 
+def load_data(node: DictConfig, generator: torch.Generator) -> Data:
+    """The data source's Data; a ConfigError it raises (a bad file or column) comes out as itself,
+    not wrapped in Hydra's InstantiationException, so the CLI prints just its line."""
+    try:
+        return instantiate(node, generator=generator)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, config.ConfigError):
+            raise exc.__cause__ from None
+        raise
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Everything a run needs, from a composed and validated config; nothing is logged yet."""
     config.validate(cfg)
@@ -43,9 +57,11 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # for any draw a library makes outside our generator
     dtype, device = getattr(torch, trainer.dtype.value), trainer.device
-    data = instantiate(cfg.data, generator=generator).to(dtype=dtype, device=device)
+    data = load_data(cfg.data, generator).to(dtype=dtype, device=device)
     model = instantiate(cfg.model)(data.n_features, generator=generator)
     model.to(dtype=dtype, device=device)
+    check_fit(data, model, trainer.batch_size)
+    data = replace(data, reference=reference.exact(model, data.train))
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     schedule = {key: value for key, value in cfg.schedule.items() if key != "interval"}
     scheduler = instantiate(schedule)(optimizer)
@@ -71,6 +87,9 @@ def summarize(result: FitResult, run_id: str | None) -> None:
     )
     if result.param_error is not None:
         log.info("||theta - theta_hat|| = %.3g", result.param_error)
+    if result.reference_loss is not None and result.history:
+        last = result.history[-1]
+        log.info("last epoch: opt_gap = %.3g, ||theta - theta*|| = %.3g", last.opt_gap, last.ref_error)
     if run_id is not None:
         log.info("MLflow run %s", run_id)
 
