@@ -30,10 +30,11 @@ class StopTraining(Exception):
 @dataclass(frozen=True)
 class EpochMetrics:
     epoch: int  # 1-based; the MLflow step
-    train_loss: float  # mean of the epoch's batch losses, weighted by batch size
-    val_loss: float  # on the whole validation split after the epoch (train loss if there is none)
+    train_loss: float  # mean of the epoch's batch objectives (data loss + L2 penalty), by batch size
+    val_loss: float  # data loss on the whole validation split after the epoch (train if there is none)
     lr: float  # the learning rate the epoch started with
     grad_norm: float  # ‖∇L_train(θ)‖ on the whole training split after the epoch
+    grad_variance: float  # E‖g_B − ∇L_train(θ)‖² of a batch gradient after the epoch; 0 for full batch
     param_error: float | None  # ‖θ − θ̂‖ where the true θ is known
     epoch_time: float  # seconds
 
@@ -80,15 +81,60 @@ def batches(
 
 
 def evaluate(model: Model, split: Split) -> float:
+    """The data loss (no penalty): what validation and test report."""
     with torch.no_grad():
         return float(model.loss(split.X, split.y))
 
 
-def gradient_norm(model: Model, split: Split) -> float:
-    """‖∇L(θ)‖ over the whole split, leaving the optimizer's .grad as it was."""
+def objective(model: Model, X: Tensor, y: Tensor, l2: float) -> Tensor:
+    """The training objective: the data loss plus the lecture's ridge penalty (α/2)‖θ‖², α = l2."""
+    loss = model.loss(X, y)
+    if l2:
+        loss = loss + l2 / 2 * sum(p.pow(2).sum() for p in model.parameters())
+    return loss
+
+
+def gradient_norm(model: Model, split: Split, l2: float = 0.0) -> float:
+    """‖∇L(θ)‖ of the training objective over the whole split, leaving the optimizer's .grad as it was."""
     params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(model.loss(split.X, split.y), params)
+    grads = torch.autograd.grad(objective(model, split.X, split.y, l2), params)
     return float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
+
+
+class _Loss(nn.Module):
+    """A model's loss as a module's forward, so torch.func.functional_call evaluates it at any θ."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, X: Tensor, y: Tensor) -> Tensor:
+        return self.model.loss(X, y)
+
+
+def gradient_variance(model: Model, split: Split, batch_size: int | None, sampling: Sampling) -> float:
+    """E‖g_B − ∇L(θ)‖²: how far a batch's mean gradient g_B strays from the full one (the penalty cancels).
+
+    With the per-example gradients ∇ℓ_n (vmap of grad) and the lecture's per-example variance
+    S² = (1/N) Σ‖∇ℓ_n − ∇L‖², it is S²/|B| for rows drawn with replacement and
+    S²/|B| · (N − |B|)/(N − 1) without (shuffle, sequential): 0 for the full batch. It takes the
+    model's loss to be the mean of per-row losses, as least squares is.
+    """
+    n = len(split)
+    size = n if batch_size is None else min(batch_size, n)
+    if size == n and sampling is not Sampling.replacement:
+        return 0.0
+    loss = _Loss(model)
+    params = {name: p.detach() for name, p in loss.named_parameters()}
+
+    def row_loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return torch.func.functional_call(loss, params, (x[None], y[None]))
+
+    per_row = torch.func.vmap(torch.func.grad(row_loss), in_dims=(None, 0, 0))(params, split.X, split.y)
+    G = torch.cat([g.reshape(n, -1) for g in per_row.values()], dim=1)  # (N, parameters)
+    S2 = float((G - G.mean(0)).pow(2).sum(1).mean())
+    without_replacement = 1.0 if sampling is Sampling.replacement else (n - size) / max(n - 1, 1)
+    return S2 / size * without_replacement
 
 
 def param_error(model: Model, theta: Tensor | None) -> float | None:
@@ -106,6 +152,7 @@ def fit(
     data: Data,
     trainer: TrainerConf,
     generator: torch.Generator,
+    l2: float = 0.0,
     callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     train, val = data.train, data.val if len(data.val) else data.train
@@ -125,10 +172,14 @@ def fit(
             idx = idx.to(X.device)
             xb, yb = X[idx], y[idx]
 
-            def closure() -> Tensor:
+            # closure(backward=False) hands back the batch loss with its graph, for methods that
+            # differentiate it twice (Newton, preconditioned): they keep torch's step(closure), and
+            # nothing here has to rebuild the loss as a function of θ for torch.func.hessian.
+            def closure(backward: bool = True) -> Tensor:
                 optimizer.zero_grad()
-                loss = model.loss(xb, yb)  # noqa: B023 (called within this step)
-                loss.backward()
+                loss = objective(model, xb, yb, l2)  # noqa: B023 (called within this step)
+                if backward:
+                    loss.backward()
                 return loss
 
             loss = cast(Tensor, optimizer.step(closure))  # type: ignore[arg-type]  # the closure's loss
@@ -145,7 +196,8 @@ def fit(
             train_loss=float(loss_sum) / rows,
             val_loss=evaluate(model, val),
             lr=lr,
-            grad_norm=gradient_norm(model, train),
+            grad_norm=gradient_norm(model, train, l2),
+            grad_variance=gradient_variance(model, train, trainer.batch_size, trainer.sampling),
             param_error=param_error(model, data.theta),
             epoch_time=time.perf_counter() - epoch_start,
         )
@@ -169,6 +221,9 @@ def fit(
             stop_reason = "non_finite"
             break
         if trainer.stopping_threshold is not None and monitored < trainer.stopping_threshold:
+            stop_reason = "converged"
+            break
+        if trainer.grad_tol is not None and metrics.grad_norm < trainer.grad_tol:
             stop_reason = "converged"
             break
         if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold:

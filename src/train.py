@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import cli, config
 from src.config import Interval
 from src.loop import Callback, FitResult, fit
+from src.schedules import robbins_monro_verdict
 
 log = logging.getLogger(__name__)
 config.register()
@@ -47,6 +48,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         interval=Interval(cfg.schedule.interval),
         trainer=trainer,
         generator=generator,
+        l2=cfg.regularization.l2,
     )
 
 
@@ -67,7 +69,10 @@ def summarize(result: FitResult, run_id: str | None) -> None:
 
 def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> FitResult:
     parts = build(cfg)
-    with instantiate(cfg.tracking, cfg=cfg, _recursive_=False) as tracker:
+    satisfied, reason = robbins_monro_verdict(cfg.schedule)
+    log.info("Robbins-Monro conditions %s: %s", "hold" if satisfied else "fail", reason)
+    tags = {"robbins_monro": str(satisfied).lower(), "robbins_monro.reason": reason}
+    with instantiate(cfg.tracking, cfg=cfg, tags=tags, _recursive_=False) as tracker:
         result = fit(callbacks=[tracker, *callbacks], **parts)
         tracker.log_result(result, parts["model"])
     summarize(result, tracker.run_id)

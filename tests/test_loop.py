@@ -11,7 +11,19 @@ from src.config import Sampling
 from src.loop import StopTraining, batches, evaluate
 from src.train import build, train
 
-OPTIMIZERS = ["gd", "sgd", "momentum", "nesterov", "adam"]
+OPTIMIZERS = [
+    "gd",
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "adagrad",
+    "lbfgs",
+    "newton",
+    "preconditioned",
+]
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
