@@ -36,6 +36,20 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def compare(session: nox.Session) -> None:
+    """Table and overlay plot of the latest sweep; extra arguments go to `python -m src.compare`."""
+    install(session)
+    session.run("python", "-m", "src.compare", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """P1–P5 benchmarks; `nox -s bench -- --smoke` for the quick check CI runs."""
+    install(session)
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
 def train(session: nox.Session) -> None:
     """The main job; extra arguments are Hydra overrides."""
     install(session)

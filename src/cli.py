@@ -12,6 +12,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
 from src.config import ConfigError
+from src.loop import STOP
 
 USAGE_ERROR = 2  # the input was wrong: nothing ran
 RUN_ERROR = 1  # the run itself failed
@@ -45,13 +46,19 @@ class _WithoutHydraJobLine:
         return getattr(self.stream, name)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # SIGTERM (SLURM, kill) ends runs like Ctrl-C
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGINT or SIGTERM (what SLURM sends before its kill): a training loop finishes its step and
+    writes a snapshot first; a second signal, or one outside training, interrupts at once."""
+    if STOP.training and not STOP.requested:
+        STOP.requested = True
+        return
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def run(main: Callable[[], Any]) -> None:
     """Call a @hydra.main function, reporting errors as one line unless HYDRA_FULL_ERROR is set."""
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
         return

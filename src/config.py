@@ -50,7 +50,9 @@ class TrainerConf:
     stopping_threshold: float | None = 1e-8
     divergence_threshold: float | None = 1e5
     grad_tol: float | None = None  # stop ("converged") once ‖∇L_train(θ)‖ < grad_tol
+    grad_variance: bool = False  # log E‖g_B − ∇L‖² each epoch: a per-example gradient pass, so opt-in
     max_time: float | None = None  # seconds of training before stopping
+    checkpoint_every: int | None = 50  # epochs between snapshots (null: only on interrupt)
     dtype: DType = DType.float32
     device: str = "cpu"
     progress: bool = True  # tqdm bar; always off inside --multirun
@@ -88,6 +90,12 @@ class TrainerConf:
             f"{key}.max_time",
             self.max_time,
             "must be > 0 seconds or null",
+        )
+        require(
+            self.checkpoint_every is None or self.checkpoint_every >= 1,
+            f"{key}.checkpoint_every",
+            self.checkpoint_every,
+            "must be >= 1 epochs, or null for snapshots only on interrupt",
         )
         require(
             self.device == "cpu" or self.device.startswith("cuda"),
@@ -521,6 +529,8 @@ class MlflowConf(TrackingConf):
 class Config:
     defaults: list[Any] = field(default_factory=list)
     seed: int = 0
+    resume: str | None = None  # a run dir or MLflow run id: continue that run from its snapshot
+    warm_start: str | None = None  # a run dir or MLflow run id: start from that run's parameters
     optimizer: Any = MISSING
     schedule: Any = MISSING
     data: Any = MISSING

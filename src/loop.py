@@ -32,9 +32,9 @@ class EpochMetrics:
     epoch: int  # 1-based; the MLflow step
     train_loss: float  # mean of the epoch's batch objectives (data loss + L2 penalty), by batch size
     val_loss: float  # data loss on the whole validation split after the epoch (train if there is none)
-    lr: float  # the learning rate the epoch started with
+    lr: float  # the learning rate of the epoch's last step
     grad_norm: float  # ‖∇L_train(θ)‖ on the whole training split after the epoch
-    grad_variance: float  # E‖g_B − ∇L_train(θ)‖² of a batch gradient after the epoch; 0 for full batch
+    grad_variance: float | None  # E‖g_B − ∇L_train(θ)‖² after the epoch, if trainer.grad_variance
     param_error: float | None  # ‖θ − θ̂‖ where the true θ is known
     epoch_time: float  # seconds
 
@@ -55,6 +55,34 @@ class FitResult:
     history: list[EpochMetrics] = field(default_factory=list)
 
 
+@dataclass
+class Progress:
+    """Where training stands. With the model, optimizer, scheduler and RNG states it makes a
+    snapshot from which training continues bitwise-identically (src/checkpoint.py)."""
+
+    epoch: int = 0  # epochs completed
+    best_val: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, Tensor] = field(default_factory=dict)
+    stale_epochs: int = 0
+    elapsed: float = 0.0  # training seconds so far, across resumes (max_time counts them all)
+    history: list[EpochMetrics] = field(default_factory=list)
+    # Inside an epoch: its row order (None: stored order) and the batches done so far.
+    rows: Tensor | None = None
+    losses: list[Tensor] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+
+class StopRequest:
+    """Set by a signal handler (src/cli.py): a running loop stops after its current step, resumably."""
+
+    requested = False
+    training = False  # a loop is running and will honour a request
+
+
+STOP = StopRequest()
+
+
 class Model(Protocol):
     """What the loop needs of a model: an nn.Module that owns its loss (optionally .coefficients())."""
 
@@ -66,18 +94,69 @@ class Model(Protocol):
     def eval(self) -> Any: ...
 
 
-def batches(
-    n: int, batch_size: int | None, sampling: Sampling, generator: torch.Generator
-) -> Iterator[Tensor]:
-    """Row indices for one epoch's batches: ⌈n / |B|⌉ of them, the last one possibly short."""
-    size = n if batch_size is None else min(batch_size, n)
+def epoch_order(n: int, size: int, sampling: Sampling, generator: torch.Generator) -> Tensor | None:
+    """The rows one epoch visits, in order; None for the stored order. Batches are chunks of `size`.
+
+    ⌈n / size⌉ batches: shuffle and sequential visit each row once (the last batch may be short);
+    replacement draws every batch independently with replacement. A full batch needs no shuffle.
+    """
+    if sampling is Sampling.sequential or (sampling is Sampling.shuffle and size >= n):
+        return None
     if sampling is Sampling.shuffle:
-        rows = torch.randperm(n, generator=generator)
-    elif sampling is Sampling.replacement:
-        rows = torch.randint(n, (math.ceil(n / size) * size,), generator=generator)
-    else:
-        rows = torch.arange(n)
-    return iter(rows.split(size))
+        return torch.randperm(n, generator=generator)
+    return torch.randint(n, (math.ceil(n / size) * size,), generator=generator)
+
+
+def batches(split: Split, size: int, rows: Tensor | None) -> list[tuple[Tensor, Tensor]]:
+    """(X_B, y_B) views of one gathered copy of the split: one gather per epoch, none per step."""
+    X, y = (
+        (split.X, split.y)
+        if rows is None
+        else (split.X[rows.to(split.X.device)], split.y[rows.to(split.X.device)])
+    )
+    return list(zip(X.split(size), y.split(size), strict=True))
+
+
+def objective(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor:
+    """The training objective, with its graph: the data loss plus the lecture's (α/2)‖θ‖², α = l2."""
+    loss = model.loss(X, y)
+    if l2:
+        loss = loss + l2 / 2 * sum(p.pow(2).sum() for p in model.parameters())
+    return loss
+
+
+def loss_and_grad(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor:
+    """The objective on (X, y), leaving its gradient in each parameter's .grad; no graph is kept.
+
+    A model may give its loss and gradient in closed form (`model.loss_and_grad`), which skips
+    autograd's overhead; the penalty then adds (α/2)‖θ‖² and αθ. Otherwise autograd computes both.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    closed_form: Callable[[Tensor, Tensor], Tensor] | None = getattr(model, "loss_and_grad", None)
+    if closed_form is None:
+        loss = objective(model, X, y, l2)
+        for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+            p.grad = g
+        return loss.detach()
+    loss = closed_form(X, y)
+    if l2:
+        with torch.no_grad():
+            for p in params:
+                cast(Tensor, p.grad).add_(p, alpha=l2)
+            loss = loss + l2 / 2 * sum(p.pow(2).sum() for p in params)
+    return loss
+
+
+def closure(model: Model, X: Tensor, y: Tensor, l2: float) -> Callable[..., Tensor]:
+    """optimizer.step's closure for (X, y): the objective with its gradient in .grad, or, called
+    with backward=False, the objective with its graph, for methods that differentiate it twice
+    (Newton, preconditioned): they keep torch's step(closure) without the loop rebuilding the loss
+    as a function of θ for torch.func.hessian."""
+
+    def batch_objective(backward: bool = True) -> Tensor:
+        return loss_and_grad(model, X, y, l2) if backward else objective(model, X, y, l2)
+
+    return batch_objective
 
 
 def evaluate(model: Model, split: Split) -> float:
@@ -86,19 +165,11 @@ def evaluate(model: Model, split: Split) -> float:
         return float(model.loss(split.X, split.y))
 
 
-def objective(model: Model, X: Tensor, y: Tensor, l2: float) -> Tensor:
-    """The training objective: the data loss plus the lecture's ridge penalty (α/2)‖θ‖², α = l2."""
-    loss = model.loss(X, y)
-    if l2:
-        loss = loss + l2 / 2 * sum(p.pow(2).sum() for p in model.parameters())
-    return loss
-
-
-def gradient_norm(model: Model, split: Split, l2: float = 0.0) -> float:
-    """‖∇L(θ)‖ of the training objective over the whole split, leaving the optimizer's .grad as it was."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(objective(model, split.X, split.y, l2), params)
-    return float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
+def gradient_norm(model: Model, split: Split, l2: float = 0.0) -> tuple[Tensor, float]:
+    """The objective L(θ) and ‖∇L(θ)‖ over the whole split, leaving ∇L(θ) in .grad."""
+    loss = loss_and_grad(model, split.X, split.y, l2)
+    grads = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
+    return loss, float(torch.linalg.vector_norm(torch.cat(grads)))
 
 
 class _Loss(nn.Module):
@@ -112,8 +183,8 @@ class _Loss(nn.Module):
         return self.model.loss(X, y)
 
 
-def gradient_variance(model: Model, split: Split, batch_size: int | None, sampling: Sampling) -> float:
-    """E‖g_B − ∇L(θ)‖²: how far a batch's mean gradient g_B strays from the full one (the penalty cancels).
+def gradient_variance(model: Model, split: Split, size: int, sampling: Sampling) -> float:
+    """E‖g_B − ∇L(θ)‖²: how far a batch's mean gradient g_B strays from the full one (a penalty cancels).
 
     With the per-example gradients ∇ℓ_n (vmap of grad) and the lecture's per-example variance
     S² = (1/N) Σ‖∇ℓ_n − ∇L‖², it is S²/|B| for rows drawn with replacement and
@@ -121,8 +192,7 @@ def gradient_variance(model: Model, split: Split, batch_size: int | None, sampli
     model's loss to be the mean of per-row losses, as least squares is.
     """
     n = len(split)
-    size = n if batch_size is None else min(batch_size, n)
-    if size == n and sampling is not Sampling.replacement:
+    if size >= n and sampling is not Sampling.replacement:
         return 0.0
     loss = _Loss(model)
     params = {name: p.detach() for name, p in loss.named_parameters()}
@@ -154,63 +224,80 @@ def fit(
     generator: torch.Generator,
     l2: float = 0.0,
     callbacks: Sequence[Callback] = (),
+    progress: Progress | None = None,
+    snapshot: Callable[[Progress], None] | None = None,
 ) -> FitResult:
+    """Train until a stop reason; `progress` resumes a snapshot, `snapshot` is handed the progress
+    every `trainer.checkpoint_every` epochs and, after the current step, when a stop is requested."""
+    p = progress or Progress(best_state=copy.deepcopy(model.state_dict()))
     train, val = data.train, data.val if len(data.val) else data.train
-    X, y = train.X, train.y
-    best_val, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
-    stale_epochs, stop_reason = 0, "max_epochs"
-    history: list[EpochMetrics] = []
-    start = time.perf_counter()
-    # disable=None: a bar only on a terminal, so logs and CI output stay clean.
-    bar = tqdm(range(1, trainer.max_epochs + 1), disable=None if trainer.progress else True, unit="epoch")
-    for epoch in bar:
+    size = len(train) if trainer.batch_size is None else min(trainer.batch_size, len(train))
+    # L-BFGS and line searches re-evaluate the loss within a step, so they need it as a closure.
+    needs_closure = isinstance(optimizer, torch.optim.LBFGS) or getattr(optimizer, "needs_closure", False)
+    # Full-batch steps reuse the gradient the epoch's end computed for grad_norm at the same θ.
+    reuse_gradient = size >= len(train) and trainer.sampling is not Sampling.replacement and not needs_closure
+    current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when it can be reused
+    stop_reason, start = "max_epochs", time.perf_counter() - p.elapsed
+    STOP.requested, STOP.training = False, True
+    epochs = range(p.epoch + 1, trainer.max_epochs + 1)
+    bar = tqdm(epochs, initial=p.epoch, total=trainer.max_epochs, disable=None if trainer.progress else True)
+    for epoch in bar:  # (disable=None: a bar only on a terminal, so logs and CI stay clean)
         epoch_start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
         model.train()
-        loss_sum, rows = torch.zeros((), dtype=X.dtype, device=X.device), 0
-        for idx in batches(len(train), trainer.batch_size, trainer.sampling, generator):
-            idx = idx.to(X.device)
-            xb, yb = X[idx], y[idx]
-
-            # closure(backward=False) hands back the batch loss with its graph, for methods that
-            # differentiate it twice (Newton, preconditioned): they keep torch's step(closure), and
-            # nothing here has to rebuild the loss as a function of θ for torch.func.hessian.
-            def closure(backward: bool = True) -> Tensor:
-                optimizer.zero_grad()
-                loss = objective(model, xb, yb, l2)  # noqa: B023 (called within this step)
-                if backward:
-                    loss.backward()
-                return loss
-
-            loss = cast(Tensor, optimizer.step(closure))  # type: ignore[arg-type]  # the closure's loss
-            loss_sum += loss.detach() * len(idx)  # stays on the device: no sync per step
-            rows += len(idx)
+        if not p.sizes:  # a fresh epoch, not one resumed from a snapshot taken inside it
+            p.rows = epoch_order(len(train), size, trainer.sampling, generator)
+        for xb, yb in batches(train, size, p.rows)[len(p.sizes) :]:
+            lr = optimizer.param_groups[0]["lr"]
+            if needs_closure:
+                step = closure(model, xb, yb, l2)
+                p.losses.append(cast(Tensor, optimizer.step(step)))  # type: ignore[arg-type]
+            else:
+                p.losses.append(
+                    current_loss if current_loss is not None else loss_and_grad(model, xb, yb, l2)
+                )
+                optimizer.step()
+            current_loss = None
+            p.sizes.append(yb.shape[0])
             if interval is Interval.step:
                 scheduler.step()
+            if STOP.requested:  # SIGINT/SIGTERM: stop here, resumable from this very step
+                p.elapsed = time.perf_counter() - start
+                if snapshot is not None:
+                    snapshot(p)
+                raise KeyboardInterrupt("stop requested")
         if interval is Interval.epoch:
             scheduler.step()
 
         model.eval()
+        end_loss, grad_norm = gradient_norm(model, train, l2)
+        current_loss = end_loss if reuse_gradient else None
+        weights = torch.tensor(p.sizes, dtype=train.X.dtype, device=train.X.device)
         metrics = EpochMetrics(
             epoch=epoch,
-            train_loss=float(loss_sum) / rows,
+            train_loss=float(torch.stack(p.losses) @ weights) / sum(p.sizes),  # size-weighted mean
             val_loss=evaluate(model, val),
             lr=lr,
-            grad_norm=gradient_norm(model, train, l2),
-            grad_variance=gradient_variance(model, train, trainer.batch_size, trainer.sampling),
+            grad_norm=grad_norm,
+            grad_variance=gradient_variance(model, train, size, trainer.sampling)
+            if trainer.grad_variance
+            else None,
             param_error=param_error(model, data.theta),
             epoch_time=time.perf_counter() - epoch_start,
         )
-        history.append(metrics)
+        p.epoch, p.rows, p.losses, p.sizes = epoch, None, [], []
+        p.history.append(metrics)
         bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{lr:.3g}")
 
         # Early stopping, in the order Lightning's EarlyStopping checks.
         monitored = metrics.val_loss
-        if monitored < best_val - trainer.min_delta:
-            best_val, best_epoch, stale_epochs = monitored, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
+        if monitored < p.best_val - trainer.min_delta:
+            p.best_val, p.best_epoch, p.stale_epochs = monitored, epoch, 0
+            p.best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
         else:
-            stale_epochs += 1
+            p.stale_epochs += 1
+        p.elapsed = time.perf_counter() - start
+        if snapshot is not None and trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0:
+            snapshot(p)
         try:
             for callback in callbacks:
                 callback.on_epoch_end(metrics)
@@ -229,22 +316,25 @@ def fit(
         if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold:
             stop_reason = "diverged"
             break
-        if stale_epochs >= trainer.patience:
+        if p.stale_epochs >= trainer.patience:
             stop_reason = "early_stopped"
             break
-        if trainer.max_time is not None and time.perf_counter() - start >= trainer.max_time:
+        if trainer.max_time is not None and p.elapsed >= trainer.max_time:
             stop_reason = "max_time"
             break
     bar.close()
+    STOP.training = False
+    if snapshot is not None:
+        snapshot(p)  # the end state, from which a resume can refine further
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(p.best_state)
     return FitResult(
         stop_reason=stop_reason,
-        epochs=len(history),
-        best_epoch=best_epoch,
-        best_val_loss=best_val,
+        epochs=p.epoch,
+        best_epoch=p.best_epoch,
+        best_val_loss=p.best_val,
         test_loss=evaluate(model, data.test),
         param_error=param_error(model, data.theta),
         wall_time=time.perf_counter() - start,
-        history=history,
+        history=p.history,
     )

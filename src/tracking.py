@@ -60,7 +60,10 @@ class NullTracker:
 
     run_id: str | None = None
 
-    def __init__(self, cfg: DictConfig, tags: dict[str, str] | None = None) -> None:
+    def __init__(self, cfg: DictConfig, **ignored: Any) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def __enter__(self) -> NullTracker:
@@ -141,28 +144,38 @@ def loss_curve(history: list[EpochMetrics], best_epoch: int, title: str, path: P
 
 
 class MlflowTracker:
+    """Metrics are buffered and written at each snapshot and at the end (`flush`), so MLflow's
+    history always matches what a resume continues from: a resumed run never logs an epoch twice."""
+
     def __init__(
         self,
         experiment: str,
         cfg: DictConfig,
         uri: str | None = None,
         tags: dict[str, str] | None = None,
-        flush_every: float = 10.0,
+        resume_run_id: str | None = None,
+        snapshot_path: Path | None = None,
     ) -> None:
         self.uri = tracking_uri(uri)
         self.experiment = experiment
         self.cfg = cfg
         self.extra_tags = tags or {}
-        self.flush_every = flush_every  # seconds between log_batch calls during training
+        self.resume_run_id = resume_run_id  # continue this run (same id, later steps)
+        self.snapshot_path = snapshot_path  # logged as an artifact when the run ends, if written
         self.run_id: str | None = None
         self._pending: list[Metric] = []
-        self._last_flush = time.monotonic()
-        self._history: list[EpochMetrics] = []
 
     def __enter__(self) -> MlflowTracker:
         from mlflow.entities import Param
 
         choices, overrides, self.output_dir = hydra_context()
+        self.client, experiment_id = client_and_experiment(self.uri, self.experiment)
+        if self.resume_run_id is not None:
+            self.run_id = self.resume_run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            for key, value in self.extra_tags.items():
+                self.client.set_tag(self.run_id, key, value)
+            return self
         tags = {f"choice.{group}": choice for group, choice in choices.items()}
         tags["overrides"] = " ".join(overrides)
         if commit := git_commit():
@@ -170,7 +183,6 @@ class MlflowTracker:
         if parent := os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = parent
         tags.update(self.extra_tags)
-        self.client, experiment_id = client_and_experiment(self.uri, self.experiment)
         run = self.client.create_run(experiment_id, run_name=run_name(self.cfg, choices), tags=tags)
         self.run_id = run.info.run_id
         try:
@@ -189,20 +201,16 @@ class MlflowTracker:
         if value is not None and math.isfinite(value):
             self._pending.append(Metric(key, value, int(time.time() * 1000), step))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         assert self.run_id is not None
         for i in range(0, len(self._pending), 1000):  # MLflow takes at most 1000 metrics a batch
             self.client.log_batch(self.run_id, metrics=self._pending[i : i + 1000])
         self._pending.clear()
-        self._last_flush = time.monotonic()
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
-        self._history.append(metrics)
         for key, value in dataclasses.asdict(metrics).items():
             if key != "epoch":
                 self._log(key, value, metrics.epoch)
-        if time.monotonic() - self._last_flush > self.flush_every:
-            self._flush()
 
     def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
         assert self.run_id is not None
@@ -210,7 +218,7 @@ class MlflowTracker:
             self._log(key, float(getattr(result, key)), result.epochs)
         if result.param_error is not None:
             self._log("best_param_error", result.param_error, result.epochs)
-        self._flush()
+        self.flush()
         self.client.set_tag(self.run_id, "stop_reason", result.stop_reason)
         with tempfile.TemporaryDirectory() as tmp:
             out = self.output_dir or Path(tmp)
@@ -241,7 +249,9 @@ class MlflowTracker:
         status = "FINISHED"
         try:
             if self._pending:
-                self._flush()
+                self.flush()
+            if self.snapshot_path is not None and self.snapshot_path.is_file():
+                self.client.log_artifact(self.run_id, str(self.snapshot_path), "snapshot")
         finally:
             if exc_type is not None:
                 killed = issubclass(exc_type, (KeyboardInterrupt, SystemExit))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -16,13 +17,22 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import cli, config
+from src import checkpoint, cli, config
 from src.config import Interval
-from src.loop import Callback, FitResult, fit
+from src.loop import Callback, FitResult, Progress, fit
 from src.schedules import robbins_monro_verdict
+from src.tracking import hydra_context
 
 log = logging.getLogger(__name__)
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SNAPSHOT = "snapshot.pt"
 config.register()
+
+
+def compose(*overrides: str) -> DictConfig:
+    """The config `python -m src.train <overrides>` would run, for notebooks, tests and benchmarks."""
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return hydra.compose("config", overrides=list(overrides))
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
@@ -67,13 +77,50 @@ def summarize(result: FitResult, run_id: str | None) -> None:
         log.info("MLflow run %s", run_id)
 
 
+def load_resume(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
+    """`resume=<run dir or run id>`: that run's snapshot, and the config it ran with."""
+    uri = cfg.tracking.get("uri")
+    state = checkpoint.load(checkpoint.locate(cfg.resume, SNAPSHOT, f"snapshot/{SNAPSHOT}", uri, "resume"))
+    return checkpoint.resumed_config(state, overrides, config.Config), state
+
+
+def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
+    """`warm_start=<run dir or run id>`: begin from that run's final parameters."""
+    try:
+        model.load_state_dict(checkpoint.warm_start_parameters(cfg.warm_start, cfg.tracking.get("uri")))
+    except RuntimeError as exc:  # other parameter names or shapes
+        reason = str(exc).strip().splitlines()[-1].strip()
+        message = f"warm_start={cfg.warm_start}: its parameters do not fit this model: {reason}"
+        raise config.ConfigError(message) from exc
+
+
 def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> FitResult:
+    _, overrides, run_dir = hydra_context()
+    tags: dict[str, str] = {}
+    state: dict[str, Any] | None = None
+    if cfg.resume:
+        tags["resumed_from"] = str(cfg.resume)
+        cfg, state = load_resume(cfg, overrides)
     parts = build(cfg)
     satisfied, reason = robbins_monro_verdict(cfg.schedule)
     log.info("Robbins-Monro conditions %s: %s", "hold" if satisfied else "fail", reason)
-    tags = {"robbins_monro": str(satisfied).lower(), "robbins_monro.reason": reason}
-    with instantiate(cfg.tracking, cfg=cfg, tags=tags, _recursive_=False) as tracker:
-        result = fit(callbacks=[tracker, *callbacks], **parts)
+    tags |= {"robbins_monro": str(satisfied).lower(), "robbins_monro.reason": reason}
+    progress = checkpoint.restore(state, parts) if state is not None else None
+    if cfg.warm_start:
+        load_warm_start(cfg, parts["model"])
+        tags["warm_start_from"] = str(cfg.warm_start)
+    snapshot_path = run_dir / SNAPSHOT if run_dir is not None else None
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    resume_run_id = state["mlflow_run_id"] if state is not None else None
+    tracker_args = dict(tags=tags, resume_run_id=resume_run_id, snapshot_path=snapshot_path)
+    with instantiate(cfg.tracking, cfg=cfg, **tracker_args, _recursive_=False) as tracker:
+
+        def snapshot(p: Progress) -> None:
+            if snapshot_path is not None:
+                checkpoint.save(checkpoint.capture(p, parts, tracker.run_id, config_yaml), snapshot_path)
+            tracker.flush()  # MLflow then holds exactly the epochs the snapshot holds
+
+        result = fit(callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot, **parts)
         tracker.log_result(result, parts["model"])
     summarize(result, tracker.run_id)
     return result

@@ -9,19 +9,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import src.train  # noqa: F401  (registers the config schemas)
+from src.train import compose
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 
 
-def make_config(*overrides: str) -> DictConfig:
-    """The config `python -m src.train <overrides>` would run (without the hydra node)."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("config", overrides=list(overrides))
+make_config = compose  # the config `python -m src.train <overrides>` would run (no hydra node)
 
 
 @pytest.fixture
@@ -49,11 +44,12 @@ def run_cli(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m <module> <args>` in `cwd`, as a user would type it; outputs land under cwd."""
-    hydra_dirs = (
-        []
-        if module != "src.train"
-        else [f"hydra.run.dir={cwd}/outputs/run", f"hydra.sweep.dir={cwd}/multirun"]
-    )
+    hydra_dirs = []
+    if module == "src.train":  # keep outputs inside cwd unless the caller says where
+        if not any(a.startswith("hydra.run.dir=") for a in args):
+            hydra_dirs.append(f"hydra.run.dir={cwd}/outputs/run")
+        if not any(a.startswith("hydra.sweep.dir=") for a in args):
+            hydra_dirs.append(f"hydra.sweep.dir={cwd}/multirun")
     return subprocess.run(
         [sys.executable, "-m", module, *args, *hydra_dirs],
         cwd=cwd,

@@ -25,9 +25,12 @@ def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):
 def test_multirun_over_optimizers_leaves_one_finished_run_each(cli, tmp_path):
     proc = cli("--multirun", "optimizer=sgd,momentum,nesterov,adam")
     assert proc.returncode == 0, proc.stderr
-    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert len(runs) == 4
+    runs = [r for r in all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}") if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 4  # one child per job (under the sweep's parent run)
     assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {"train_loss", "val_loss", "lr", "best_val_loss", "test_loss", "param_error"} <= set(
+        runs[0].data.metrics
+    )
     targets = sorted(
         (r.data.params["optimizer._target_"], r.data.params["optimizer.nesterov"])
         for r in runs

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from src.config import Sampling
-from src.loop import StopTraining, batches, evaluate
+from src.data import Split
+from src.loop import StopTraining, batches, epoch_order, evaluate, loss_and_grad
+from src.models import LinearRegression
 from src.train import build, train
 
 OPTIMIZERS = [
@@ -113,30 +115,72 @@ def test_without_validation_split_train_loss_is_monitored(quiet_config):
     assert result.param_error is not None and result.param_error < 1e-3
 
 
-def test_batches_shuffle_covers_each_row_once_in_a_new_order():
+def row_ids(n: int, size: int, sampling: Sampling, g: torch.Generator) -> list[list[int]]:
+    """The rows of each batch of one epoch, read back from the batches themselves."""
+    split = Split(torch.arange(n, dtype=torch.float64)[:, None], torch.zeros(n))
+    return [xb[:, 0].long().tolist() for xb, _ in batches(split, size, epoch_order(n, size, sampling, g))]
+
+
+def test_shuffle_covers_each_row_once_in_a_new_order_each_epoch():
     g = torch.Generator().manual_seed(0)
-    first = list(batches(100, 32, Sampling.shuffle, g))
-    second = torch.cat(list(batches(100, 32, Sampling.shuffle, g)))
+    first, second = row_ids(100, 32, Sampling.shuffle, g), row_ids(100, 32, Sampling.shuffle, g)
     assert [len(b) for b in first] == [32, 32, 32, 4]
-    assert sorted(torch.cat(first).tolist()) == list(range(100))
-    assert not torch.equal(torch.cat(first), second)
+    assert sorted(row for batch in first for row in batch) == list(range(100))
+    assert first != second
 
 
-def test_batches_sequential_and_full_batch():
+def test_sequential_keeps_the_stored_order():
     g = torch.Generator().manual_seed(0)
-    assert torch.equal(torch.cat(list(batches(10, 4, Sampling.sequential, g))), torch.arange(10))
-    (full,) = batches(10, None, Sampling.shuffle, g)
-    assert sorted(full.tolist()) == list(range(10))
+    assert row_ids(10, 4, Sampling.sequential, g) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
-def test_batches_with_replacement_repeat_rows():
+def test_a_full_batch_is_the_whole_split():
     g = torch.Generator().manual_seed(0)
-    rows = torch.cat(list(batches(1000, 32, Sampling.replacement, g)))
+    assert row_ids(10, 10, Sampling.shuffle, g) == [list(range(10))]
+
+
+def test_replacement_draws_full_batches_that_repeat_rows():
+    g = torch.Generator().manual_seed(0)
+    rows = [row for batch in row_ids(1000, 32, Sampling.replacement, g) for row in batch]
     assert len(rows) == 32 * 32  # ⌈1000/32⌉ batches of 32
-    assert len(rows.unique()) < len(rows)  # P(no repeat in 1024 draws from 1000) is ~0
+    assert len(set(rows)) < len(rows)  # P(no repeat in 1024 draws from 1000) is ~0
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_closed_form_gradient_matches_autograd_of_the_loss(bias):
+    g = torch.Generator().manual_seed(1)
+    X, y = (
+        torch.randn(50, 3, generator=g, dtype=torch.float64),
+        torch.randn(50, generator=g, dtype=torch.float64),
+    )
+    model = LinearRegression(3, bias=bias, generator=g).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3)
+    loss = loss_and_grad(model, X, y)
+    closed = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    reference = model.loss(X, y)  # (1/N) Σ (y − xθ − b)², differentiated by autograd
+    auto = torch.autograd.grad(reference, list(model.parameters()))
+    torch.testing.assert_close(loss, reference.detach(), rtol=1e-14, atol=0)
+    for c, a in zip(closed, auto, strict=True):
+        torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("sampling", ["shuffle", "replacement", "sequential"])
 def test_each_sampling_mode_converges(quiet_config, sampling):
     result = train(quiet_config(f"trainer.sampling={sampling}"))
     assert result.param_error is not None and result.param_error <= 1e-3
+
+
+def test_train_loss_is_the_batch_size_weighted_mean(quiet_config):
+    # With η ≈ 0, θ stays at θ₀, so the size-weighted mean of the batch losses (300, 300, 100 rows)
+    # must equal the loss on the whole training split; an unweighted mean would not.
+    cfg = quiet_config(
+        "optimizer.lr=1e-30", "trainer.batch_size=300", "trainer.max_epochs=1", "trainer.dtype=float64"
+    )
+    parts = build(cfg)
+    expected = evaluate(parts["model"], parts["data"].train)
+    from src.loop import fit
+
+    result = fit(**parts)
+    assert result.history[0].train_loss == pytest.approx(expected, rel=1e-12)

@@ -53,8 +53,15 @@ def test_gradient_variance_is_what_random_batches_show(problem, replacement):
 
 def test_full_batch_has_no_gradient_variance(problem):
     model, split = problem
-    assert gradient_variance(model, split, None, Sampling.shuffle) == 0.0
-    assert gradient_variance(model, split, 10_000, Sampling.sequential) == 0.0
+    assert gradient_variance(model, split, len(split), Sampling.shuffle) == 0.0
+    assert gradient_variance(model, split, len(split), Sampling.sequential) == 0.0
+
+
+def test_grad_variance_is_logged_only_on_request(quiet_config):
+    plain = train(quiet_config("trainer.max_epochs=3"))
+    assert all(m.grad_variance is None for m in plain.history)
+    asked = train(quiet_config("trainer.max_epochs=3", "trainer.grad_variance=true"))
+    assert all(m.grad_variance is not None and m.grad_variance > 0 for m in asked.history)
 
 
 def test_grad_tol_stops_at_the_first_epoch_below_it(quiet_config):

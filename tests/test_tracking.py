@@ -194,3 +194,12 @@ def test_runs_reach_a_remote_mlflow_server(mlflow_server, monkeypatch, tmp_path)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == list(range(1, 11))
     assert {"config.yaml", "loss_curve.png", "model/model.pt"} <= artifact_paths(client, run.info.run_id)
     assert not Path(tmp_path / "mlflow.db").exists()  # nothing went to the default local store
+
+
+def test_a_sweep_that_dies_leaves_nothing_running(cli, tmp_path):
+    proc = cli("--multirun", "optimizer.lr=0.1,-1", "trainer.max_epochs=5")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: optimizer.lr=-1.0 is not allowed: must be > 0"
+    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    statuses = sorted((("descentlab.sweep_dir" in r.data.tags), r.info.status) for r in runs)
+    assert statuses == [(False, "FINISHED"), (True, "FAILED")]  # the first job, then its parent

@@ -28,6 +28,8 @@ class Newton(Optimizer):
     parameters: this is for the lecture's small models, not for networks.
     """
 
+    needs_closure = True  # step(closure) re-evaluates the batch loss (src.loop.fit passes one)
+
     def __init__(
         self,
         params: Iterable[Tensor],

@@ -26,6 +26,8 @@ class Preconditioned(Optimizer):
     not correlation between them. The Hessian is the exact one of the step's batch, by autograd.
     """
 
+    needs_closure = True  # step(closure) re-evaluates the batch loss (src.loop.fit passes one)
+
     def __init__(
         self,
         params: Iterable[Tensor],

@@ -1,0 +1,147 @@
+"""Snapshots on disk: written atomically, read back only if intact and made of plain data.
+
+A snapshot file is one line holding the SHA-256 of the payload, then the payload: a `torch.save`
+of plain containers and tensors. Writing goes to a temporary file that is renamed over the old one,
+so a crash leaves either the previous snapshot or the new one, never half of one. Reading checks the
+digest (a truncated or edited file is refused) and unpickles with `weights_only=True` (no code runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import ConfigError
+from src.loop import EpochMetrics, Progress
+
+FORMAT = 1  # bump when the snapshot's layout changes
+
+
+class SnapshotError(ConfigError):
+    """A snapshot that cannot be trusted or used; the message names the file and why."""
+
+
+def save(state: dict[str, Any], path: Path) -> Path:
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    payload = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(hashlib.sha256(payload).hexdigest().encode() + b"\n")
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror}") from exc
+    digest, _, payload = raw.partition(b"\n")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise SnapshotError(
+            f"snapshot {path} is truncated or was modified (SHA-256 mismatch); not loading it"
+        )
+    try:
+        state: dict[str, Any] = torch.load(io.BytesIO(payload), weights_only=True)
+    except Exception as exc:  # weights_only refuses anything but plain data
+        raise SnapshotError(f"snapshot {path} holds more than plain data; not loading it ({exc})") from exc
+    if state.get("format") != FORMAT:
+        raise SnapshotError(f"snapshot {path} has format {state.get('format')}, this version reads {FORMAT}")
+    return state
+
+
+def capture(
+    progress: Progress, parts: dict[str, Any], run_id: str | None, config_yaml: str
+) -> dict[str, Any]:
+    """Everything needed to continue the run exactly: loop progress, states, RNG, and its config."""
+    p = dataclasses.asdict(progress)  # history entries become plain dicts
+    return {
+        "progress": p,
+        "model": parts["model"].state_dict(),
+        "optimizer": parts["optimizer"].state_dict(),
+        "scheduler": parts["scheduler"].state_dict(),
+        "generator": parts["generator"].get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "mlflow_run_id": run_id,
+        "config": config_yaml,
+    }
+
+
+def restore(state: dict[str, Any], parts: dict[str, Any]) -> Progress:
+    """Load a snapshot's states into freshly built parts; returns the loop progress to resume."""
+    parts["model"].load_state_dict(state["model"])
+    parts["optimizer"].load_state_dict(state["optimizer"])
+    parts["scheduler"].load_state_dict(state["scheduler"])
+    parts["generator"].set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    p = dict(state["progress"])
+    p["history"] = [EpochMetrics(**m) for m in p["history"]]
+    return Progress(**p)
+
+
+def locate(source: str, filename: str, artifact: str, uri: str | None, key: str) -> Path:
+    """`source` is a run dir holding `filename`, or an MLflow run id with `artifact` logged."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / filename).is_file():
+            raise SnapshotError(f"{key}={source}: no {filename} in that run dir")
+        return path / filename
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from src.tracking import tracking_uri
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        return Path(download_artifacts(run_id=source, artifact_path=artifact, tracking_uri=tracking_uri(uri)))
+    except MlflowException as exc:
+        first = str(exc).splitlines()[0]
+        raise SnapshotError(
+            f"{key}={source} is neither a run dir nor a run with {artifact}: {first}"
+        ) from exc
+
+
+def resumed_config(state: dict[str, Any], overrides: list[str], schema: Any) -> DictConfig:
+    """The snapshot's own config; a resume may change trainer.* (e.g. more epochs) and where it is
+    tracked, nothing that would make it another run."""
+    cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(state["config"]))
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in ("resume", "warm_start") or key.startswith("hydra."):
+            continue
+        if key == "tracking":  # a group choice: the snapshot's config already says how it was tracked
+            continue
+        if not key.startswith(("trainer.", "tracking.")):
+            raise SnapshotError(
+                f"{key}: a resumed run keeps its config; only trainer.* and tracking may change "
+                "(to start from its parameters with other settings, use warm_start=)"
+            )
+        cfg.merge_with(OmegaConf.from_dotlist([override]))
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def warm_start_parameters(source: str, uri: str | None) -> dict[str, torch.Tensor]:
+    """The final parameters of another run: its model.pt, or the best ones in its snapshot."""
+    path = Path(source).expanduser()
+    if path.is_dir() and not (path / "model.pt").is_file():
+        return dict(
+            load(locate(source, "snapshot.pt", "snapshot/snapshot.pt", uri, "warm_start"))["progress"][
+                "best_state"
+            ]
+        )
+    model_file = locate(source, "model.pt", "model/model.pt", uri, "warm_start")
+    state: dict[str, torch.Tensor] = torch.load(model_file, weights_only=True)["state_dict"]
+    return state

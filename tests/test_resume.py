@@ -1,0 +1,136 @@
+"""Snapshots, resume, warm start and interrupts, with real processes and signals."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from src import checkpoint
+from src.cli import _interrupt
+from src.loop import STOP
+from src.train import build, load_warm_start, train
+from tests.conftest import all_runs, cli_env, make_config, run_cli
+
+METRICS = ("train_loss", "val_loss", "grad_norm", "param_error", "lr")
+LONG_RUN = ("data.n=20000", "trainer.max_epochs=150", "trainer.patience=100000",
+            "trainer.stopping_threshold=null", "optimizer=momentum", "optimizer.lr=0.01",
+            "trainer.checkpoint_every=7")  # fmt: skip
+
+
+def history(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    client = MlflowClient(uri)
+    return {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in METRICS}
+
+
+def interrupt_midway(
+    cwd: Path, uri: str, sig: signal.Signals, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Start a run, let it train a random while, send `sig`; returns the finished process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not [r for r in all_runs(uri) if r.info.status == "RUNNING"]:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(random.uniform(1.0, 2.5))
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize(("dtype", "sig"), [("float64", signal.SIGINT), ("float32", signal.SIGTERM)])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, dtype, sig):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = (*LONG_RUN, f"trainer.dtype={dtype}")
+    whole = run_cli(tmp_path, *common, f"hydra.run.dir={tmp_path}/whole")
+    assert whole.returncode == 0, whole.stderr
+    (whole_run,) = all_runs(uri)
+
+    cut = interrupt_midway(tmp_path, uri, sig, *common, f"hydra.run.dir={tmp_path}/cut")
+    assert cut.returncode == 130, cut.stderr
+    cut_run = next(r for r in all_runs(uri) if r.info.run_id != whole_run.info.run_id)
+    assert cut_run.info.status == "KILLED"
+    snapshot = checkpoint.load(tmp_path / "cut" / "snapshot.pt")
+    stopped_at = snapshot["progress"]["epoch"]
+    assert 0 < stopped_at < 150  # it was stopped midway, not at the end
+    assert history(uri, cut_run.info.run_id)["val_loss"][-1][0] == stopped_at  # MLflow = snapshot
+
+    resumed = run_cli(tmp_path, f"resume={tmp_path}/cut", f"hydra.run.dir={tmp_path}/resumed")
+    assert resumed.returncode == 0, resumed.stderr
+    runs = {r.info.run_id: r for r in all_runs(uri)}
+    assert len(runs) == 2  # the resumed run continued, it was not duplicated
+    assert runs[cut_run.info.run_id].info.status == "FINISHED"
+    assert history(uri, cut_run.info.run_id) == history(uri, whole_run.info.run_id)
+    for key in ("test_loss", "best_val_loss", "best_epoch"):
+        assert runs[cut_run.info.run_id].data.metrics[key] == whole_run.data.metrics[key]
+    final = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
+    expected = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
+    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
+
+
+def test_a_tampered_or_truncated_snapshot_is_refused(tmp_path):
+    proc = run_cli(tmp_path, "trainer.max_epochs=3", "tracking=none", f"hydra.run.dir={tmp_path}/run")
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "run" / "snapshot.pt"
+    good = path.read_bytes()
+    assert checkpoint.load(path)["progress"]["epoch"] == 3
+    for bad in (good[: len(good) // 2], good[:-9] + bytes([good[-9] ^ 1]) + good[-8:]):
+        path.write_bytes(bad)
+        proc = run_cli(tmp_path, f"resume={tmp_path}/run", "tracking=none")
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [
+            f"error: snapshot {path} is truncated or was modified (SHA-256 mismatch); not loading it"
+        ]
+
+
+def test_resume_may_extend_training_but_not_change_the_method(tmp_path):
+    proc = run_cli(tmp_path, "trainer.max_epochs=3", "tracking=none", f"hydra.run.dir={tmp_path}/run")
+    assert proc.returncode == 0
+    proc = run_cli(tmp_path, f"resume={tmp_path}/run", "optimizer.lr=0.5", "tracking=none")
+    assert proc.returncode == 2
+    assert (
+        "optimizer.lr: a resumed run keeps its config; only trainer.* and tracking may change" in proc.stderr
+    )
+    proc = run_cli(tmp_path, f"resume={tmp_path}/run", "trainer.max_epochs=5", "tracking=none",
+                   f"hydra.run.dir={tmp_path}/more")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert checkpoint.load(tmp_path / "more" / "snapshot.pt")["progress"]["epoch"] == 5
+
+
+def test_warm_start_begins_from_the_other_runs_parameters(sqlite_uri):
+    first = train(make_config("trainer.progress=false", "trainer.max_epochs=5"))
+    (run,) = all_runs(sqlite_uri)
+    logged = torch.load(Path(MlflowClient(sqlite_uri).download_artifacts(run.info.run_id, "model/model.pt")),
+                        weights_only=True)["state_dict"]  # fmt: skip
+    cfg = make_config("trainer.progress=false", "optimizer=gd", f"warm_start={run.info.run_id}")
+    model = build(cfg)["model"]
+    load_warm_start(cfg, model)
+    assert torch.equal(model.weight.detach(), logged["weight"])
+    second = train(cfg)
+    assert second.history[0].param_error is not None and first.param_error is not None
+    assert second.history[0].param_error < 10 * first.param_error  # it did not start from scratch
+    refined = next(r for r in all_runs(sqlite_uri) if r.info.run_id != run.info.run_id)
+    assert refined.data.tags["warm_start_from"] == run.info.run_id
+
+
+def test_a_second_signal_interrupts_at_once():
+    STOP.training, STOP.requested = True, False
+    try:
+        _interrupt(signal.SIGINT, None)  # the first asks the loop to stop after its step
+        assert STOP.requested
+        with pytest.raises(KeyboardInterrupt):
+            _interrupt(signal.SIGINT, None)
+    finally:
+        STOP.training, STOP.requested = False, False
+    with pytest.raises(KeyboardInterrupt):  # outside training there is no step to finish
+        _interrupt(signal.SIGTERM, None)
