@@ -59,7 +59,10 @@ def robbins_monro_verdict(schedule: Mapping[str, Any]) -> tuple[bool, str]:
     """
     name = str(schedule.get("_target_", "")).rsplit(".", 1)[-1]
     if name == "ConstantLR":
-        return False, "η_t = η₀ after total_iters: Σ η_t² = ∞, so SGD keeps bouncing in a noise ball"
+        return (
+            False,
+            "η_t = η₀ after total_iters: Σ η_t² = ∞, so with noisy gradients θ_t keeps a noise floor",
+        )
     if name in ("StepLR", "ExponentialLR"):
         gamma = float(schedule["gamma"])
         if gamma == 1:
