@@ -29,7 +29,7 @@ class NullTracker:
 
     run_id: str | None = None
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, tags: dict[str, str] | None = None) -> None:
         pass
 
     def __enter__(self) -> NullTracker:

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import cli, config
+from src import cli, config, hpo
 from src.config import Interval
 from src.loop import Callback, FitResult, fit
 
@@ -65,9 +65,11 @@ def summarize(result: FitResult, run_id: str | None) -> None:
         log.info("MLflow run %s", run_id)
 
 
-def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> FitResult:
+def train(
+    cfg: DictConfig, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
+) -> FitResult:
     parts = build(cfg)
-    with instantiate(cfg.tracking, cfg=cfg, _recursive_=False) as tracker:
+    with instantiate(cfg.tracking, cfg=cfg, tags=tags, _recursive_=False) as tracker:
         result = fit(callbacks=[tracker, *callbacks], **parts)
         tracker.log_result(result)
     summarize(result, tracker.run_id)
@@ -76,7 +78,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> FitResult:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    return train(cfg).best_val_loss
+    trial = hpo.this_trial()  # the Optuna trial this job runs; a no-op outside an Optuna sweep
+    result = train(cfg, callbacks=[trial], tags=trial.tags)
+    trial.finish(result)
+    return result.best_val_loss
 
 
 if __name__ == "__main__":
