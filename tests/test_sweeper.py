@@ -286,6 +286,9 @@ def test_submitit_local_runs_trials_and_the_slurm_config_composes(cli, tmp_path)
     proc = cli(
         *SWEEP,
         "hydra/launcher=submitit_local",
+        # Not submitit's default .submitit/%j: its local controller may start before the %j
+        # folder exists, a race that two submissions at once make likely.
+        "hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.study_name=submitit",

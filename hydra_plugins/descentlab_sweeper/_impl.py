@@ -244,10 +244,8 @@ class Sweep:
 
     def _check_failure_rate(self) -> None:
         with self.lock:
-            done = sum(self.outcomes.values())
-            rate = self.outcomes[TrialState.FAIL] / done
-        if rate > self.sweeper.max_failure_rate:
-            self.stop.set()
+            if self._failure_rate_exceeded():
+                self.stop.set()  # the workers start nothing more; _finish raises SweepFailed
 
     # ----------------------------------------------------------------------------- liveness
     def _heartbeat(self) -> None:
