@@ -24,7 +24,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hydra_plugins.descentlab_sweeper import _space
-from tests.conftest import all_runs, cli_env, run_cli
+from tests.conftest import CONF, all_runs, cli_env, run_cli
 
 SWEEP = ("--multirun", "hydra/sweeper=descentlab_optuna")
 QUICK = ("trainer.patience=1000", "trainer.stopping_threshold=null")  # run every epoch asked for
@@ -99,6 +99,32 @@ def test_sampled_values_become_overrides_hydra_reads_back(value, text):
     assert _space.override_value(value) == text
     (parsed,) = OverridesParser.create().parse_overrides([f"k={text}"])
     assert parsed.value() == value
+
+
+@pytest.mark.parametrize(
+    ("group", "name", "expected"),
+    [
+        ("sampler", "tpe", optuna.samplers.TPESampler),
+        ("sampler", "random", optuna.samplers.RandomSampler),
+        ("sampler", "cmaes", optuna.samplers.CmaEsSampler),
+        ("sampler", "qmc", optuna.samplers.QMCSampler),
+        ("sampler", "gp", optuna.samplers.GPSampler),
+        ("sampler", "nsga2", optuna.samplers.NSGAIISampler),
+        ("pruner", "none", optuna.pruners.NopPruner),
+        ("pruner", "median", optuna.pruners.MedianPruner),
+        ("pruner", "hyperband", optuna.pruners.HyperbandPruner),
+        ("pruner", "successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+    ],
+)
+def test_each_sampler_and_pruner_choice_builds_its_optuna_class(group, name, expected):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        overrides = ["hydra/sweeper=descentlab_optuna", f"hydra/sweeper/{group}={name}"]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    built = instantiate(cfg.hydra.sweeper[group])
+    assert type(built) is expected
 
 
 # ----------------------------------------------------------------------- pruning and MLflow
