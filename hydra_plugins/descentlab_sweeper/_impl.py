@@ -115,7 +115,7 @@ class Sweep:
             self.sweeper.n_jobs if parallel else 1,
             "" if parallel or self.sweeper.n_jobs == 1 else " (the basic launcher runs jobs one by one)",
         )
-        self.parent.start(self.study, self.storage_path)
+        self.parent.start()
         heartbeat = threading.Thread(target=self._heartbeat, name="optuna-heartbeat", daemon=True)
         heartbeat.start()
         try:

@@ -106,7 +106,7 @@ class ParentRun:
             self.uri = tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
             self.experiment = str(tracking.experiment)
 
-    def start(self, study: optuna.Study, storage: str) -> None:
+    def start(self) -> None:
         if not self.enabled:
             return
         from mlflow.tracking import MlflowClient
