@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import logging
 import math
 import os
 import subprocess
@@ -35,6 +36,11 @@ PARENT_RUN_ENV = "DESCENTLAB_PARENT_RUN_ID"  # set for a --multirun's jobs: thei
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MODEL_ARTIFACT = "model/model.pt"
 CONFIG_ARTIFACT = "config.yaml"
+
+
+# A new sqlite store announces its schema migration on stderr; that is noise, not news, for our users.
+for _noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 
 def tracking_uri(uri: str | None = None) -> str:
