@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import logging
 import math
 import os
 import subprocess
@@ -32,9 +33,16 @@ if TYPE_CHECKING:
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_RUN_ENV = "DESCENTLAB_PARENT_RUN_ID"  # set for a --multirun's jobs: their runs nest under it
+SQLITE_WRITERS = 6  # concurrent writers one sqlite store was tested with (tests/test_parallel.py)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MODEL_ARTIFACT = "model/model.pt"
 CONFIG_ARTIFACT = "config.yaml"
+
+
+log = logging.getLogger(__name__)
+# A new sqlite store announces its schema migration on stderr; that is noise, not news, for our users.
+for _noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -276,6 +284,14 @@ class MultirunParent(HydraCallback):
         if tracking is None or not str(tracking.get("_target_", "")).endswith("MlflowTracker"):
             return
         self.client, experiment_id = client_and_experiment(tracking.get("uri"), tracking.experiment)
+        writers = int(config.hydra.sweeper.get("n_jobs") or 1)
+        if writers > SQLITE_WRITERS and tracking_uri(tracking.get("uri")).startswith("sqlite"):
+            log.warning(
+                "%d parallel jobs will write to one sqlite MLflow store; beyond %d writers prefer "
+                "`mlflow server` (tracking.uri=http://...) or a PostgreSQL store",
+                writers,
+                SQLITE_WRITERS,
+            )
         overrides = " ".join(config.hydra.overrides.task)
         tags = {"descentlab.sweep_dir": str(config.hydra.sweep.dir), "overrides": overrides}
         if commit := git_commit():

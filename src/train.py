@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import checkpoint, cli, config
+from src import checkpoint, cli, config, hpo
 from src.config import Interval
 from src.loop import Callback, FitResult, Progress, fit
 from src.schedules import robbins_monro_verdict
@@ -94,9 +94,11 @@ def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
         raise config.ConfigError(message) from exc
 
 
-def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> FitResult:
+def train(
+    cfg: DictConfig, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
+) -> FitResult:
     _, overrides, run_dir = hydra_context()
-    tags: dict[str, str] = {}
+    tags = dict(tags or {})
     state: dict[str, Any] | None = None
     if cfg.resume:
         tags["resumed_from"] = str(cfg.resume)
@@ -128,7 +130,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> FitResult:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    return train(cfg).best_val_loss
+    trial = hpo.this_trial()  # the Optuna trial this job runs; a no-op outside an Optuna sweep
+    result = train(cfg, callbacks=[trial], tags=trial.tags)
+    trial.finish(result)
+    return result.best_val_loss
 
 
 if __name__ == "__main__":
