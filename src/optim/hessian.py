@@ -16,7 +16,7 @@ def gradient_and_hessian(loss: Tensor, params: Sequence[Tensor]) -> tuple[Tensor
     """∇L (n,) and ∇²L (n, n) of a scalar loss with respect to the parameters, flattened.
 
     The gradient is differentiated again (double backward); the n Hessian rows come from a single
-    vectorized backward pass over the rows of I (`is_grads_batched`, torch.func's vmap underneath).
+    backward pass batched over the rows of I (`is_grads_batched`, which vectorizes it with vmap).
     """
     grads = torch.autograd.grad(loss, params, create_graph=True, materialize_grads=True)
     g = flat(grads)
