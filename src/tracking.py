@@ -9,6 +9,7 @@ Whatever happens, the run ends FINISHED, FAILED (error tagged) or KILLED; it is 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import logging
 import math
@@ -16,6 +17,7 @@ import os
 import subprocess
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -49,18 +51,25 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def first_use_lock(uri: str) -> AbstractContextManager[object]:
+    """For a sqlite store, a file lock around its first use: processes that open a new store at the
+    same moment would otherwise race in MLflow's schema migration ("table ... already exists")."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(uri.removeprefix("sqlite:///").split("?")[0] + ".lock")
+
+
 def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClient, str]:
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri(uri))
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return client, found.experiment_id
-    try:
-        return client, client.create_experiment(experiment)
-    except MlflowException:  # another process created it first
-        return client, client.get_experiment_by_name(experiment).experiment_id  # type: ignore[union-attr]
+    uri = tracking_uri(uri)
+    with first_use_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    return client, experiment_id
 
 
 class NullTracker:

@@ -11,7 +11,6 @@ machines.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import time
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy import text
@@ -78,10 +78,6 @@ def budget_lock(storage: BaseStorage, path: str, study_name: str) -> Iterator[No
         log.warning("no budget lock on %s: processes racing may start a trial too many", redact(path))
         yield
         return
-    file = path.removeprefix("sqlite:///") + ".budget.lock"
-    with open(file, "a") as handle:  # flock: the OS releases it when a killed process dies
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # An OS-level lock (flock, or msvcrt on Windows): released when a killed process dies.
+    with FileLock(path.removeprefix("sqlite:///") + ".budget.lock"):
+        yield
