@@ -214,6 +214,24 @@ def param_error(model: Model, theta: Tensor | None) -> float | None:
     return float(torch.linalg.vector_norm(coefficients() - theta))
 
 
+def should_stop(metrics: EpochMetrics, p: Progress, trainer: TrainerConf) -> str | None:
+    """The reason to stop after this epoch, if any, checked in the order of Lightning's EarlyStopping."""
+    monitored = metrics.val_loss
+    if not (math.isfinite(monitored) and math.isfinite(metrics.train_loss)):
+        return "non_finite"
+    if trainer.stopping_threshold is not None and monitored < trainer.stopping_threshold:
+        return "converged"
+    if trainer.grad_tol is not None and metrics.grad_norm < trainer.grad_tol:
+        return "converged"
+    if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold:
+        return "diverged"
+    if p.stale_epochs >= trainer.patience:
+        return "early_stopped"
+    if trainer.max_time is not None and p.elapsed >= trainer.max_time:
+        return "max_time"
+    return None
+
+
 def fit(
     model: Model,
     optimizer: Optimizer,
@@ -288,10 +306,8 @@ def fit(
         p.history.append(metrics)
         bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{lr:.3g}")
 
-        # Early stopping, in the order Lightning's EarlyStopping checks.
-        monitored = metrics.val_loss
-        if monitored < p.best_val - trainer.min_delta:
-            p.best_val, p.best_epoch, p.stale_epochs = monitored, epoch, 0
+        if metrics.val_loss < p.best_val - trainer.min_delta:  # early stopping's bookkeeping
+            p.best_val, p.best_epoch, p.stale_epochs = metrics.val_loss, epoch, 0
             p.best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
         else:
             p.stale_epochs += 1
@@ -304,23 +320,8 @@ def fit(
         except StopTraining as stop:
             stop_reason = str(stop)
             break
-        if not (math.isfinite(monitored) and math.isfinite(metrics.train_loss)):
-            stop_reason = "non_finite"
-            break
-        if trainer.stopping_threshold is not None and monitored < trainer.stopping_threshold:
-            stop_reason = "converged"
-            break
-        if trainer.grad_tol is not None and metrics.grad_norm < trainer.grad_tol:
-            stop_reason = "converged"
-            break
-        if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold:
-            stop_reason = "diverged"
-            break
-        if p.stale_epochs >= trainer.patience:
-            stop_reason = "early_stopped"
-            break
-        if trainer.max_time is not None and p.elapsed >= trainer.max_time:
-            stop_reason = "max_time"
+        if reason := should_stop(metrics, p, trainer):
+            stop_reason = reason
             break
     bar.close()
     STOP.training = False
