@@ -9,6 +9,7 @@ group `schema/<group>`; the YAML for a choice pulls its schema in with
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -546,6 +547,11 @@ GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization")
 
 def validate(cfg: DictConfig) -> None:
     """Check every value rule before anything is built; raises ConfigError naming the key."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    for key in cfg:
+        require(
+            key in known, str(key), cfg[key], f"not a config key; the keys are {', '.join(sorted(known))}"
+        )
     for group in GROUPS:
         node = cfg[group]
         if OmegaConf.get_type(node) is dict:
