@@ -514,16 +514,18 @@ class RegularizationConf:
 
 @dataclass
 class TrackingConf:
-    """Where a run is recorded; the target is a loop callback and a context manager."""
+    """Where a run is recorded; the target is a loop callback and a context manager.
+
+    `tracking=none` keeps the keys, so a recipe that names its experiment still runs untracked."""
 
     _target_: str = "src.tracking.NullTracker"
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
+    experiment: str = "descentlab"
 
 
 @dataclass
 class MlflowConf(TrackingConf):
     _target_: str = "src.tracking.MlflowTracker"
-    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
-    experiment: str = "descentlab"
 
 
 @dataclass

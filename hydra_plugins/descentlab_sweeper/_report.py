@@ -97,7 +97,7 @@ class ParentRun:
 
     def __init__(self, config: DictConfig, study_name: str) -> None:
         tracking = config.get("tracking")
-        self.enabled = tracking is not None and "experiment" in tracking
+        self.enabled = tracking is not None and str(tracking.get("_target_", "")).endswith("MlflowTracker")
         self.study_name = study_name
         self.run_id: str | None = None
         if self.enabled:
