@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,8 @@ def locate(source: str, filename: str, artifact: str, uri: str | None, key: str)
         if not (path / filename).is_file():
             raise SnapshotError(f"{key}={source}: no {filename} in that run dir")
         return path / filename
+    if not re.fullmatch(r"[0-9a-f]{32}", source):
+        raise SnapshotError(f"{key}={source}: no such run dir, and not an MLflow run id (32 hex digits)")
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 

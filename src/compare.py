@@ -29,6 +29,7 @@ COLUMNS = (
     "epochs",
     "stop_reason",
     "wall_s",
+    "overrides",  # what tells a sweep's runs apart when the grid is not over optimizer or lr
 )
 
 
@@ -49,6 +50,12 @@ def latest_parent(client: MlflowClient, experiment_id: str) -> str | None:
         [experiment_id], "tags.`descentlab.sweep_dir` != ''", order_by=["attributes.start_time DESC"]
     )
     return parents[0].info.run_id if parents else None
+
+
+def swept(run: Run) -> str:
+    """The run's own command-line overrides, less the `+experiment=` that every job of a lesson shares."""
+    overrides = run.data.tags.get("overrides", "").split()
+    return " ".join(o for o in overrides if not o.startswith("+experiment="))
 
 
 def _sort_key(run: Run) -> float:
@@ -75,6 +82,7 @@ def rows(runs: list[Run]) -> list[dict[str, str]]:
                 "epochs": str(int(metrics["epochs"])) if "epochs" in metrics else "-",
                 "stop_reason": tags.get("stop_reason", run.info.status.lower()),
                 "wall_s": f"{metrics['wall_time']:.2f}" if "wall_time" in metrics else "-",
+                "overrides": swept(run) or "-",
             }
         )
     return out
@@ -111,7 +119,7 @@ def overlay_figure(client: MlflowClient, runs: list[Run], metric: str = "val_los
         points = sorted((m.step, m.value) for m in history if m.value > 0)
         if points:
             steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, label=run.info.run_name)
+            ax.plot(steps, values, label=swept(run) or run.info.run_name)
     ax.set(xlabel="epoch", ylabel=metric, yscale="log", title=f"{metric} by epoch")
     ax.legend(fontsize="small")
     fig.tight_layout()

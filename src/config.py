@@ -9,6 +9,7 @@ group `schema/<group>`; the YAML for a choice pulls its schema in with
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -49,6 +50,8 @@ class TrainerConf:
     min_delta: float = 0.0
     stopping_threshold: float | None = 1e-8
     divergence_threshold: float | None = 1e5
+    grad_tol: float | None = None  # stop ("converged") once ‖∇L_train(θ)‖ < grad_tol
+    grad_variance: bool = False  # log E‖g_B − ∇L‖² each epoch: a per-example gradient pass, so opt-in
     max_time: float | None = None  # seconds of training before stopping
     checkpoint_every: int | None = 50  # epochs between snapshots (null: only on interrupt)
     dtype: DType = DType.float32
@@ -78,6 +81,12 @@ class TrainerConf:
             "must be > 0 or null",
         )
         require(
+            self.grad_tol is None or self.grad_tol > 0,
+            f"{key}.grad_tol",
+            self.grad_tol,
+            "must be > 0 or null",
+        )
+        require(
             self.max_time is None or self.max_time > 0,
             f"{key}.max_time",
             self.max_time,
@@ -100,21 +109,30 @@ class TrainerConf:
 # ------------------------------------------------------------------------------------- optimizer
 @dataclass
 class OptimizerConf:
-    """torch.optim constructor arguments; `_partial_` because parameters come later."""
+    """An optimizer's constructor arguments; `_partial_` because parameters come later."""
 
     _target_: str = MISSING
     _partial_: bool = True
     _convert_: str = "all"
     lr: float = MISSING
-    weight_decay: float = 0.0
 
     def validate(self, key: str) -> None:
         require(self.lr > 0, f"{key}.lr", self.lr, "must be > 0")
+
+
+@dataclass
+class WeightDecayConf(OptimizerConf):
+    """torch.optim's first-order methods, which all take a weight_decay (L-BFGS does not)."""
+
+    weight_decay: float = 0.0
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
         require(self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, "must be >= 0")
 
 
 @dataclass
-class SGDConf(OptimizerConf):
+class SGDConf(WeightDecayConf):
     _target_: str = "torch.optim.SGD"
     momentum: float = 0.0
     dampening: float = 0.0
@@ -138,7 +156,7 @@ class SGDConf(OptimizerConf):
 
 
 @dataclass
-class AdamConf(OptimizerConf):
+class AdamConf(WeightDecayConf):
     _target_: str = "torch.optim.Adam"
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -149,6 +167,136 @@ class AdamConf(OptimizerConf):
         for i, beta in enumerate(self.betas):
             require(0 <= beta < 1, f"{key}.betas[{i}]", beta, "must be in [0, 1)")
         require(self.eps > 0, f"{key}.eps", self.eps, "must be > 0")
+
+
+@dataclass
+class AdamWConf(AdamConf):
+    """Adam with decoupled weight decay: θ ← θ − ηλθ apart from the gradient step (not an L2 loss)."""
+
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+@dataclass
+class RMSpropConf(WeightDecayConf):
+    _target_: str = "torch.optim.RMSprop"
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(0 <= self.alpha < 1, f"{key}.alpha", self.alpha, "must be in [0, 1)")
+        require(self.eps > 0, f"{key}.eps", self.eps, "must be > 0")
+        require(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "must be in [0, 1)")
+
+
+@dataclass
+class AdagradConf(WeightDecayConf):
+    _target_: str = "torch.optim.Adagrad"
+    lr_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    eps: float = 1e-10
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(self.lr_decay >= 0, f"{key}.lr_decay", self.lr_decay, "must be >= 0")
+        require(
+            self.initial_accumulator_value >= 0,
+            f"{key}.initial_accumulator_value",
+            self.initial_accumulator_value,
+            "must be >= 0",
+        )
+        require(self.eps > 0, f"{key}.eps", self.eps, "must be > 0")
+
+
+@dataclass
+class LBFGSConf(OptimizerConf):
+    """torch.optim.LBFGS; each optimizer step runs up to `max_iter` quasi-Newton iterations."""
+
+    _target_: str = "torch.optim.LBFGS"
+    max_iter: int = 20
+    max_eval: int | None = None
+    tolerance_grad: float = 1e-7
+    tolerance_change: float = 1e-9
+    history_size: int = 100
+    line_search_fn: str | None = None  # null: fixed steps of size lr; "strong_wolfe": a line search
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(self.max_iter >= 1, f"{key}.max_iter", self.max_iter, "must be >= 1")
+        require(self.max_eval is None or self.max_eval >= 1, f"{key}.max_eval", self.max_eval, "must be >= 1")
+        require(self.tolerance_grad >= 0, f"{key}.tolerance_grad", self.tolerance_grad, "must be >= 0")
+        require(self.tolerance_change >= 0, f"{key}.tolerance_change", self.tolerance_change, "must be >= 0")
+        require(self.history_size >= 1, f"{key}.history_size", self.history_size, "must be >= 1")
+        require(
+            self.line_search_fn in (None, "strong_wolfe"),
+            f"{key}.line_search_fn",
+            self.line_search_fn,
+            "must be null or strong_wolfe",
+        )
+
+
+@dataclass
+class NewtonConf(OptimizerConf):
+    """src.optim.Newton: θ ← θ − η [∇²L(θ) + λI]⁻¹ ∇L(θ), optionally with backtracking (Armijo)."""
+
+    _target_: str = "src.optim.Newton"
+    damping: float = 0.0
+    line_search: str | None = None  # null: the step η; "armijo": backtrack from η until L decreases
+    armijo_c: float = 1e-4
+    backtrack: float = 0.5
+    max_backtracks: int = 30
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(self.damping >= 0, f"{key}.damping", self.damping, "must be >= 0")
+        require(
+            self.line_search in (None, "armijo"),
+            f"{key}.line_search",
+            self.line_search,
+            "must be null or armijo",
+        )
+        require(0 < self.armijo_c < 1, f"{key}.armijo_c", self.armijo_c, "must be in (0, 1)")
+        require(0 < self.backtrack < 1, f"{key}.backtrack", self.backtrack, "must be in (0, 1)")
+        require(self.max_backtracks >= 1, f"{key}.max_backtracks", self.max_backtracks, "must be >= 1")
+
+
+PRECONDITIONERS = ("identity", "jacobi", "inverse_hessian", "diagonal")
+
+
+@dataclass
+class PreconditionedConf(OptimizerConf):
+    """src.optim.Preconditioned: θ ← θ − η C ∇L(θ) with C chosen by `preconditioner`."""
+
+    _target_: str = "src.optim.Preconditioned"
+    preconditioner: str = "jacobi"  # identity | jacobi | inverse_hessian | diagonal
+    diagonal: list[float] | None = None  # C's diagonal, for preconditioner=diagonal
+    damping: float = 0.0
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(
+            self.preconditioner in PRECONDITIONERS,
+            f"{key}.preconditioner",
+            self.preconditioner,
+            f"must be one of {', '.join(PRECONDITIONERS)}",
+        )
+        require(self.damping >= 0, f"{key}.damping", self.damping, "must be >= 0")
+        given = self.preconditioner == "diagonal"
+        require(
+            (self.diagonal is not None) == given,
+            f"{key}.diagonal",
+            self.diagonal,
+            "must be a list of positive numbers exactly when preconditioner=diagonal",
+        )
+        require(
+            all(c > 0 for c in self.diagonal or []),
+            f"{key}.diagonal",
+            self.diagonal,
+            "every entry must be > 0",
+        )
 
 
 # -------------------------------------------------------------------------------------- schedule
@@ -188,20 +336,55 @@ class StepConf(ScheduleConf):
 
 
 @dataclass
+class ExponentialConf(ScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.ExponentialLR"
+    gamma: float = 0.99
+
+    def validate(self, key: str) -> None:
+        require(0 < self.gamma <= 1, f"{key}.gamma", self.gamma, "must be in (0, 1]")
+
+
+@dataclass
+class CosineConf(ScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    T_max: int = MISSING  # t at which η reaches eta_min; the YAML ties it to trainer.max_epochs
+    eta_min: float = 0.0
+
+    def validate(self, key: str) -> None:
+        require(self.T_max >= 1, f"{key}.T_max", self.T_max, "must be >= 1")
+        require(self.eta_min >= 0, f"{key}.eta_min", self.eta_min, "must be >= 0")
+
+
+@dataclass
+class WarmupCosineConf(CosineConf):
+    _target_: str = "src.schedules.warmup_cosine"
+    warmup: int = 10  # linear warm-up from start_factor·η₀ to η₀ over this many t
+    start_factor: float = 0.1
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(
+            1 <= self.warmup < self.T_max,
+            f"{key}.warmup",
+            self.warmup,
+            f"must be in [1, T_max={self.T_max})",
+        )
+        require(0 < self.start_factor <= 1, f"{key}.start_factor", self.start_factor, "must be in (0, 1]")
+
+
+@dataclass
 class RobbinsMonroConf(ScheduleConf):
     _target_: str = "src.schedules.RobbinsMonroLR"
     interval: Interval = Interval.step
     tau: float = 100.0
+    # Any κ > 0 is a decaying schedule; whether it meets the Robbins–Monro conditions (exactly for
+    # κ ∈ (0.5, 1]) is the check's verdict, logged at the start of a run, not a config error: a
+    # student should be able to run κ = 0.4 and watch it fail.
     kappa: float = 1.0
 
     def validate(self, key: str) -> None:
         require(self.tau > 0, f"{key}.tau", self.tau, "must be > 0")
-        require(
-            0.5 < self.kappa <= 1,
-            f"{key}.kappa",
-            self.kappa,
-            "must be in (0.5, 1] for the Robbins-Monro conditions",
-        )
+        require(self.kappa > 0, f"{key}.kappa", self.kappa, "must be > 0")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -237,6 +420,61 @@ class LinearDataConf(DataConf):
         super().validate(key)
         require(self.n >= 3, f"{key}.n", self.n, "must be >= 3")
         require(self.dim >= 1, f"{key}.dim", self.dim, "must be >= 1")
+        require(self.noise_std >= 0, f"{key}.noise_std", self.noise_std, "must be >= 0")
+
+
+@dataclass
+class IllConditionedConf(LinearDataConf):
+    """y = x·θ + σε on a training design whose X'X has condition number `condition_number` exactly."""
+
+    _target_: str = "src.data.simulate_ill_conditioned"
+    dim: int = 10
+    condition_number: float = 100.0
+    rotate: bool = False  # false: badly scaled columns; true: a random rotation of them (collinearity)
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(
+            self.condition_number >= 1,
+            f"{key}.condition_number",
+            self.condition_number,
+            "must be >= 1 (the ratio of X'X's largest to smallest eigenvalue)",
+        )
+        require(
+            self.dim >= 2 or self.condition_number == 1,
+            f"{key}.condition_number",
+            self.condition_number,
+            "must be 1 when dim = 1",
+        )
+        n_train = round(self.n * self.train_prop)
+        require(
+            n_train >= self.dim,
+            f"{key}.n",
+            self.n,
+            f"must give at least dim={self.dim} training rows (it gives {n_train})",
+        )
+
+
+@dataclass
+class PolynomialConf(DataConf):
+    """y = Σ_{k≤true_degree} θ_k x^k + σε, x ~ U(−1, 1), fitted on the features 1, x, …, x^degree."""
+
+    _target_: str = "src.data.simulate_polynomial"
+    n: int = 40
+    degree: int = 12
+    true_degree: int = 3
+    noise_std: float = 0.3
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        require(self.n >= 3, f"{key}.n", self.n, "must be >= 3")
+        require(self.degree >= 1, f"{key}.degree", self.degree, "must be >= 1")
+        require(
+            0 <= self.true_degree <= self.degree,
+            f"{key}.true_degree",
+            self.true_degree,
+            f"must be in [0, degree={self.degree}]",
+        )
         require(self.noise_std >= 0, f"{key}.noise_std", self.noise_std, "must be >= 0")
 
 
@@ -339,17 +577,34 @@ class MLPModelConf(ModelConf):
 
 # ----------------------------------------------------------------------------------------- top
 @dataclass
+class RegularizationConf:
+    """The lecture's explicit penalty: the training objective is L(θ) + (α/2)‖θ‖², α = `l2`.
+
+    Unlike decoupled weight decay (AdamW's `weight_decay`), the penalty is part of the loss, so every
+    optimizer, Newton's Hessian and the logged `grad_norm` see it. Validation and test losses are the
+    data loss alone.
+    """
+
+    l2: float = 0.0
+
+    def validate(self, key: str) -> None:
+        require(self.l2 >= 0, f"{key}.l2", self.l2, "must be >= 0")
+
+
+@dataclass
 class TrackingConf:
-    """Where a run is recorded; the target is a loop callback and a context manager."""
+    """Where a run is recorded; the target is a loop callback and a context manager.
+
+    `tracking=none` keeps the keys, so a recipe that names its experiment still runs untracked."""
 
     _target_: str = "src.tracking.NullTracker"
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
+    experiment: str = "descentlab"
 
 
 @dataclass
 class MlflowConf(TrackingConf):
     _target_: str = "src.tracking.MlflowTracker"
-    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
-    experiment: str = "descentlab"
 
 
 @dataclass
@@ -363,15 +618,21 @@ class Config:
     data: Any = MISSING
     model: Any = MISSING
     trainer: TrainerConf = field(default_factory=TrainerConf)
+    regularization: RegularizationConf = field(default_factory=RegularizationConf)
     tracking: Any = MISSING
 
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-GROUPS = ("data", "model", "optimizer", "schedule", "trainer")
+GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization")
 
 
 def validate(cfg: DictConfig) -> None:
     """Check every value rule before anything is built; raises ConfigError naming the key."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    for key in cfg:
+        require(
+            key in known, str(key), cfg[key], f"not a config key; the keys are {', '.join(sorted(known))}"
+        )
     for group in GROUPS:
         node = cfg[group]
         if OmegaConf.get_type(node) is dict:
@@ -384,10 +645,28 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     schemas: dict[str, dict[str, type]] = {
-        "optimizer": {"sgd": SGDConf, "adam": AdamConf},
-        "schedule": {"constant": ConstantConf, "step": StepConf, "robbins_monro": RobbinsMonroConf},
+        "optimizer": {
+            "sgd": SGDConf,
+            "adam": AdamConf,
+            "adamw": AdamWConf,
+            "rmsprop": RMSpropConf,
+            "adagrad": AdagradConf,
+            "lbfgs": LBFGSConf,
+            "newton": NewtonConf,
+            "preconditioned": PreconditionedConf,
+        },
+        "schedule": {
+            "constant": ConstantConf,
+            "step": StepConf,
+            "exponential": ExponentialConf,
+            "cosine": CosineConf,
+            "warmup_cosine": WarmupCosineConf,
+            "robbins_monro": RobbinsMonroConf,
+        },
         "data": {
             "linear": LinearDataConf,
+            "ill_conditioned": IllConditionedConf,
+            "polynomial": PolynomialConf,
             "logistic": LogisticDataConf,
             "nonlinear": NonlinearDataConf,
             "csv": CsvDataConf,

@@ -11,7 +11,6 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Protocol, cast
 
 import torch
@@ -31,10 +30,11 @@ class StopTraining(Exception):
 @dataclass(frozen=True)
 class EpochMetrics:
     epoch: int  # 1-based; the MLflow step
-    train_loss: float  # mean of the epoch's batch losses, weighted by batch size
-    val_loss: float  # on the whole validation split after the epoch (train loss if there is none)
+    train_loss: float  # mean of the epoch's batch objectives (data loss + L2 penalty), by batch size
+    val_loss: float  # data loss on the whole validation split after the epoch (train if there is none)
     lr: float  # the learning rate of the epoch's last step
     grad_norm: float  # ‖∇L_train(θ)‖ on the whole training split after the epoch
+    grad_variance: float | None  # E‖g_B − ∇L_train(θ)‖² after the epoch, if trainer.grad_variance
     param_error: float | None  # ‖θ − θ̂‖ where the true θ is known
     epoch_time: float  # seconds
     opt_gap: float | None = None  # L_train(θ) − L_train(θ*) where the exact minimizer θ* is known
@@ -120,32 +120,94 @@ def batches(split: Split, size: int, rows: Tensor | None) -> list[tuple[Tensor, 
     return list(zip(X.split(size), y.split(size), strict=True))
 
 
-def loss_and_grad(model: Model, X: Tensor, y: Tensor) -> Tensor:
-    """The loss on (X, y), leaving ∇L in each parameter's .grad; no graph is kept.
-
-    A model may give both in closed form (`model.loss_and_grad`), which skips autograd's overhead;
-    otherwise autograd computes them.
-    """
-    closed_form: Callable[[Tensor, Tensor], Tensor] | None = getattr(model, "loss_and_grad", None)
-    if closed_form is not None:
-        return closed_form(X, y)
-    params = [p for p in model.parameters() if p.requires_grad]
+def objective(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor:
+    """The training objective, with its graph: the data loss plus the lecture's (α/2)‖θ‖², α = l2."""
     loss = model.loss(X, y)
-    for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
-        p.grad = g
-    return loss.detach()
+    if l2:
+        loss = loss + l2 / 2 * sum(p.pow(2).sum() for p in model.parameters())
+    return loss
+
+
+def loss_and_grad(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor:
+    """The objective on (X, y), leaving its gradient in each parameter's .grad; no graph is kept.
+
+    A model may give its loss and gradient in closed form (`model.loss_and_grad`), which skips
+    autograd's overhead; the penalty then adds (α/2)‖θ‖² and αθ. Otherwise autograd computes both.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    closed_form: Callable[[Tensor, Tensor], Tensor] | None = getattr(model, "loss_and_grad", None)
+    if closed_form is None:
+        loss = objective(model, X, y, l2)
+        for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+            p.grad = g
+        return loss.detach()
+    loss = closed_form(X, y)
+    if l2:
+        with torch.no_grad():
+            for p in params:
+                cast(Tensor, p.grad).add_(p, alpha=l2)
+            loss = loss + l2 / 2 * sum(p.pow(2).sum() for p in params)
+    return loss
+
+
+def closure(model: Model, X: Tensor, y: Tensor, l2: float) -> Callable[..., Tensor]:
+    """optimizer.step's closure for (X, y): the objective with its gradient in .grad, or, called
+    with backward=False, the objective with its graph, for methods that differentiate it twice
+    (Newton, preconditioned): they keep torch's step(closure) without the loop rebuilding the loss
+    as a function of θ for torch.func.hessian."""
+
+    def batch_objective(backward: bool = True) -> Tensor:
+        return loss_and_grad(model, X, y, l2) if backward else objective(model, X, y, l2)
+
+    return batch_objective
 
 
 def evaluate(model: Model, split: Split) -> float:
+    """The data loss (no penalty): what validation and test report."""
     with torch.no_grad():
         return float(model.loss(split.X, split.y))
 
 
-def gradient_norm(model: Model, split: Split) -> tuple[Tensor, float]:
-    """L(θ) and ‖∇L(θ)‖ over the whole split, leaving ∇L(θ) in .grad."""
-    loss = loss_and_grad(model, split.X, split.y)
+def gradient_norm(model: Model, split: Split, l2: float = 0.0) -> tuple[Tensor, float]:
+    """The objective L(θ) and ‖∇L(θ)‖ over the whole split, leaving ∇L(θ) in .grad."""
+    loss = loss_and_grad(model, split.X, split.y, l2)
     grads = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
     return loss, float(torch.linalg.vector_norm(torch.cat(grads)))
+
+
+class _Loss(nn.Module):
+    """A model's loss as a module's forward, so torch.func.functional_call evaluates it at any θ."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, X: Tensor, y: Tensor) -> Tensor:
+        return self.model.loss(X, y)
+
+
+def gradient_variance(model: Model, split: Split, size: int, sampling: Sampling) -> float:
+    """E‖g_B − ∇L(θ)‖²: how far a batch's mean gradient g_B strays from the full one (a penalty cancels).
+
+    With the per-example gradients ∇ℓ_n (vmap of grad) and the lecture's per-example variance
+    S² = (1/N) Σ‖∇ℓ_n − ∇L‖², it is S²/|B| for rows drawn with replacement and
+    S²/|B| · (N − |B|)/(N − 1) without (shuffle, sequential): 0 for the full batch. It takes the
+    model's loss to be the mean of per-row losses, as least squares is.
+    """
+    n = len(split)
+    if size >= n and sampling is not Sampling.replacement:
+        return 0.0
+    loss = _Loss(model)
+    params = {name: p.detach() for name, p in loss.named_parameters()}
+
+    def row_loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return torch.func.functional_call(loss, params, (x[None], y[None]))
+
+    per_row = torch.func.vmap(torch.func.grad(row_loss), in_dims=(None, 0, 0))(params, split.X, split.y)
+    G = torch.cat([g.reshape(n, -1) for g in per_row.values()], dim=1)  # (N, parameters)
+    S2 = float((G - G.mean(0)).pow(2).sum(1).mean())
+    without_replacement = 1.0 if sampling is Sampling.replacement else (n - size) / max(n - 1, 1)
+    return S2 / size * without_replacement
 
 
 def param_error(model: Model, theta: Tensor | None) -> float | None:
@@ -153,6 +215,24 @@ def param_error(model: Model, theta: Tensor | None) -> float | None:
     if theta is None or coefficients is None:
         return None
     return float(torch.linalg.vector_norm(coefficients() - theta))
+
+
+def should_stop(metrics: EpochMetrics, p: Progress, trainer: TrainerConf) -> str | None:
+    """The reason to stop after this epoch, if any, checked in the order of Lightning's EarlyStopping."""
+    monitored = metrics.val_loss
+    if not (math.isfinite(monitored) and math.isfinite(metrics.train_loss)):
+        return "non_finite"
+    if trainer.stopping_threshold is not None and monitored < trainer.stopping_threshold:
+        return "converged"
+    if trainer.grad_tol is not None and metrics.grad_norm < trainer.grad_tol:
+        return "converged"
+    if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold:
+        return "diverged"
+    if p.stale_epochs >= trainer.patience:
+        return "early_stopped"
+    if trainer.max_time is not None and p.elapsed >= trainer.max_time:
+        return "max_time"
+    return None
 
 
 def fit(
@@ -163,6 +243,7 @@ def fit(
     data: Data,
     trainer: TrainerConf,
     generator: torch.Generator,
+    l2: float = 0.0,
     callbacks: Sequence[Callback] = (),
     progress: Progress | None = None,
     snapshot: Callable[[Progress], None] | None = None,
@@ -189,10 +270,12 @@ def fit(
         for xb, yb in batches(train, size, p.rows)[len(p.sizes) :]:
             lr = optimizer.param_groups[0]["lr"]
             if needs_closure:
-                step = partial(loss_and_grad, model, xb, yb)
+                step = closure(model, xb, yb, l2)
                 p.losses.append(cast(Tensor, optimizer.step(step)))  # type: ignore[arg-type]
             else:
-                p.losses.append(current_loss if current_loss is not None else loss_and_grad(model, xb, yb))
+                p.losses.append(
+                    current_loss if current_loss is not None else loss_and_grad(model, xb, yb, l2)
+                )
                 optimizer.step()
             current_loss = None
             p.sizes.append(yb.shape[0])
@@ -207,7 +290,7 @@ def fit(
             scheduler.step()
 
         model.eval()
-        end_loss, grad_norm = gradient_norm(model, train)
+        end_loss, grad_norm = gradient_norm(model, train, l2)
         current_loss = end_loss if reuse_gradient else None
         weights = torch.tensor(p.sizes, dtype=train.X.dtype, device=train.X.device)
         metrics = EpochMetrics(
@@ -216,6 +299,9 @@ def fit(
             val_loss=evaluate(model, val),
             lr=lr,
             grad_norm=grad_norm,
+            grad_variance=gradient_variance(model, train, size, trainer.sampling)
+            if trainer.grad_variance
+            else None,
             param_error=param_error(model, data.theta),
             epoch_time=time.perf_counter() - epoch_start,
             opt_gap=None if ref is None else float(end_loss) - ref.loss,
@@ -225,10 +311,8 @@ def fit(
         p.history.append(metrics)
         bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{lr:.3g}")
 
-        # Early stopping, in the order Lightning's EarlyStopping checks.
-        monitored = metrics.val_loss
-        if monitored < p.best_val - trainer.min_delta:
-            p.best_val, p.best_epoch, p.stale_epochs = monitored, epoch, 0
+        if metrics.val_loss < p.best_val - trainer.min_delta:  # early stopping's bookkeeping
+            p.best_val, p.best_epoch, p.stale_epochs = metrics.val_loss, epoch, 0
             p.best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
         else:
             p.stale_epochs += 1
@@ -241,20 +325,8 @@ def fit(
         except StopTraining as stop:
             stop_reason = str(stop)
             break
-        if not (math.isfinite(monitored) and math.isfinite(metrics.train_loss)):
-            stop_reason = "non_finite"
-            break
-        if trainer.stopping_threshold is not None and monitored < trainer.stopping_threshold:
-            stop_reason = "converged"
-            break
-        if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold:
-            stop_reason = "diverged"
-            break
-        if p.stale_epochs >= trainer.patience:
-            stop_reason = "early_stopped"
-            break
-        if trainer.max_time is not None and p.elapsed >= trainer.max_time:
-            stop_reason = "max_time"
+        if reason := should_stop(metrics, p, trainer):
+            stop_reason = reason
             break
     bar.close()
     STOP.training = False

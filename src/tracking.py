@@ -9,12 +9,15 @@ Whatever happens, the run ends FINISHED, FAILED (error tagged) or KILLED; it is 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
+import logging
 import math
 import os
 import subprocess
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -32,27 +35,41 @@ if TYPE_CHECKING:
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_RUN_ENV = "DESCENTLAB_PARENT_RUN_ID"  # set for a --multirun's jobs: their runs nest under it
+SQLITE_WRITERS = 6  # concurrent writers one sqlite store was tested with (tests/test_parallel.py)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MODEL_ARTIFACT = "model/model.pt"
 CONFIG_ARTIFACT = "config.yaml"
+
+
+log = logging.getLogger(__name__)
+# A new sqlite store announces its schema migration on stderr; that is noise, not news, for our users.
+for _noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 
 def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def first_use_lock(uri: str) -> AbstractContextManager[object]:
+    """For a sqlite store, a file lock around its first use: processes that open a new store at the
+    same moment would otherwise race in MLflow's schema migration ("table ... already exists")."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(uri.removeprefix("sqlite:///").split("?")[0] + ".lock")
+
+
 def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClient, str]:
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri(uri))
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return client, found.experiment_id
-    try:
-        return client, client.create_experiment(experiment)
-    except MlflowException:  # another process created it first
-        return client, client.get_experiment_by_name(experiment).experiment_id  # type: ignore[union-attr]
+    uri = tracking_uri(uri)
+    with first_use_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    return client, experiment_id
 
 
 class NullTracker:
@@ -277,6 +294,14 @@ class MultirunParent(HydraCallback):
         if tracking is None or not str(tracking.get("_target_", "")).endswith("MlflowTracker"):
             return
         self.client, experiment_id = client_and_experiment(tracking.get("uri"), tracking.experiment)
+        writers = int(config.hydra.sweeper.get("n_jobs") or 1)
+        if writers > SQLITE_WRITERS and tracking_uri(tracking.get("uri")).startswith("sqlite"):
+            log.warning(
+                "%d parallel jobs will write to one sqlite MLflow store; beyond %d writers prefer "
+                "`mlflow server` (tracking.uri=http://...) or a PostgreSQL store",
+                writers,
+                SQLITE_WRITERS,
+            )
         overrides = " ".join(config.hydra.overrides.task)
         tags = {"descentlab.sweep_dir": str(config.hydra.sweep.dir), "overrides": overrides}
         if commit := git_commit():

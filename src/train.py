@@ -19,10 +19,11 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import checkpoint, cli, config, reference
+from src import checkpoint, cli, config, hpo, reference
 from src.config import Interval
 from src.data import Data, check_fit
 from src.loop import Callback, FitResult, Progress, fit
+from src.schedules import robbins_monro_verdict
 from src.tracking import hydra_context
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     model = instantiate(cfg.model)(data.n_features, generator=generator)
     model.to(dtype=dtype, device=device)
     check_fit(data, model, trainer.batch_size)
-    data = replace(data, reference=reference.exact(model, data.train))
+    data = replace(data, reference=reference.exact(model, data.train, cfg.regularization.l2))
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     schedule = {key: value for key, value in cfg.schedule.items() if key != "interval"}
     scheduler = instantiate(schedule)(optimizer)
@@ -73,6 +74,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         interval=Interval(cfg.schedule.interval),
         trainer=trainer,
         generator=generator,
+        l2=cfg.regularization.l2,
     )
 
 
@@ -111,14 +113,19 @@ def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
         raise config.ConfigError(message) from exc
 
 
-def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> FitResult:
+def train(
+    cfg: DictConfig, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
+) -> FitResult:
     _, overrides, run_dir = hydra_context()
-    tags: dict[str, str] = {}
+    tags = dict(tags or {})
     state: dict[str, Any] | None = None
     if cfg.resume:
         tags["resumed_from"] = str(cfg.resume)
         cfg, state = load_resume(cfg, overrides)
     parts = build(cfg)
+    satisfied, reason = robbins_monro_verdict(cfg.schedule)
+    log.info("Robbins-Monro conditions %s: %s", "hold" if satisfied else "fail", reason)
+    tags |= {"robbins_monro": str(satisfied).lower(), "robbins_monro.reason": reason}
     progress = checkpoint.restore(state, parts) if state is not None else None
     if cfg.warm_start:
         load_warm_start(cfg, parts["model"])
@@ -142,7 +149,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> FitResult:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    return train(cfg).best_val_loss
+    trial = hpo.this_trial()  # the Optuna trial this job runs; a no-op outside an Optuna sweep
+    result = train(cfg, callbacks=[trial], tags=trial.tags)
+    trial.finish(result)
+    return result.best_val_loss
 
 
 if __name__ == "__main__":

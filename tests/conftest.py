@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from src.train import compose
 
 ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
 
 
 make_config = compose  # the config `python -m src.train <overrides>` would run (no hydra node)

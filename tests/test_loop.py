@@ -13,7 +13,19 @@ from src.loop import StopTraining, batches, epoch_order, evaluate, loss_and_grad
 from src.models import LinearRegression
 from src.train import build, train
 
-OPTIMIZERS = ["gd", "sgd", "momentum", "nesterov", "adam"]
+OPTIMIZERS = [
+    "gd",
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "adagrad",
+    "lbfgs",
+    "newton",
+    "preconditioned",
+]
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)

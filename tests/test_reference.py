@@ -160,6 +160,19 @@ def test_logistic_gd_gap_falls_to_the_mle(quiet_config):
     assert gaps[-1] < 1e-10 and ref_error is not None and ref_error < 1e-4
 
 
+@pytest.mark.parametrize("model", ["linear", "logistic"])
+def test_with_an_l2_penalty_the_gap_is_to_the_penalized_minimum(quiet_config, model):
+    # η below 2/L: L ≈ 2λ_max(XᵀX/N) + α for least squares, ≤ λ_max(XᵀX/N)/4 + α for the logit.
+    data, lr = ("logistic", 2.0) if model == "logistic" else ("linear", 0.5)
+    cfg = quiet_config(
+        f"data={data}", f"model={model}", "model.bias=true", "regularization.l2=0.1", "optimizer=gd",
+        f"optimizer.lr={lr}", "trainer.dtype=float64", "trainer.max_epochs=200", "trainer.patience=1000",
+    )  # fmt: skip
+    result = train(cfg)
+    gaps = opt_gaps(result)
+    assert min(gaps) >= -1e-15 and gaps[-1] < 1e-12  # GD converges to the reference's minimizer
+
+
 def test_no_reference_for_the_mlp(quiet_config, caplog):
     caplog.set_level(logging.INFO)
     result = train(quiet_config("data=nonlinear", "model=mlp", "trainer.max_epochs=2"))

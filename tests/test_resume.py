@@ -98,7 +98,9 @@ def test_resume_may_extend_training_but_not_change_the_method(tmp_path):
     assert proc.returncode == 0
     proc = run_cli(tmp_path, f"resume={tmp_path}/run", "optimizer.lr=0.5", "tracking=none")
     assert proc.returncode == 2
-    assert "optimizer.lr: a resumed run keeps its config; only trainer.* and tracking may change" in proc.stderr
+    assert (
+        "optimizer.lr: a resumed run keeps its config; only trainer.* and tracking may change" in proc.stderr
+    )
     proc = run_cli(tmp_path, f"resume={tmp_path}/run", "trainer.max_epochs=5", "tracking=none",
                    f"hydra.run.dir={tmp_path}/more")  # fmt: skip
     assert proc.returncode == 0, proc.stderr

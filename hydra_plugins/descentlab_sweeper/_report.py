@@ -1,0 +1,166 @@
+"""What a sweep leaves behind: a summary line, `optimization_results.yaml` (the official plugin's
+file), Optuna's plots, and the MLflow parent run the trials' runs are nested under."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from src.tracking import PARENT_RUN_ENV
+
+from . import _storage
+
+log = logging.getLogger(__name__)
+
+PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+
+
+def best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best COMPLETE trial of a single-objective study, if there is one."""
+    if len(study.directions) > 1 or not study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
+    ):
+        return None
+    return study.best_trial
+
+
+def summarize(study: optuna.Study, counts: Counter[str]) -> str:
+    finished = sum(counts.values())
+    line = (
+        f"{finished} finished trials: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed"
+    )
+    trial = best(study)
+    if trial is not None:
+        line += f"; best value {trial.value:.6g} (trial {trial.number}) with {trial.params}"
+    elif len(study.directions) > 1:
+        line += f"; {len(study.best_trials)} Pareto-optimal trials"
+    return line
+
+
+def save_results(study: optuna.Study, storage: str, counts: Counter[str], path: Path) -> None:
+    results: dict[str, Any] = {
+        "name": "optuna",
+        "study_name": study.study_name,
+        "storage": _storage.redact(storage),
+        "trials": dict(counts),
+    }
+    if len(study.directions) > 1:
+        results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
+    elif (trial := best(study)) is not None:
+        results.update(best_params=trial.params, best_value=trial.value, best_trial=trial.number)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(results), path)
+
+
+def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
+    """Optuna's matplotlib plots as PNGs; a plot the study cannot draw yet is skipped with a warning."""
+    if len(study.directions) > 1:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for name in PLOTS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental" warnings on every call
+                axes = getattr(plots, f"plot_{name}")(study)
+            figure = getattr(axes, "figure", None) or axes.flat[0].figure
+            figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            saved.append(folder / f"{name}.png")
+        except Exception as error:  # e.g. importances need two complete trials
+            log.warning("no %s plot: %s", name, error)
+    return saved
+
+
+class ParentRun:
+    """The sweep's MLflow run; each trial's job run is its nested child (tag mlflow.parentRunId).
+
+    The parent's id travels in $DESCENTLAB_PARENT_RUN_ID. Where a Hydra callback already created it
+    (src.tracking's, in --multirun), the sweeper only adds the study to it; otherwise the sweeper
+    creates it and ends it. Nothing happens with `tracking=none`.
+    """
+
+    def __init__(self, config: DictConfig, study_name: str) -> None:
+        tracking = config.get("tracking")
+        self.enabled = tracking is not None and str(tracking.get("_target_", "")).endswith("MlflowTracker")
+        self.study_name = study_name
+        self.run_id: str | None = None
+        if self.enabled:
+            from src.tracking import DEFAULT_URI
+
+            self.uri = tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+            self.experiment = str(tracking.experiment)
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        # src.tracking.MultirunParent (a Hydra callback) made the sweep's parent run; it also ends it.
+        self.run_id = os.environ.get(PARENT_RUN_ENV)
+        if self.run_id is not None:
+            self.client.set_tag(self.run_id, "optuna.study", self.study_name)
+
+    def env_overrides(self) -> list[str]:
+        """The parent id for each job, also where a launcher does not pass the environment on."""
+        parent = os.environ.get(PARENT_RUN_ENV)
+        return [f"++hydra.job.env_set.{PARENT_RUN_ENV}={parent}"] if parent else []
+
+    def tag_child(self, number: int, state: str, killed: bool = False) -> None:
+        """Tag the trial's job run with its final state (and end it if its process was killed)."""
+        if self.run_id is None:
+            return
+        runs = self.client.search_runs(
+            [self.client.get_run(self.run_id).info.experiment_id],
+            filter_string=f"tags.`optuna.study` = '{self.study_name}' and tags.`optuna.trial` = '{number}'",
+        )
+        for run in runs:
+            self.client.set_tag(run.info.run_id, "optuna.state", state)
+            if killed and run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, "KILLED")
+
+    def finish(self, study: optuna.Study, storage: str, counts: Counter[str], plots: list[Path]) -> None:
+        if self.run_id is None:
+            return
+        from mlflow.entities import Metric, Param, RunTag
+
+        params = {
+            "study_name": study.study_name,
+            "sampler": type(study.sampler).__name__,
+            "pruner": type(study.pruner).__name__,
+            "storage": _storage.redact(storage),
+            "directions": "/".join(d.name.lower() for d in study.directions),
+        }
+        metrics: dict[str, float] = {f"trials_{s}": counts[s] for s in ("complete", "pruned", "fail")}
+        tags = {}
+        trial = best(study)
+        if trial is not None:
+            assert trial.value is not None
+            metrics["best_value"] = trial.value
+            tags["best_trial"] = str(trial.number)
+            params.update({f"best.{k}": str(v) for k, v in trial.params.items()})
+        existing = self.client.get_run(self.run_id).data.params
+        self.client.log_batch(
+            self.run_id,
+            params=[Param(k, v[:6000]) for k, v in params.items() if k not in existing],
+            metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+        for path in plots:
+            self.client.log_artifact(self.run_id, str(path), "optuna")

@@ -1,0 +1,172 @@
+"""The sweeper's config: `hydra/sweeper=descentlab_optuna`, with `hydra/sweeper/sampler` and
+`hydra/sweeper/pruner` groups whose nodes are `_target_` configs of optuna classes.
+
+The shape follows the official hydra-optuna-sweeper (direction, study_name, storage, n_trials, n_jobs,
+max_failure_rate, params, custom_search_space, sampler), so its YAML works here; this plugin adds a
+pruner, a study-wide budget, a timeout and the heartbeat that finds trials of a killed process.
+Hydra imports this module at every start-up, so it imports nothing heavy. (No `from __future__ import
+annotations`: Hydra runs it before it is in sys.modules, where dataclasses would look the strings up.)
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# ------------------------------------------------------------------------------------- samplers
+@dataclass
+class SamplerConf:
+    _target_: str = MISSING
+    seed: int | None = None  # null: a fresh random seed; a resumed study offsets a given one
+
+
+@dataclass
+class TPESamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.TPESampler"
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool = False
+    group: bool = False
+    constant_liar: bool = True  # parallel workers do not all sample next to one running trial
+
+
+@dataclass
+class RandomSamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.RandomSampler"
+
+
+@dataclass
+class GridSamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True  # the grid comes from `params` at sweep time
+
+
+@dataclass
+class CmaEsSamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    x0: dict[str, Any] | None = None
+    sigma0: float | None = None
+    n_startup_trials: int = 1
+    restart_strategy: str | None = None
+    popsize: int | None = None
+    use_separable_cma: bool = False
+    with_margin: bool = False
+    lr_adapt: bool = False
+    consider_pruned_trials: bool = False
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class QMCSamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.QMCSampler"
+    qmc_type: str = "sobol"
+    scramble: bool = False
+    warn_asynchronous_seeding: bool = True
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class GPSamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.GPSampler"
+    n_startup_trials: int = 10
+    deterministic_objective: bool = False
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class NSGAIISamplerConf(SamplerConf):
+    _target_: str = "optuna.samplers.NSGAIISampler"
+    population_size: int = 50
+    mutation_prob: float | None = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+
+
+# -------------------------------------------------------------------------------------- pruners
+@dataclass
+class NopPrunerConf:
+    """`pruner: none`: every trial runs its full budget."""
+
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class MedianPrunerConf:
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class HyperbandPrunerConf:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"  # "auto" or an int: the epochs of an unpruned trial
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+
+
+@dataclass
+class SuccessiveHalvingPrunerConf:
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = "auto"
+    reduction_factor: int = 4
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+
+# -------------------------------------------------------------------------------------- sweeper
+@dataclass
+class DescentlabOptunaSweeperConf:
+    _target_: str = "hydra_plugins.descentlab_sweeper.sweeper.DescentlabOptunaSweeper"
+    _recursive_: bool = False  # sampler and pruner are built at sweep time (seed offset, grid)
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+
+    sampler: Any = MISSING
+    pruner: Any = MISSING
+    direction: Any = "minimize"  # or a list of directions: a multi-objective study
+    # null: JournalStorage in <launch dir>/multirun/optuna.journal; else an RDB URL such as
+    # sqlite:///abs/path.db or postgresql://user@host/db (a password: use ~/.pgpass or ${oc.env:...})
+    storage: str | None = None
+    # null: derived from the job name and the search space, so the same command resumes its study
+    study_name: str | None = None
+    n_trials: int = 20  # finished trials (complete, pruned or failed) the *study* ends with
+    n_jobs: int = 1  # trials in flight at once (needs a launcher that runs jobs elsewhere)
+    timeout: float | None = None  # seconds after which this process starts no new trial
+    max_failure_rate: float = 1.0  # stop the sweep once failed / finished exceeds it; 1: never
+    heartbeat_interval: float = 10.0  # seconds between "still running" marks on in-flight trials
+    grace_period: float = 60.0  # a running trial with no mark for this long belongs to a dead process
+    params: dict[str, str] | None = None  # key: Hydra sweep syntax, e.g. tag(log, interval(1e-4, 1e-2))
+    custom_search_space: str | None = None  # dotted path of fn(cfg, trial) adding conditional params
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="hydra/sweeper", name="descentlab_optuna", node=DescentlabOptunaSweeperConf)
+    samplers = {
+        "tpe": TPESamplerConf,
+        "random": RandomSamplerConf,
+        "grid": GridSamplerConf,
+        "cmaes": CmaEsSamplerConf,
+        "qmc": QMCSamplerConf,
+        "gp": GPSamplerConf,
+        "nsga2": NSGAIISamplerConf,
+        "nsgaii": NSGAIISamplerConf,  # the official plugin's name for it
+    }
+    for name, node in samplers.items():
+        cs.store(group="hydra/sweeper/sampler", name=name, node=node)
+    pruners = {
+        "none": NopPrunerConf,
+        "median": MedianPrunerConf,
+        "hyperband": HyperbandPrunerConf,
+        "successive_halving": SuccessiveHalvingPrunerConf,
+    }
+    for name, node in pruners.items():
+        cs.store(group="hydra/sweeper/pruner", name=name, node=node)
+
+
+register()
