@@ -550,10 +550,9 @@ GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization")
 def validate(cfg: DictConfig) -> None:
     """Check every value rule before anything is built; raises ConfigError naming the key."""
     known = {f.name for f in dataclasses.fields(Config)}
+    keys = ", ".join(sorted(known - {"defaults"}))
     for key in cfg:
-        require(
-            key in known, str(key), cfg[key], f"not a config key; the keys are {', '.join(sorted(known))}"
-        )
+        require(key in known, str(key), cfg[key], f"not a config key; the keys are {keys}")
     for group in GROUPS:
         node = cfg[group]
         if OmegaConf.get_type(node) is dict:
