@@ -23,6 +23,8 @@ from src.config import ConfigError
 from src.loop import EpochMetrics, Progress
 
 FORMAT = 1  # bump when the snapshot's layout changes
+SNAPSHOT = "snapshot.pt"  # in the run dir
+SNAPSHOT_ARTIFACT = f"snapshot/{SNAPSHOT}"  # in the MLflow run
 
 
 class SnapshotError(ConfigError):
@@ -116,23 +118,37 @@ def locate(source: str, filename: str, artifact: str, uri: str | None, key: str)
         ) from exc
 
 
-def resumed_config(state: dict[str, Any], overrides: list[str], schema: Any) -> DictConfig:
-    """The snapshot's own config; a resume may change trainer.* (e.g. more epochs) and where it is
-    tracked, nothing that would make it another run."""
+# What a resume may change: when and how to stop, how often to snapshot. Anything else would make it
+# another run (other batches, precision or method), which is what warm_start is for.
+RESUMABLE = tuple(f"trainer.{key}" for key in (
+    "max_epochs", "max_time", "patience", "min_delta", "stopping_threshold", "divergence_threshold",
+    "grad_tol", "checkpoint_every", "progress",
+))  # fmt: skip
+
+
+def resumed_config(
+    state: dict[str, Any], composed: DictConfig, overrides: list[str], schema: Any
+) -> DictConfig:
+    """The snapshot's own config. Of this command's overrides, the RESUMABLE ones apply (with the
+    values Hydra parsed into `composed`); any other that differs from the snapshot's is refused."""
     cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(state["config"]))
+    assert isinstance(cfg, DictConfig)
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key in ("resume", "warm_start") or key.startswith("hydra."):
             continue
-        if key == "tracking":  # a group choice: the snapshot's config already says how it was tracked
+        ours = OmegaConf.select(composed, key)
+        if key in RESUMABLE:
+            OmegaConf.update(cfg, key, ours)
             continue
-        if not key.startswith(("trainer.", "tracking.")):
+        theirs = OmegaConf.select(cfg, key)
+        if isinstance(ours, DictConfig) and isinstance(theirs, DictConfig):  # a group choice
+            ours, theirs = OmegaConf.to_container(ours), OmegaConf.to_container(theirs)
+        if ours != theirs:
             raise SnapshotError(
-                f"{key}: a resumed run keeps its config; only trainer.* and tracking may change "
+                f"{key}: a resumed run keeps its config; only {', '.join(RESUMABLE)} may change "
                 "(to start from its parameters with other settings, use warm_start=)"
             )
-        cfg.merge_with(OmegaConf.from_dotlist([override]))
-    assert isinstance(cfg, DictConfig)
     return cfg
 
 
@@ -141,10 +157,11 @@ def warm_start_parameters(source: str, uri: str | None) -> dict[str, torch.Tenso
     path = Path(source).expanduser()
     if path.is_dir() and not (path / "model.pt").is_file():
         return dict(
-            load(locate(source, "snapshot.pt", "snapshot/snapshot.pt", uri, "warm_start"))["progress"][
-                "best_state"
-            ]
+            load(locate(source, SNAPSHOT, SNAPSHOT_ARTIFACT, uri, "warm_start"))["progress"]["best_state"]
         )
     model_file = locate(source, "model.pt", "model/model.pt", uri, "warm_start")
-    state: dict[str, torch.Tensor] = torch.load(model_file, weights_only=True)["state_dict"]
+    try:
+        state: dict[str, torch.Tensor] = torch.load(model_file, weights_only=True)["state_dict"]
+    except Exception as exc:  # not a torch file, or more than plain data, or no state_dict
+        raise SnapshotError(f"warm_start={source}: {model_file} is not a descentlab model ({exc})") from exc
     return state

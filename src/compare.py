@@ -146,10 +146,16 @@ def main(argv: list[str] | None = None) -> None:
         names = ", ".join(e.name for e in client.search_experiments())
         parser.exit(2, f"error: no experiment '{args.experiment}'; available: {names}\n")
     experiment_id = experiment.experiment_id
+    from mlflow.exceptions import MlflowException
+
     parent = None if args.all else args.parent or latest_parent(client, experiment_id)
-    runs = child_runs(client, parent) if parent else experiment_runs(client, experiment_id)
+    try:
+        runs = child_runs(client, parent) if parent else experiment_runs(client, experiment_id)
+    except MlflowException as exc:
+        parser.exit(2, f"error: --parent {parent}: {str(exc).splitlines()[0]}\n")
     if not runs:
-        parser.exit(1, f"error: no runs in experiment '{args.experiment}'\n")
+        where = f"sweep {parent}" if parent else f"experiment '{args.experiment}'"
+        parser.exit(1, f"error: no runs in {where}\n")
     print(table(runs))
     print(f"wrote {overlay(client, runs, args.out, args.metric)}")
 

@@ -10,11 +10,13 @@ group `schema/<group>`; the YAML for a choice pulls its schema in with
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -99,10 +101,16 @@ class TrainerConf:
             "must be >= 1 epochs, or null for snapshots only on interrupt",
         )
         require(
-            self.device == "cpu" or self.device.startswith("cuda"),
+            self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
             f"{key}.device",
             self.device,
             "must be 'cpu' or 'cuda[:N]'",
+        )
+        require(
+            self.device == "cpu" or torch.cuda.is_available(),
+            f"{key}.device",
+            self.device,
+            "no CUDA device here; use 'cpu'",
         )
 
 
@@ -164,6 +172,7 @@ class AdamConf(WeightDecayConf):
 
     def validate(self, key: str) -> None:
         super().validate(key)
+        require(len(self.betas) == 2, f"{key}.betas", list(self.betas), "must be two numbers [β₁, β₂]")
         for i, beta in enumerate(self.betas):
             require(0 <= beta < 1, f"{key}.betas[{i}]", beta, "must be in [0, 1)")
         require(self.eps > 0, f"{key}.eps", self.eps, "must be > 0")
@@ -322,6 +331,10 @@ class ConstantConf(ScheduleConf):
     _target_: str = "torch.optim.lr_scheduler.ConstantLR"
     factor: float = 1.0
     total_iters: int = 0
+
+    def validate(self, key: str) -> None:
+        require(0 < self.factor <= 1, f"{key}.factor", self.factor, "must be in (0, 1]")
+        require(self.total_iters >= 0, f"{key}.total_iters", self.total_iters, "must be >= 0")
 
 
 @dataclass
@@ -629,10 +642,9 @@ GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization")
 def validate(cfg: DictConfig) -> None:
     """Check every value rule before anything is built; raises ConfigError naming the key."""
     known = {f.name for f in dataclasses.fields(Config)}
+    keys = ", ".join(sorted(known - {"defaults"}))
     for key in cfg:
-        require(
-            key in known, str(key), cfg[key], f"not a config key; the keys are {', '.join(sorted(known))}"
-        )
+        require(key in known, str(key), cfg[key], f"not a config key; the keys are {keys}")
     for group in GROUPS:
         node = cfg[group]
         if OmegaConf.get_type(node) is dict:

@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> None:
     except MlflowException as exc:
         sys.exit(f"error: run {args.run_id}: {str(exc).splitlines()[0]}")
     cfg.tracking = {"_target_": "src.tracking.NullTracker"}
-    cfg.trainer.progress = False
     parts = build(cfg)
     model = parts["model"]
     model.load_state_dict(checkpoint["state_dict"])

@@ -32,7 +32,7 @@ class EpochMetrics:
     epoch: int  # 1-based; the MLflow step
     train_loss: float  # mean of the epoch's batch objectives (data loss + L2 penalty), by batch size
     val_loss: float  # data loss on the whole validation split after the epoch (train if there is none)
-    lr: float  # the learning rate of the epoch's last step
+    lr: float  # the learning rate the epoch started with
     grad_norm: float  # ‖∇L_train(θ)‖ on the whole training split after the epoch
     grad_variance: float | None  # E‖g_B − ∇L_train(θ)‖² after the epoch, if trainer.grad_variance
     param_error: float | None  # ‖θ − θ̂‖ where the true θ is known
@@ -70,7 +70,9 @@ class Progress:
     stale_epochs: int = 0
     elapsed: float = 0.0  # training seconds so far, across resumes (max_time counts them all)
     history: list[EpochMetrics] = field(default_factory=list)
-    # Inside an epoch: its row order (None: stored order) and the batches done so far.
+    # Inside an epoch: the learning rate it started with, its row order (None: stored order),
+    # and the batches done so far.
+    lr: float = 0.0
     rows: Tensor | None = None
     losses: list[Tensor] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
@@ -81,6 +83,11 @@ class StopRequest:
 
     requested = False
     training = False  # a loop is running and will honour a request
+
+    def consume(self) -> None:
+        """End training for the request (the loop has written its snapshot)."""
+        self.requested = self.training = False
+        raise KeyboardInterrupt("stop requested")
 
 
 STOP = StopRequest()
@@ -259,7 +266,7 @@ def fit(
     reuse_gradient = size >= len(train) and trainer.sampling is not Sampling.replacement and not needs_closure
     current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when it can be reused
     stop_reason, start = "max_epochs", time.perf_counter() - p.elapsed
-    STOP.requested, STOP.training = False, True
+    STOP.training = True
     epochs = range(p.epoch + 1, trainer.max_epochs + 1)
     bar = tqdm(epochs, initial=p.epoch, total=trainer.max_epochs, disable=None if trainer.progress else True)
     for epoch in bar:  # (disable=None: a bar only on a terminal, so logs and CI stay clean)
@@ -267,8 +274,8 @@ def fit(
         model.train()
         if not p.sizes:  # a fresh epoch, not one resumed from a snapshot taken inside it
             p.rows = epoch_order(len(train), size, trainer.sampling, generator)
+            p.lr = optimizer.param_groups[0]["lr"]
         for xb, yb in batches(train, size, p.rows)[len(p.sizes) :]:
-            lr = optimizer.param_groups[0]["lr"]
             if needs_closure:
                 step = closure(model, xb, yb, l2)
                 p.losses.append(cast(Tensor, optimizer.step(step)))  # type: ignore[arg-type]
@@ -285,7 +292,7 @@ def fit(
                 p.elapsed = time.perf_counter() - start
                 if snapshot is not None:
                     snapshot(p)
-                raise KeyboardInterrupt("stop requested")
+                STOP.consume()
         if interval is Interval.epoch:
             scheduler.step()
 
@@ -297,7 +304,7 @@ def fit(
             epoch=epoch,
             train_loss=float(torch.stack(p.losses) @ weights) / sum(p.sizes),  # size-weighted mean
             val_loss=evaluate(model, val),
-            lr=lr,
+            lr=p.lr,
             grad_norm=grad_norm,
             grad_variance=gradient_variance(model, train, size, trainer.sampling)
             if trainer.grad_variance
@@ -309,7 +316,7 @@ def fit(
         )
         p.epoch, p.rows, p.losses, p.sizes = epoch, None, [], []
         p.history.append(metrics)
-        bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{lr:.3g}")
+        bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{p.lr:.3g}")
 
         if metrics.val_loss < p.best_val - trainer.min_delta:  # early stopping's bookkeeping
             p.best_val, p.best_epoch, p.stale_epochs = metrics.val_loss, epoch, 0
@@ -317,21 +324,23 @@ def fit(
         else:
             p.stale_epochs += 1
         p.elapsed = time.perf_counter() - start
-        if snapshot is not None and trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0:
-            snapshot(p)
         try:
             for callback in callbacks:
-                callback.on_epoch_end(metrics)
+                callback.on_epoch_end(metrics)  # the tracker buffers them: a snapshot flushes them
         except StopTraining as stop:
             stop_reason = str(stop)
             break
+        if snapshot is not None and trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0:
+            snapshot(p)
         if reason := should_stop(metrics, p, trainer):
             stop_reason = reason
             break
     bar.close()
-    STOP.training = False
     if snapshot is not None:
         snapshot(p)  # the end state, from which a resume can refine further
+    if STOP.requested:  # a signal during the last epoch's evaluation: still an interruption
+        STOP.consume()
+    STOP.training = False
 
     model.load_state_dict(p.best_state)
     return FitResult(

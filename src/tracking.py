@@ -190,6 +190,8 @@ class MlflowTracker:
         if self.resume_run_id is not None:
             self.run_id = self.resume_run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            if "error" in self.client.get_run(self.run_id).data.tags:  # the interruption's
+                self.client.delete_tag(self.run_id, "error")
             for key, value in self.extra_tags.items():
                 self.client.set_tag(self.run_id, key, value)
             return self
@@ -274,8 +276,9 @@ class MlflowTracker:
             if exc_type is not None:
                 killed = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
                 status = "KILLED" if killed else "FAILED"
+            self.client.set_terminated(self.run_id, status)  # first: a run must never stay RUNNING
+            if exc_type is not None:
                 self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
-            self.client.set_terminated(self.run_id, status)
 
 
 class MultirunParent(HydraCallback):

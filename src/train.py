@@ -6,10 +6,10 @@ Returns the best validation loss, which a Hydra sweeper minimizes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
 import torch
@@ -27,8 +27,8 @@ from src.schedules import robbins_monro_verdict
 from src.tracking import hydra_context
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CONF = Path(__file__).resolve().parents[1] / "conf"
-SNAPSHOT = "snapshot.pt"
 config.register()
 
 
@@ -49,6 +49,15 @@ def load_data(node: DictConfig, generator: torch.Generator) -> Data:
         raise
 
 
+def checked(group: str, make: Callable[[], T]) -> T:
+    """torch's own argument checks (what the schemas do not cover, e.g. a user's own YAML) as a
+    config error naming the group."""
+    try:
+        return make()
+    except (ValueError, TypeError) as exc:
+        raise config.ConfigError(f"{group}: {str(exc).strip().splitlines()[0]}") from exc
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Everything a run needs, from a composed and validated config; nothing is logged yet."""
     config.validate(cfg)
@@ -63,9 +72,9 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     model.to(dtype=dtype, device=device)
     check_fit(data, model, trainer.batch_size)
     data = replace(data, reference=reference.exact(model, data.train, cfg.regularization.l2))
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
     schedule = {key: value for key, value in cfg.schedule.items() if key != "interval"}
-    scheduler = instantiate(schedule)(optimizer)
+    scheduler = checked("schedule", lambda: instantiate(schedule)(optimizer))
     return dict(
         data=data,
         model=model,
@@ -99,8 +108,9 @@ def summarize(result: FitResult, run_id: str | None) -> None:
 def load_resume(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
     """`resume=<run dir or run id>`: that run's snapshot, and the config it ran with."""
     uri = cfg.tracking.get("uri")
-    state = checkpoint.load(checkpoint.locate(cfg.resume, SNAPSHOT, f"snapshot/{SNAPSHOT}", uri, "resume"))
-    return checkpoint.resumed_config(state, overrides, config.Config), state
+    source = checkpoint.locate(cfg.resume, checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
+    state = checkpoint.load(source)
+    return checkpoint.resumed_config(state, cfg, overrides, config.Config), state
 
 
 def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
@@ -127,10 +137,10 @@ def train(
     log.info("Robbins-Monro conditions %s: %s", "hold" if satisfied else "fail", reason)
     tags |= {"robbins_monro": str(satisfied).lower(), "robbins_monro.reason": reason}
     progress = checkpoint.restore(state, parts) if state is not None else None
-    if cfg.warm_start:
+    if cfg.warm_start and state is None:  # a resumed warm start continues from its snapshot
         load_warm_start(cfg, parts["model"])
         tags["warm_start_from"] = str(cfg.warm_start)
-    snapshot_path = run_dir / SNAPSHOT if run_dir is not None else None
+    snapshot_path = run_dir / checkpoint.SNAPSHOT if run_dir is not None else None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     resume_run_id = state["mlflow_run_id"] if state is not None else None
     tracker_args = dict(tags=tags, resume_run_id=resume_run_id, snapshot_path=snapshot_path)

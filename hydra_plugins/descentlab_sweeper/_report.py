@@ -101,9 +101,9 @@ class ParentRun:
         self.study_name = study_name
         self.run_id: str | None = None
         if self.enabled:
-            from src.tracking import DEFAULT_URI
+            from src.tracking import tracking_uri
 
-            self.uri = tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+            self.uri = tracking_uri(tracking.get("uri"))
             self.experiment = str(tracking.experiment)
 
     def start(self) -> None:
