@@ -48,7 +48,13 @@ for _noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
 
 
 def tracking_uri(uri: str | None = None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """The store: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db. A relative sqlite path
+    means the directory the command was launched from, also when Hydra runs the job elsewhere."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    path = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not Path(path).is_absolute() and HydraConfig.initialized():
+        uri = f"sqlite:///{Path(HydraConfig.get().runtime.cwd) / path}"
+    return uri
 
 
 def first_use_lock(uri: str) -> AbstractContextManager[object]:
