@@ -141,20 +141,20 @@ def loss_and_grad(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor
     A model may give its loss and gradient in closed form (`model.loss_and_grad`), which skips
     autograd's overhead; the penalty then adds (α/2)‖θ‖² and αθ. Otherwise autograd computes both.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
     closed_form: Callable[[Tensor, Tensor], Tensor] | None = getattr(model, "loss_and_grad", None)
+    if closed_form is not None and not l2:  # the hot path: nothing else to do
+        return closed_form(X, y)
+    params = [p for p in model.parameters() if p.requires_grad]
     if closed_form is None:
         loss = objective(model, X, y, l2)
         for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
             p.grad = g
         return loss.detach()
     loss = closed_form(X, y)
-    if l2:
-        with torch.no_grad():
-            for p in params:
-                cast(Tensor, p.grad).add_(p, alpha=l2)
-            loss = loss + l2 / 2 * sum(p.pow(2).sum() for p in params)
-    return loss
+    with torch.no_grad():
+        for p in params:
+            cast(Tensor, p.grad).add_(p, alpha=l2)
+        return loss + l2 / 2 * sum(p.pow(2).sum() for p in params)
 
 
 def closure(model: Model, X: Tensor, y: Tensor, l2: float) -> Callable[..., Tensor]:
