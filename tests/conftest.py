@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -85,3 +88,21 @@ def all_runs(uri: str, experiment: str = "descentlab") -> list:
     if found is None:
         return []
     return client.search_runs([found.experiment_id], max_results=1000)
+
+
+def interrupt_midway(
+    cwd: Path, uri: str, sig: signal.Signals, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Start a run, let it train a random while, send `sig`; returns the finished process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not [r for r in all_runs(uri) if r.info.status == "RUNNING"]:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(random.uniform(1.0, 2.5))
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

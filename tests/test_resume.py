@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,7 @@ from src import checkpoint
 from src.cli import _interrupt
 from src.loop import STOP
 from src.train import build, load_warm_start, train
-from tests.conftest import all_runs, cli_env, make_config, run_cli
+from tests.conftest import all_runs, interrupt_midway, make_config, run_cli
 
 METRICS = ("train_loss", "val_loss", "grad_norm", "param_error", "lr")
 LONG_RUN = ("data.n=20000", "trainer.max_epochs=150", "trainer.patience=100000",
@@ -28,24 +24,6 @@ LONG_RUN = ("data.n=20000", "trainer.max_epochs=150", "trainer.patience=100000",
 def history(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
     client = MlflowClient(uri)
     return {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in METRICS}
-
-
-def interrupt_midway(
-    cwd: Path, uri: str, sig: signal.Signals, *args: str
-) -> subprocess.CompletedProcess[str]:
-    """Start a run, let it train a random while, send `sig`; returns the finished process."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.train", *args],
-        cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not [r for r in all_runs(uri) if r.info.status == "RUNNING"]:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
-    time.sleep(random.uniform(1.0, 2.5))
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.mark.parametrize(("dtype", "sig"), [("float64", signal.SIGINT), ("float32", signal.SIGTERM)])

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from src import compare
 from src.loop import EpochMetrics
 from src.train import train
-from tests.conftest import all_runs, cli_env, make_config, run_cli
+from tests.conftest import all_runs, cli_env, interrupt_midway, make_config, run_cli
 
 EPOCH_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "param_error", "epoch_time")
 
@@ -84,20 +84,10 @@ def test_a_run_that_raises_ends_failed_with_the_error(sqlite_uri):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_ends_killed(tmp_path, sig):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.train", "trainer.max_epochs=100000", "trainer.patience=100000",
-         "trainer.stopping_threshold=null", f"hydra.run.dir={tmp_path}/out"],
-        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not [r for r in all_runs(uri) if r.info.status == "RUNNING"]:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.5)
-    time.sleep(1.0)  # let it train a while
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == "interrupted"
+    args = ("trainer.max_epochs=100000", "trainer.patience=100000", "trainer.stopping_threshold=null")
+    proc = interrupt_midway(tmp_path, uri, sig, *args, f"hydra.run.dir={tmp_path}/out")
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "interrupted"
     (run,) = all_runs(uri)
     assert run.info.status == "KILLED"
     assert run.data.tags["error"].startswith("KeyboardInterrupt")
