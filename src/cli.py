@@ -24,8 +24,6 @@ def one_line(exc: BaseException) -> str:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         return f"{group}={name} is not a choice; available: {', '.join(sorted(exc.options))}"
     cause = exc.__cause__
-    if isinstance(cause, ConfigError):  # raised inside a Hydra-instantiated target
-        return str(cause)
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         msg = cause.msg.splitlines()[0] if cause.msg else str(cause).splitlines()[0]
         return f"{cause.full_key}: {msg}"
