@@ -15,7 +15,6 @@ from src.config import ConfigError
 
 USAGE_ERROR = 2  # the input was wrong: nothing ran
 RUN_ERROR = 1  # the run itself failed
-INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def one_line(exc: BaseException) -> str:
@@ -48,7 +47,7 @@ class _WithoutHydraJobLine:
 
 def run(main: Callable[[], Any]) -> None:
     """Call a @hydra.main function, reporting errors as one line unless HYDRA_FULL_ERROR is set."""
-    signals.install()  # src/train.py did already, before its imports; again for other entry points
+    signals.install()  # from here on a signal is a stop request, honoured at a safe point
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         signals.check()
         main()
@@ -62,7 +61,7 @@ def run(main: Callable[[], Any]) -> None:
         signals.check()  # a signal during Hydra's teardown, after the run ended
     except KeyboardInterrupt as exc:  # a Stopped at a safe point, or a second signal's at once
         print(getattr(exc, "reason", "interrupted"), file=sys.stderr)
-        sys.exit(INTERRUPTED)
+        sys.exit(signals.INTERRUPTED)
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)

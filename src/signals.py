@@ -11,12 +11,13 @@ its reason, and code checks it where stopping is safe:
   before and after the job: `request.check()` raises `Stopped`, the run's MLflow run ends KILLED
   and the process exits with status 130.
 
-A second signal raises `Stopped` at once (the user insists); a third gets the default action (the
-process dies), which nothing can swallow.
+Before the work starts (during the imports) nothing can be left half-done, so a signal then ends
+the process at once (`install(at_once=True)`). Later, a second signal raises `Stopped` at once (the
+user insists); a third gets the default action (the process dies), which nothing can swallow.
 
 Each run owns its request (`train` opens `scoped()` and hands it to `fit`), so nothing of one run's
 stop state leaks into the next job of the same process. A request made before the run starts
-(during imports, say) is carried into it, and a request is handed back to the process when the run
+(while Hydra composes, say) is carried into it, and a request is handed back to the process when the run
 ends, so the process still knows it was asked to stop (a sweep's parent run then ends KILLED).
 
 To add a signal: map it to a reason in REASONS (e.g. `signal.SIGUSR2: "preempted"`), and act on
@@ -26,12 +27,14 @@ preempted instead of ending the run KILLED).
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
+INTERRUPTED = 130  # the exit status of a stopped process: 128 + SIGINT, as a shell reports Ctrl-C
 REASONS: dict[signal.Signals, str] = {
     signal.SIGINT: "interrupted",  # Ctrl-C
     signal.SIGTERM: "interrupted",  # kill, or SLURM before it kills a job
@@ -65,9 +68,13 @@ class StopRequest:
 
 _process = StopRequest()  # where signals are recorded outside any run
 _target = _process  # where the handler records now: the running run's request, else _process
+_exit_at_once = False  # nothing has started yet (the imports): nothing to end or clean up
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
+    if _exit_at_once:
+        os.write(2, b"interrupted\n")
+        os._exit(INTERRUPTED)
     request = _target
     request.record(REASONS[signal.Signals(signum)])
     if request.count == 2:  # the user insists: stop now, and let a third signal kill outright
@@ -76,8 +83,11 @@ def _handle(signum: int, frame: FrameType | None) -> None:
         raise Stopped(request.reason or "interrupted")
 
 
-def install() -> None:
-    """Route the signals in REASONS to stop requests (call once, as early as possible)."""
+def install(at_once: bool = False) -> None:
+    """Route the signals in REASONS to stop requests; with `at_once`, until the next install(), a
+    signal ends the process at once: for the imports (seconds), before anything can be left half-done."""
+    global _exit_at_once
+    _exit_at_once = at_once
     for sig in REASONS:
         signal.signal(sig, _handle)
 

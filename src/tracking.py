@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -40,6 +41,7 @@ SQLITE_WRITERS = 6  # concurrent writers one sqlite store was tested with (tests
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MODEL_ARTIFACT = "model/model.pt"
 CONFIG_ARTIFACT = "config.yaml"
+PROCESS_TAG = "descentlab.process"  # "host pid start" of the process running the run
 
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ def first_use_lock(uri: str) -> AbstractContextManager[object]:
 
 
 def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClient, str]:
+    """The store's client and the experiment's id; the runs of dead processes found there are ended."""
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(uri)
@@ -76,7 +79,52 @@ def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClien
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    end_dead_runs(client, experiment_id)
     return client, experiment_id
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, Linux's /proc), or None where unknown:
+    with it a pid names one process, although pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name's ")"
+
+
+def this_process() -> str:
+    """The `descentlab.process` tag of a run this process runs: host, pid, start."""
+    return f"{socket.gethostname()} {os.getpid()} {process_start(os.getpid())}"
+
+
+def process_gone(owner: str) -> bool:
+    """Whether the process a `descentlab.process` tag names has died. Only a process on this host
+    can be looked up; elsewhere the Optuna sweeper's heartbeat finds dead trials (grace_period)."""
+    host, pid, start = owner.split()
+    if host != socket.gethostname() or start == "None":  # elsewhere, or no /proc to tell
+        return False
+    return process_start(int(pid)) != start
+
+
+def end_killed(client: MlflowClient, run_id: str, why: str) -> None:
+    """End a run whose process died KILLED, saying so (tags stop_reason and error)."""
+    client.set_terminated(run_id, "KILLED")
+    client.set_tag(run_id, "stop_reason", "process_died")
+    client.set_tag(
+        run_id, "error", f"{why}; ended by {this_process()} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
+
+
+def end_dead_runs(client: MlflowClient, experiment_id: str) -> None:
+    """End KILLED the RUNNING runs whose process is gone (kill -9, a crash, a lost node): a run is
+    never left RUNNING by a process that cannot end it any more."""
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    for run in running:
+        owner = run.data.tags.get(PROCESS_TAG)
+        if owner and process_gone(owner):
+            log.warning("MLflow run %s: its process (%s) died; ending it KILLED", run.info.run_id, owner)
+            end_killed(client, run.info.run_id, f"its process died ({PROCESS_TAG} {owner})")
 
 
 class NullTracker:
@@ -196,6 +244,7 @@ class MlflowTracker:
         self.client, experiment_id = client_and_experiment(self.uri, self.experiment)
         if self.resume_run_id is not None:
             self.run_id = self.resume_run_id
+            self.client.set_tag(self.run_id, PROCESS_TAG, this_process())  # first: it is alive
             self.client.update_run(self.run_id, status="RUNNING")
             if "error" in self.client.get_run(self.run_id).data.tags:  # the interruption's
                 self.client.delete_tag(self.run_id, "error")
@@ -204,6 +253,7 @@ class MlflowTracker:
             return self
         tags = {f"choice.{group}": choice for group, choice in choices.items()}
         tags["overrides"] = " ".join(overrides)
+        tags[PROCESS_TAG] = this_process()
         if commit := git_commit():
             tags["mlflow.source.git.commit"] = commit
         if parent := os.environ.get(PARENT_RUN_ENV):
@@ -317,6 +367,7 @@ class MultirunParent(HydraCallback):
             )
         overrides = " ".join(config.hydra.overrides.task)
         tags = {"descentlab.sweep_dir": str(config.hydra.sweep.dir), "overrides": overrides}
+        tags[PROCESS_TAG] = this_process()
         if commit := git_commit():
             tags["mlflow.source.git.commit"] = commit
         run = self.client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from src import signals
 
-if __name__ == "__main__":  # first: a signal during the imports below (seconds) is recorded, not lost
-    signals.install()
+if __name__ == "__main__":  # first: a signal during the imports below (seconds) ends the process
+    signals.install(at_once=True)
 
 import logging
 from collections.abc import Callable, Sequence

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import random
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from src import checkpoint, signals
 from src.loop import fit
 from src.signals import Stopped, StopRequest
 from src.tracking import MlflowTracker
 from src.train import build, train
-from tests.conftest import all_runs, make_config
+from tests.conftest import all_runs, cli_env, make_config
 
 
 @pytest.fixture
@@ -97,3 +102,52 @@ def test_a_signal_while_mlflow_sets_up_ends_the_run_killed(handlers, sqlite_uri,
     assert run.info.status == "KILLED"
     assert run.data.tags["stop_reason"] == "interrupted"
     assert run.data.tags["error"] == "Stopped: interrupted"
+
+
+ENDLESS = ("trainer.max_epochs=1000000000", "trainer.patience=1000000000", "trainer.stopping_threshold=null")
+
+
+@pytest.mark.slow
+def test_sigint_at_any_moment_ends_the_run_within_ten_seconds(tmp_path):
+    """20 endless runs, each sent SIGINT 0.5-15 s after it starts (seeded moments; 4 at a time to
+    keep it cheap): each ends within 10 s of its signal, with status 130, and no run stays RUNNING.
+    (Python's own exit, -SIGINT, is allowed for a signal before the handlers are in.)"""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # the store's schema, once, before the runs race for it
+    rng = random.Random(13)
+    moments = [rng.uniform(0.5, 15.0) for _ in range(20)]
+    took: list[float] = []
+
+    def start(i: int) -> subprocess.Popen:
+        with open(tmp_path / f"stderr{i}", "w") as stderr:
+            args = [sys.executable, "-m", "src.train", *ENDLESS, f"hydra.run.dir={tmp_path}/run{i}"]
+            return subprocess.Popen(
+                args, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=stderr
+            )
+
+    for wave in range(0, len(moments), 4):
+        procs = {i: start(i) for i in range(wave, min(wave + 4, len(moments)))}
+        try:
+            started, signalled, ended = time.monotonic(), dict[int, float](), dict[int, float]()
+            while len(ended) < len(procs):
+                now = time.monotonic()
+                for i, proc in procs.items():
+                    if i not in signalled and now - started >= moments[i]:
+                        proc.send_signal(signal.SIGINT)
+                        signalled[i] = now
+                    if i not in ended and proc.poll() is not None:
+                        ended[i] = now
+                    if i in signalled and i not in ended and now - signalled[i] > 10:
+                        pytest.fail(f"run {i}, sent SIGINT {moments[i]:.1f} s after start, ran 10 s more")
+                time.sleep(0.05)
+        finally:  # no run outlives a failure
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+        for i, proc in procs.items():
+            stderr = (tmp_path / f"stderr{i}").read_text()
+            assert proc.returncode in (130, -signal.SIGINT), f"run {i} at {moments[i]:.1f} s: {stderr}"
+            assert i in signalled, f"run {i} ended by itself before its signal: {stderr}"
+            took.append(ended[i] - signalled[i])
+    assert [r.info.status for r in all_runs(uri) if r.info.status == "RUNNING"] == []
+    print(f"20 runs interrupted; the slowest ended {max(took):.1f} s after its signal")

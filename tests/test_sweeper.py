@@ -252,7 +252,6 @@ def test_kill_9_mid_sweep_then_the_same_command_ends_with_exactly_n_trials(tmp_p
         "hydra.sweeper.sampler.seed=0",
         "optimizer.lr=tag(log, interval(1e-3, 1e-1))",
         "trainer.max_epochs=150",
-        "tracking=none",
         *QUICK,
     )
     first = sweep_process(tmp_path, *args)
@@ -279,6 +278,11 @@ def test_kill_9_mid_sweep_then_the_same_command_ends_with_exactly_n_trials(tmp_p
     killed = [t for t in trials if t.state is TrialState.FAIL]
     assert len(killed) == 1 and "no heartbeat" in second.stdout + second.stderr
     assert len({t.params["optimizer.lr"] for t in trials}) == n_trials  # the resumed sampler did not replay
+    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []
+    dead = [r for r in runs if r.data.tags.get("stop_reason") == "process_died"]
+    assert {r.info.status for r in dead} == {"KILLED"}
+    assert sum("descentlab.sweep_dir" in r.data.tags for r in dead) == 1  # the killed sweep's parent
 
 
 # ------------------------------------------------------------------------ parallel workers

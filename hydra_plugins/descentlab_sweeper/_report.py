@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from src.tracking import PARENT_RUN_ENV
+from src.tracking import PARENT_RUN_ENV, end_killed
 
 from . import _storage
 
@@ -133,7 +133,9 @@ class ParentRun:
         for run in runs:
             self.client.set_tag(run.info.run_id, "optuna.state", state)
             if killed and run.info.status == "RUNNING":
-                self.client.set_terminated(run.info.run_id, "KILLED")
+                end_killed(
+                    self.client, run.info.run_id, f"its process died (no heartbeat for trial {number})"
+                )
 
     def finish(self, study: optuna.Study, storage: str, counts: Counter[str], plots: list[Path]) -> None:
         if self.run_id is None:
