@@ -10,7 +10,9 @@ group `schema/<group>`; the YAML for a choice pulls its schema in with
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -639,12 +641,35 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization")
 
 
+SEEDS = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+
+
+def numbers(node: Any, key: str = "") -> Iterator[tuple[str, float]]:
+    """Every float in a config container, with its dotted key (list items as key[i])."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from numbers(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from numbers(v, f"{key}[{i}]")
+    elif isinstance(node, float):
+        yield key, node
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every value rule before anything is built; raises ConfigError naming the key."""
     known = {f.name for f in dataclasses.fields(Config)}
     keys = ", ".join(sorted(known - {"defaults"}))
     for key in cfg:
         require(key in known, str(key), cfg[key], f"not a config key; the keys are {keys}")
+    for key, value in numbers(OmegaConf.to_container(cfg, resolve=True)):
+        require(math.isfinite(value), key, value, "must be a finite number (null where there is none)")
+    require(
+        SEEDS[0] <= cfg.seed <= SEEDS[1],
+        "seed",
+        cfg.seed,
+        f"must be in [{SEEDS[0]}, {SEEDS[1]}] (torch's range)",
+    )
     for group in GROUPS:
         node = cfg[group]
         if OmegaConf.get_type(node) is dict:

@@ -23,6 +23,8 @@ from src.config import Interval, Sampling, TrainerConf
 from src.data import Data, Split
 from src.signals import StopRequest
 
+FAILED_STOPS = ("diverged", "non_finite")  # stop reasons of a run that failed, not converged
+
 
 class StopTraining(Exception):
     """Raised by a callback to end training after this epoch; the message is the stop reason."""
@@ -310,7 +312,8 @@ def fit(
         p.history.append(metrics)
         bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{p.lr:.3g}")
 
-        if metrics.val_loss < p.best_val - trainer.min_delta:  # early stopping's bookkeeping
+        failed = should_stop(metrics, p, trainer) in FAILED_STOPS  # a diverged epoch is never the best
+        if not failed and metrics.val_loss < p.best_val - trainer.min_delta:  # early stopping's bookkeeping
             p.best_val, p.best_epoch, p.stale_epochs = metrics.val_loss, epoch, 0
             p.best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
         else:

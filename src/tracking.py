@@ -18,6 +18,9 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +32,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 from src import signals
+from src.config import ConfigError
 from src.loop import EpochMetrics, FitResult
 
 if TYPE_CHECKING:
@@ -60,6 +64,50 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+STORE_FORMS = (
+    "sqlite:///path, http(s)://host:port (an `mlflow server`), postgresql://user@host/db, "
+    "mysql://..., or file:///path with MLFLOW_ALLOW_FILE_STORE=true"
+)
+PROBE_TIMEOUT = 5.0  # seconds to wait for a tracking server's /health before giving up
+
+
+def checked_store(uri: str, given: str | None) -> str:
+    """`uri` if MLflow can use it, else a ConfigError naming tracking.uri (or $MLFLOW_TRACKING_URI,
+    where it came from) and the accepted forms. A server is asked for /health first, so that an
+    unreachable one fails in seconds, not after MLflow's minutes of retries."""
+    key = "tracking.uri" if given else "tracking.uri (from $MLFLOW_TRACKING_URI)"
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]
+    if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+        raise ConfigError(
+            f"{key}={uri}: MLflow's file store needs MLFLOW_ALLOW_FILE_STORE=true; or use sqlite:///path"
+        )
+    well_formed = {
+        "sqlite": uri.startswith("sqlite:///"),
+        "http": bool(parts.hostname),
+        "https": bool(parts.hostname),
+        "postgresql": bool(parts.hostname or parts.query),
+        "mysql": bool(parts.hostname),
+        "mssql": bool(parts.hostname),
+        "file": True,  # allowed above
+    }
+    if not well_formed.get(scheme, False):
+        raise ConfigError(f"{key}={uri} is not a tracking store MLflow can use; use {STORE_FORMS}")
+    if scheme in ("http", "https"):
+        health = f"{uri.rstrip('/')}/health"
+        try:
+            urllib.request.urlopen(health, timeout=PROBE_TIMEOUT).close()
+        except urllib.error.HTTPError:
+            pass  # something answers (a proxy's login page, say): let MLflow say what it thinks
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(
+                f"{key}={uri}: no tracking server answered GET {health} within {PROBE_TIMEOUT:g} s "
+                f"({reason}); start one (`mlflow server`) or use another store"
+            ) from None
+    return uri
+
+
 def first_use_lock(uri: str) -> AbstractContextManager[object]:
     """For a sqlite store, a file lock around its first use: processes that open a new store at the
     same moment would otherwise race in MLflow's schema migration ("table ... already exists")."""
@@ -74,7 +122,7 @@ def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClien
     """The store's client and the experiment's id; the runs of dead processes found there are ended."""
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(uri)
+    uri = checked_store(tracking_uri(uri), uri)
     with first_use_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
@@ -356,7 +404,10 @@ class MultirunParent(HydraCallback):
         tracking = config.get("tracking")
         if tracking is None or not str(tracking.get("_target_", "")).endswith("MlflowTracker"):
             return
-        self.client, experiment_id = client_and_experiment(tracking.get("uri"), tracking.experiment)
+        try:
+            self.client, experiment_id = client_and_experiment(tracking.get("uri"), tracking.experiment)
+        except ConfigError:  # Hydra would only warn; the first job says it, in one line, and exits 2
+            return
         writers = int(config.hydra.sweeper.get("n_jobs") or 1)
         if writers > SQLITE_WRITERS and tracking_uri(tracking.get("uri")).startswith("sqlite"):
             log.warning(

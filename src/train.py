@@ -93,12 +93,16 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 
 
 def summarize(result: FitResult, run_id: str | None) -> None:
+    best = (  # a diverged epoch is never the best one: with none before it, θ₀ is kept
+        f"best val loss {result.best_val_loss:.4g} at epoch {result.best_epoch}"
+        if result.best_epoch
+        else "every epoch diverged, so the initial parameters are kept"
+    )
     log.info(
-        "%d epochs, stopped: %s; best val loss %.4g at epoch %d; test loss %.4g",
+        "%d epochs, stopped: %s; %s; test loss %.4g",
         result.epochs,
         result.stop_reason,
-        result.best_val_loss,
-        result.best_epoch,
+        best,
         result.test_loss,
     )
     if result.param_error is not None:

@@ -21,6 +21,12 @@ CATALOG = [
     (["trainer.dtype=float16"], "trainer.dtype: Invalid value 'float16', expected one of [float32, float64]"),
     # values out of range
     (["optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed: must be > 0"),
+    (["optimizer.lr=inf"], "optimizer.lr=inf is not allowed: must be a finite number"),
+    (["trainer.max_time=-inf"], "trainer.max_time=-inf is not allowed: must be a finite number"),
+    (
+        ["seed=99999999999999999999"],
+        "seed=99999999999999999999 is not allowed: must be in [-9223372036854775808, ",
+    ),
     (
         ["optimizer=momentum", "optimizer.momentum=1.5"],
         "optimizer.momentum=1.5 is not allowed: must be in [0, 1)",
@@ -49,6 +55,23 @@ CATALOG = [
     (
         ["data=ill_conditioned", "data.condition_number=0.5"],
         "data.condition_number=0.5 is not allowed: must be >= 1",
+    ),
+    # the tracking store
+    (
+        ["tracking.uri=garbage"],
+        "tracking.uri=garbage is not a tracking store MLflow can use; use sqlite:///path",
+    ),
+    (
+        ["tracking.uri=foo://bar"],
+        "tracking.uri=foo://bar is not a tracking store MLflow can use; use sqlite:///",
+    ),
+    (
+        ["tracking.uri=file:///tmp/x"],
+        "tracking.uri=file:///tmp/x: MLflow's file store needs MLFLOW_ALLOW_FILE_",
+    ),
+    (
+        ["tracking.uri=http://127.0.0.1:9"],
+        "tracking.uri=http://127.0.0.1:9: no tracking server answered GET http://127.0.0.1:9/health",
     ),
     (["resume=no/such/dir"], "resume=no/such/dir: no such run dir, and not an MLflow run id (32 hex digits)"),
     (

@@ -76,6 +76,20 @@ def test_stop_reasons(quiet_config, overrides, reason):
         assert result.epochs == 7
 
 
+def test_a_diverged_epoch_is_never_the_best(quiet_config):
+    """Newton with η = 1e10 overshoots θ* by a factor 1e10 in its first step: no epoch is better
+    than θ₀, so θ₀ is kept (and test_loss is its loss), rather than the diverged epoch's θ."""
+    from src.loop import fit
+
+    parts = build(quiet_config("optimizer=newton", "optimizer.lr=1e10"))
+    theta0 = parts["model"].weight.detach().clone()
+    result = fit(**parts)
+    assert result.stop_reason == "diverged" and result.history[0].val_loss > 1e5
+    assert (result.best_epoch, result.best_val_loss) == (0, math.inf)
+    assert torch.equal(parts["model"].weight.detach(), theta0)
+    assert result.test_loss == evaluate(parts["model"], parts["data"].test)
+
+
 def test_a_callback_can_stop_training(quiet_config):
     class StopAtThree:
         def on_epoch_end(self, metrics):
@@ -110,8 +124,13 @@ def test_same_seed_same_numbers_other_seed_other_numbers(quiet_config):
 
 
 def test_without_validation_split_train_loss_is_monitored(quiet_config):
-    result = train(quiet_config("data.val_prop=0", "trainer.max_epochs=20"))
-    assert all(m.val_loss == pytest.approx(m.val_loss) for m in result.history)
+    from src.loop import fit
+
+    parts = build(quiet_config("data.val_prop=0", "trainer.max_epochs=20"))
+    assert len(parts["data"].val) == 0
+    result = fit(**parts)
+    # The restored best parameters' loss on the training split is exactly the best monitored loss.
+    assert evaluate(parts["model"], parts["data"].train) == result.best_val_loss
     assert result.param_error is not None and result.param_error < 1e-3
 
 
