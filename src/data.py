@@ -219,6 +219,10 @@ def load_file(path: str, target: str, **table: Any) -> Data:
         raise ConfigError(f"data.path={file}: no such file")
     try:
         frame = getattr(pd, reader)(file)
+        if reader == "read_csv":  # pandas renames a repeated name (x, x.1): read the header as written
+            check_columns(
+                pd.read_csv(file, header=None, nrows=1, dtype=str).iloc[0].tolist(), f"data.path={file}"
+            )
     except pd.errors.EmptyDataError:
         raise ConfigError(f"data.path={file}: the file is empty") from None
     except Exception as exc:  # pandas and pyarrow raise many kinds; the message says which
@@ -244,6 +248,23 @@ def load_statsmodels(name: str, target: str | None, **table: Any) -> Data:
     return from_frame(dataset.data, f"statsmodels data set {name!r}", target or dataset.endog_name, **table)
 
 
+def check_columns(names: list[str], source: str) -> None:
+    """Refuse repeated column names, which would make `data.target` or a feature ambiguous."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{source} has repeated column names: {', '.join(map(repr, repeated))}; rename them"
+        )
+
+
+def separator_hint(columns: list[str]) -> str:
+    """Why a column is missing when the file's separator is not a comma: the header is one column."""
+    for name, sep in ((";", ";"), ("tab", "\t")):
+        if any(sep in column for column in columns):
+            return f" (the header holds {name}s: data.path must be comma-separated; save it with commas)"
+    return ""
+
+
 def from_frame(
     frame: pd.DataFrame,
     source: str,
@@ -262,11 +283,14 @@ def from_frame(
 
     frame = frame.set_axis([str(c) for c in frame.columns], axis="columns")
     columns = list(frame.columns)
+    check_columns(columns, source)
     if len(frame) == 0:
         raise ConfigError(f"{source} has no rows (columns: {', '.join(columns) or 'none'})")
     available = f"available: {', '.join(columns)}"
     if target not in columns:
-        raise ConfigError(f"data.target={target!r} is not a column of {source}; {available}")
+        raise ConfigError(
+            f"data.target={target!r} is not a column of {source}; {available}{separator_hint(columns)}"
+        )
 
     def numeric(column: str) -> bool:
         return is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column])
@@ -278,10 +302,15 @@ def from_frame(
             log.info("%s: leaving out non-numeric columns %s", source, ", ".join(skipped))
         if not features:
             raise ConfigError(f"{source} has no numeric column besides data.target={target!r}; {available}")
+    if not features:
+        raise ConfigError(
+            "data.features=[] is not allowed: name at least one column, or null for all numeric ones"
+        )
     unknown = [c for c in features if c not in columns]
     if unknown:
         raise ConfigError(
             f"data.features: {', '.join(map(repr, unknown))} not a column of {source}; {available}"
+            + separator_hint(columns)
         )
     if target in features:
         raise ConfigError(f"data.features contains the target {target!r}; leave it out")

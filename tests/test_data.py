@@ -172,6 +172,14 @@ def test_drop_missing_drops_exactly_the_bad_rows(quiet_config, tmp_path):
         ),
         (None, ["data.path=wages.xlsx"], "unknown file type '.xlsx'; allowed: .csv, .parquet, .pq"),
         (None, ["model.hidden=[8,0]", "model=mlp"], "model.hidden[1]=0 is not allowed: must be >= 1"),
+        (b"wage,educ,educ\n1,2,3\n", [], "has repeated column names: 'educ'; rename them"),
+        (
+            b"wage;educ\n1;2\n",
+            [],
+            "available: wage;educ (the header holds ;s: data.path must be comma-separated",
+        ),
+        (b"wage\teduc\n1\t2\n", [], "(the header holds tabs: data.path must be comma-separated"),
+        (None, ["data.features=[]"], "data.features=[] is not allowed: name at least one column, or null"),
     ],
 )
 def test_bad_data_in_process(quiet_config, table, tmp_path, content, overrides, expected):
