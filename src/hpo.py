@@ -12,10 +12,12 @@ import math
 from typing import TYPE_CHECKING, ClassVar
 
 from hydra_plugins.descentlab_sweeper import current_trial
-from src.loop import FAILED_STOPS, EpochMetrics, FitResult, StopTraining
+from src.loop import EpochMetrics, FitResult, StopTraining
 
 if TYPE_CHECKING:
     import optuna
+
+FAILED_STOPS = ("diverged", "non_finite")  # stop reasons that make a trial FAIL, not COMPLETE
 
 
 class NoTrial:

@@ -94,6 +94,17 @@ def test_an_interrupted_run_ends_killed(tmp_path, sig):
     assert run.data.tags["stop_reason"] == "interrupted"
 
 
+def test_ctrl_c_ends_a_sweep_and_its_parent_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ("trainer.max_epochs=100000", "trainer.patience=100000", "trainer.stopping_threshold=null")
+    proc = interrupt_midway(tmp_path, uri, signal.SIGINT, "--multirun", "optimizer=sgd,adam", *args,
+                            f"hydra.sweep.dir={tmp_path}/multirun")  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    runs = all_runs(uri)
+    assert sum("descentlab.sweep_dir" in r.data.tags for r in runs) == 1
+    assert {r.info.status for r in runs} == {"KILLED"}  # the parent and the job it was running, if any
+
+
 def test_multirun_is_one_parent_with_a_child_per_job(cli, tmp_path):
     proc = cli("--multirun", "optimizer=sgd,nesterov,adam", "trainer.max_epochs=20")
     assert proc.returncode == 0, proc.stderr
