@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from src import compare
+from src import compare, tracking
 from src.loop import EpochMetrics
 from src.train import train
 from tests.conftest import all_runs, cli_env, interrupt_midway, make_config, run_cli
@@ -92,6 +92,28 @@ def test_an_interrupted_run_ends_killed(tmp_path, sig):
     assert run.info.status == "KILLED"
     assert run.data.tags["error"] == "Stopped: interrupted"
     assert run.data.tags["stop_reason"] == "interrupted"
+
+
+def test_opening_a_store_ends_the_runs_of_dead_processes_killed(sqlite_uri):
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead_owner = f"{socket.gethostname()} {gone.pid} {tracking.process_start(gone.pid)}"
+    gone.kill()
+    gone.wait()
+    client, experiment = tracking.client_and_experiment(sqlite_uri, "descentlab")
+    owners = {"dead": dead_owner, "alive": tracking.this_process(), "elsewhere": "other-host 1 123"}
+    ids = {
+        name: client.create_run(experiment, tags={tracking.PROCESS_TAG: owner}).info.run_id
+        for name, owner in owners.items()
+    }
+    tracking.client_and_experiment(sqlite_uri, "descentlab")  # as the next run or sweep does
+    runs = {name: client.get_run(run_id) for name, run_id in ids.items()}
+    assert {name: run.info.status for name, run in runs.items()} == {
+        "dead": "KILLED",
+        "alive": "RUNNING",  # this process
+        "elsewhere": "RUNNING",  # left to the sweeper's heartbeat
+    }
+    assert runs["dead"].data.tags["stop_reason"] == "process_died"
+    assert runs["dead"].data.tags["error"].startswith(f"its process died (descentlab.process {dead_owner})")
 
 
 def test_ctrl_c_ends_a_sweep_and_its_parent_killed(tmp_path):
