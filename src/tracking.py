@@ -120,9 +120,9 @@ def first_use_lock(uri: str) -> AbstractContextManager[object]:
 
 def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClient, str]:
     """The store's client and the experiment's id; the runs of dead processes found there are ended."""
+    uri = checked_store(tracking_uri(uri), uri)  # before importing MLflow (seconds)
     from mlflow.tracking import MlflowClient
 
-    uri = checked_store(tracking_uri(uri), uri)
     with first_use_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
@@ -286,10 +286,10 @@ class MlflowTracker:
         self._pending: list[Metric] = []
 
     def __enter__(self) -> MlflowTracker:
-        from mlflow.entities import Param
-
         choices, overrides, self.output_dir = hydra_context()
         self.client, experiment_id = client_and_experiment(self.uri, self.experiment)
+        from mlflow.entities import Param
+
         if self.resume_run_id is not None:
             self.run_id = self.resume_run_id
             self.client.set_tag(self.run_id, PROCESS_TAG, this_process())  # first: it is alive
