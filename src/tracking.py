@@ -299,6 +299,9 @@ class MultirunParent(HydraCallback):
         self.run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from src.hpo import check_sweep
+
+        check_sweep(config)  # a bad sweep config stops here, before its parent run exists
         tracking = config.get("tracking")
         if tracking is None or not str(tracking.get("_target_", "")).endswith("MlflowTracker"):
             return

@@ -70,28 +70,70 @@ def sweep_process(cwd: Path, *args: str, sweep_dir: str = "multirun") -> subproc
     ],
 )
 def test_sweep_syntax_maps_to_the_optuna_distribution(override, expected):
-    space, fixed = _space.parse([override])
-    assert space == {"x": expected}
-    assert fixed == {}
+    space = _space.parse([override], range_stop_included=False)
+    assert space.distributions == {"x": expected}
+    assert space.fixed == {}
+
+
+# hydra-optuna-sweeper's own test cases (tests/test_optuna_sweeper_plugin.py), in optuna 4's classes
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("key=choice(1,2)", CategoricalDistribution([1, 2])),
+        ("key=choice(true, false)", CategoricalDistribution([True, False])),
+        ("key=choice('hello', 'world')", CategoricalDistribution(["hello", "world"])),
+        ("key=range(1,3)", IntDistribution(1, 3)),  # the stop included
+        ("key=interval(1, 5)", FloatDistribution(1, 5)),
+        ("key=int(interval(1, 5))", IntDistribution(1, 5)),
+        ("key=tag(log, interval(1, 5))", FloatDistribution(1, 5, log=True)),
+        ("key=tag(log, int(interval(1, 5)))", IntDistribution(1, 5, log=True)),
+        ("key=range(0.5, 5.5, step=1)", FloatDistribution(0.5, 5.5, step=1)),
+    ],
+)
+def test_under_the_optuna_name_parameters_mean_what_they_mean_upstream(override, expected):
+    assert _space.parse([override], range_stop_included=True).distributions == {"key": expected}
+
+
+def test_upstream_shuffle_is_a_categorical_and_the_grid_walks_hydras_values():
+    space = _space.parse(["a=shuffle(range(1,3))", "y=range(-1.0, 1.0, step=1)"], range_stop_included=True)
+    assert set(space.distributions["a"].choices) == {1, 2}
+    # upstream's grid of range(-1.0, 1.0, step=1) is [-1.0, 0.0] (its test asserts best y in {-1, 0})
+    assert space.grid() == {"a": list(space.distributions["a"].choices), "y": [-1.0, 0.0]}
+    with pytest.raises(_space.SearchSpaceError, match="needs start <= stop and a step > 0"):
+        _space.parse(["x=range(5, 1, -1)"], range_stop_included=True)
 
 
 def test_fixed_overrides_pass_through_and_the_last_word_wins():
-    space, fixed = _space.parse(["+seed_extra=1", "a=interval(0, 1)", "a=3", "b=choice(x, y)"])
-    assert fixed == {"+seed_extra": "+seed_extra=1", "a": "a=3"}
-    assert set(space) == {"b"}
+    space = _space.parse(["+seed_extra=1", "a=interval(0, 1)", "a=3", "b=choice(x, y)", "~z"], False)
+    assert space.fixed == {"+seed_extra": "+seed_extra=1", "a": "a=3", "~z": "~z"}
+    assert set(space.distributions) == {"b"}
 
 
 def test_unsupported_sweeps_and_grids_are_refused_with_the_key():
     with pytest.raises(_space.SearchSpaceError, match="x: the grid sampler needs choice or range"):
-        _space.grid({"x": FloatDistribution(0, 1)})
-    assert _space.grid(_space.parse(["x=range(1, 10, 3)", "y=choice(a, b)"])[0]) == {
+        _space.parse(["x=interval(0, 1)"], False).grid()
+    assert _space.parse(["x=range(1, 10, 3)", "y=choice(a, b)"], False).grid() == {
         "x": [1, 4, 7],
         "y": ["a", "b"],
     }
 
 
 @pytest.mark.parametrize(
-    ("value", "text"), [(1e-05, "1e-05"), ("adam", "adam"), ("a b", "'a b'"), (True, "true"), (None, "null")]
+    ("value", "text"),
+    [
+        (1e-05, "1e-05"),
+        ("adam", "adam"),
+        ("a b", "'a b'"),
+        (True, "true"),
+        (None, "null"),
+        ("étude-α", "'étude-α'"),  # a Unicode letter is no token of Hydra's grammar
+        ("/data/ü.csv", "'/data/ü.csv'"),
+        ("true", "'true'"),  # a string that unquoted would read back as a bool, a number or null
+        ("1", "'1'"),
+        ("null", "'null'"),
+        ("it's", "'it\\'s'"),
+        ("C:\\dir\\", "'C:\\dir\\\\'"),  # a backslash before the closing quote is doubled
+    ],
 )
 def test_sampled_values_become_overrides_hydra_reads_back(value, text):
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -129,6 +129,9 @@ class DescentlabOptunaSweeperConf:
     sampler: Any = MISSING
     pruner: Any = MISSING
     direction: Any = "minimize"  # or a list of directions: a multi-objective study
+    # the names of what the job returns, one per direction; null: the job's best_val_loss
+    # (descentlab's job), or whatever number(s) another app returns
+    objectives: Any = None
     # null: JournalStorage in <launch dir>/multirun/optuna.journal; else an RDB URL such as
     # sqlite:///abs/path.db or postgresql://user@host/db (a password: use ~/.pgpass or ${oc.env:...})
     storage: str | None = None
@@ -142,11 +145,41 @@ class DescentlabOptunaSweeperConf:
     grace_period: float = 60.0  # a running trial with no mark for this long belongs to a dead process
     params: dict[str, str] | None = None  # key: Hydra sweep syntax, e.g. tag(log, interval(1e-4, 1e-2))
     custom_search_space: str | None = None  # dotted path of fn(cfg, trial) adding conditional params
+    # points evaluated first, once per study: [{optimizer.lr: 0.1, trainer.batch_size: 32}, ...]
+    enqueue: Any = None
+    # a finished study (name in this storage, or a storage path/URL) whose trials seed this one
+    warm_start_from: str | None = None
+
+
+@dataclass
+class OptunaSweeperConf(DescentlabOptunaSweeperConf):
+    """`hydra/sweeper=optuna`: parameters mean what they mean to hydra-optuna-sweeper."""
+
+    _target_: str = "hydra_plugins.descentlab_sweeper.sweeper.OptunaSweeper"
+
+
+UPSTREAM = "hydra_plugins.hydra_optuna_sweeper"
+UPSTREAM_NAME = "hydra_optuna_sweeper"  # where the upstream plugin stays selectable when installed
+
+
+def upstream_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(UPSTREAM) is not None
 
 
 def register() -> None:
     cs = ConfigStore.instance()
+    if upstream_installed():
+        # Both plugins store `hydra/sweeper/optuna`; whichever Hydra imports last would win. Import
+        # upstream's config first (Hydra will not run it again), keep its node under another name,
+        # and store ours over it, so that `optuna` means this sweeper whatever the import order.
+        from importlib import import_module
+
+        upstream = import_module(f"{UPSTREAM}.config")
+        cs.store(group="hydra/sweeper", name=UPSTREAM_NAME, node=upstream.OptunaSweeperConf)
     cs.store(group="hydra/sweeper", name="descentlab_optuna", node=DescentlabOptunaSweeperConf)
+    cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf)
     samplers = {
         "tpe": TPESamplerConf,
         "random": RandomSamplerConf,
