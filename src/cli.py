@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
-from src.config import ConfigError
+from src.config import CallbackConfigError, ConfigError
 from src.loop import STOP
 
 USAGE_ERROR = 2  # the input was wrong: nothing ran
@@ -69,7 +69,7 @@ def run(main: Callable[[], Any]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+    except (ConfigError, CallbackConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
     except Exception as exc:

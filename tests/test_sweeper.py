@@ -268,19 +268,58 @@ def test_max_failure_rate_stops_the_sweep_with_one_error_line(cli, tmp_path):
         "tracking=none",
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "error: SweepFailed: 1 of 1 trials failed, more than hydra.sweeper.max_failure_rate=0.0 allows"
+    assert re.fullmatch(
+        r"error: SweepFailed: 1 of 1 trials failed, more than hydra.sweeper.max_failure_rate=0.0 allows; "
+        r"the last: (diverged|non_finite) at epoch \d+",
+        proc.stderr.strip().splitlines()[-1],
     )
     assert len(finished(journal(tmp_path, "strict"))) == 1
 
 
-def test_bad_sweeper_values_are_one_line_errors(cli):
-    proc = cli(*SWEEP, "hydra.sweeper.n_trials=0")
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is not allowed: must be >= 1"),
+        (["optimizer.lr=glob(*)"], "optimizer.lr=glob(*) is not supported; use interval"),
+        (
+            ["hydra.sweeper.direction=[minimize,up]"],
+            "hydra.sweeper.direction=[minimize, up] is not allowed: minimize, maximize or a list of them",
+        ),
+        (
+            ["hydra.sweeper.direction=[minimize,minimize]"],
+            "hydra.sweeper.direction has 2 entries: name as many objectives, "
+            "e.g. hydra.sweeper.objectives=[best_val_loss,wall_time]",
+        ),
+        (
+            ["hydra.sweeper.direction=[minimize,minimize]", "hydra.sweeper.objectives=[best_val_loss]"],
+            "hydra.sweeper.objectives=[best_val_loss] is not allowed: one distinct name per direction",
+        ),
+        (
+            ["hydra.sweeper.direction=[minimize,minimize]", "hydra.sweeper.objectives=[best_val_loss,speed]"],
+            "hydra.sweeper.objectives: speed is not an objective; available: best_val_loss, test_loss, wall_time",
+        ),
+        (
+            ["hydra.sweeper.direction=[minimize,minimize]", "hydra.sweeper.objectives=[best_val_loss,wall_time]",
+             "hydra/sweeper/pruner=median"],  # fmt: skip
+            "hydra/sweeper/pruner=MedianPruner is not allowed with 2 objectives",
+        ),
+        (
+            ["optimizer.lr=interval(0.01, 0.1)", "hydra.sweeper.enqueue=[{optimizer.lr:0.5}]"],
+            "hydra.sweeper.enqueue[0]: optimizer.lr=0.5 is outside optimizer.lr's space",
+        ),
+        (
+            ["optimizer.lr=interval(0.01, 0.1)", "hydra.sweeper.enqueue=[{seed:1}]"],
+            "hydra.sweeper.enqueue[0]: seed is not a parameter of this sweep; its parameters: optimizer.lr",
+        ),
+    ],
+)
+def test_bad_sweep_configs_are_one_line_errors_before_any_mlflow_run(tmp_path, args, line):
+    """The whole sweep config is checked before its MLflow parent run exists: none is left FAILED."""
+    proc = run_cli(tmp_path, *SWEEP, *args)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: hydra.sweeper.n_trials=0 is not allowed: must be >= 1"
-    proc = cli(*SWEEP, "optimizer.lr=glob(*)")
-    assert proc.returncode == 2
-    assert "optimizer.lr=glob(*) is not supported; use interval" in proc.stderr
+    (error,) = proc.stderr.strip().splitlines()
+    assert error.startswith(f"error: {line}")
+    assert all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}") == []
 
 
 # -------------------------------------------------------------------------------- resuming

@@ -91,7 +91,10 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     saved = []
-    for name in PARETO_PLOTS if len(study.directions) > 1 else PLOTS:
+    chosen = PARETO_PLOTS if len(study.directions) > 1 else PLOTS
+    if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        chosen = tuple(n for n in chosen if n != "intermediate_values")  # nothing was reported
+    for name in chosen:
         try:
             with warnings.catch_warnings(), plt.style.context("default"):
                 warnings.simplefilter("ignore")  # "experimental" warnings on every call
