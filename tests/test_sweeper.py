@@ -96,9 +96,10 @@ def test_under_the_optuna_name_parameters_mean_what_they_mean_upstream(override,
 
 def test_upstream_shuffle_is_a_categorical_and_the_grid_walks_hydras_values():
     space = _space.parse(["a=shuffle(range(1,3))", "y=range(-1.0, 1.0, step=1)"], range_stop_included=True)
-    assert set(space.distributions["a"].choices) == {1, 2}
+    shuffled = space.distributions["a"]
+    assert isinstance(shuffled, CategoricalDistribution) and set(shuffled.choices) == {1, 2}
     # upstream's grid of range(-1.0, 1.0, step=1) is [-1.0, 0.0] (its test asserts best y in {-1, 0})
-    assert space.grid() == {"a": list(space.distributions["a"].choices), "y": [-1.0, 0.0]}
+    assert space.grid() == {"a": list(shuffled.choices), "y": [-1.0, 0.0]}
     with pytest.raises(_space.SearchSpaceError, match="needs start <= stop and a step > 0"):
         _space.parse(["x=range(5, 1, -1)"], range_stop_included=True)
 
@@ -276,6 +277,9 @@ def test_max_failure_rate_stops_the_sweep_with_one_error_line(cli, tmp_path):
     assert len(finished(journal(tmp_path, "strict"))) == 1
 
 
+LR_SPACE = "optimizer.lr=interval(0.01, 0.1)"  # a sweep override: the test puts it where Hydra would
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [
@@ -296,30 +300,77 @@ def test_max_failure_rate_stops_the_sweep_with_one_error_line(cli, tmp_path):
         ),
         (
             ["hydra.sweeper.direction=[minimize,minimize]", "hydra.sweeper.objectives=[best_val_loss,speed]"],
-            "hydra.sweeper.objectives: speed is not an objective; available: best_val_loss, test_loss, wall_time",
+            "hydra.sweeper.objectives: speed is not an objective; available: best_val_loss, test_loss",
         ),
         (
-            ["hydra.sweeper.direction=[minimize,minimize]", "hydra.sweeper.objectives=[best_val_loss,wall_time]",
-             "hydra/sweeper/pruner=median"],  # fmt: skip
+            [
+                "hydra.sweeper.direction=[minimize,minimize]",
+                "hydra.sweeper.objectives=[best_val_loss,wall_time]",
+                "hydra/sweeper/pruner=median",
+            ],
             "hydra/sweeper/pruner=MedianPruner is not allowed with 2 objectives",
         ),
         (
-            ["optimizer.lr=interval(0.01, 0.1)", "hydra.sweeper.enqueue=[{optimizer.lr:0.5}]"],
+            [LR_SPACE, "hydra.sweeper.enqueue=[{optimizer.lr:0.5}]"],
             "hydra.sweeper.enqueue[0]: optimizer.lr=0.5 is outside optimizer.lr's space",
         ),
         (
-            ["optimizer.lr=interval(0.01, 0.1)", "hydra.sweeper.enqueue=[{seed:1}]"],
+            [LR_SPACE, "hydra.sweeper.enqueue=[{seed:1}]"],
             "hydra.sweeper.enqueue[0]: seed is not a parameter of this sweep; its parameters: optimizer.lr",
+        ),
+        (
+            ["hydra/sweeper/sampler=grid", LR_SPACE],
+            "optimizer.lr: the grid sampler needs choice or range",
         ),
     ],
 )
-def test_bad_sweep_configs_are_one_line_errors_before_any_mlflow_run(tmp_path, args, line):
-    """The whole sweep config is checked before its MLflow parent run exists: none is left FAILED."""
+def test_bad_sweep_configs_are_one_line_errors(args, line):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from src.hpo import check_sweep
+
+    sweeps = [a for a in args if a.startswith("optimizer.lr=")]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        overrides = ["hydra/sweeper=optuna", *(a for a in args if a not in sweeps)]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    cfg.hydra.overrides.task.extend(sweeps)  # compose refuses sweeps; --multirun passes them on
+    with pytest.raises(HydraException) as error:
+        check_sweep(cfg)
+    assert str(error.value).startswith(line)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["hydra.sweeper.n_trials=0"], ["hydra.sweeper.direction=[minimize,minimize]"]],
+)
+def test_a_bad_sweep_config_leaves_no_mlflow_run(tmp_path, args):
+    """Checked before the sweep's MLflow parent run exists: none is left FAILED."""
     proc = run_cli(tmp_path, *SWEEP, *args)
     assert proc.returncode == 2
     (error,) = proc.stderr.strip().splitlines()
-    assert error.startswith(f"error: {line}")
+    assert error.startswith("error: hydra.sweeper.")
     assert all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}") == []
+
+
+def test_a_recipe_may_name_groups_as_hydras_docs_do():
+    """`override hydra/sweeper: optuna` inside experiments/*.yaml means the top-level group."""
+    from hydra import compose as compose_hydra
+    from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from src.config import recipe_node
+
+    defaults = [{"override hydra/sweeper": "optuna"}, {"override hydra/sweeper/sampler": "random"}]
+    recipe = OmegaConf.create({"defaults": [*defaults, {"override optimizer": "adam"}, "_self_"]})
+    node = recipe_node(recipe)
+    ConfigStore.instance().store(group="experiment", name="docs_style", node=node, package="_global_")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose_hydra("config", overrides=["+experiment=docs_style"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith(".OptunaSweeper")
+    assert cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.RandomSampler"
+    assert "Adam" in cfg.optimizer._target_
 
 
 # -------------------------------------------------------------------------------- resuming

@@ -58,7 +58,9 @@ def test_sphere_with_tpe_finds_a_value_within_upstreams_bound(tmp_path):
     best = study(tmp_path, "sphere").best_trial
     assert out["name"] == "optuna"
     assert out["best_params"] == best.params and "y" not in out["best_params"]  # y was fixed
-    assert out["best_value"] == best.value <= 2.27  # upstream's 95th percentile over 1000 seeds
+    assert (
+        best.value is not None and out["best_value"] == best.value <= 2.27
+    )  # upstream's 95th percentile over 1000 seeds
     assert "hydra/sweeper=optuna: range(a, b) includes b" in done.stdout  # the first line: conventions
 
     done = sweep(tmp_path, "~z", "hydra.sweeper.study_name=config_space")  # the YAML's own space
@@ -69,11 +71,12 @@ def test_sphere_with_tpe_finds_a_value_within_upstreams_bound(tmp_path):
 
 
 def test_the_grid_example_walks_every_point_once(tmp_path):
-    # upstream's test_example_with_grid_sampler: x in {-1, 1}, y in range(-1.0, 1.0) = {-1, 0}, z in {foo, bar}
+    # upstream's test_example_with_grid_sampler: x in {-1, 1}, y in range(-1.0, 1.0) = {-1, 0},
+    # z in {foo, bar}: 8 points
     done = sweep(tmp_path, "--config-name=grid", "hydra.sweeper.n_trials=10")
     assert done.returncode == 0, done.stderr
     points = {tuple(t.params.values()) for t in study(tmp_path, "sphere").trials}
-    assert len(study(tmp_path, "sphere").trials) == 8 == len(points)  # the grid is exhausted, n_trials cut to it
+    assert len(study(tmp_path, "sphere").trials) == 8 == len(points)  # n_trials cut to the grid
     out = results(tmp_path)
     assert out["best_value"] == 1 and abs(out["best_params"]["x"]) == 1 and out["best_params"]["y"] == 0
     assert out["best_params"]["z"] in ("foo", "bar")
@@ -213,3 +216,17 @@ def test_with_upstream_installed_one_line_says_which_runs(tmp_path, upstream_fir
     theirs = sweep(tmp_path, "hydra/sweeper=hydra_optuna_sweeper", pythonpath=pythonpath)
     assert theirs.returncode == 0, theirs.stderr
     assert "UPSTREAM SWEEPER RAN" in theirs.stdout
+
+
+# -------------------------------------------------------------------------------------- quoting
+def test_non_ascii_study_names_and_values_reach_the_jobs_as_typed(tmp_path):
+    paths = ["/données/é.csv", "/tmp/ü b.csv", "it's"]
+    choice = "+path=choice('/données/é.csv', '/tmp/ü b.csv', 'it\\'s')"
+    done = sweep(tmp_path, "~z", "hydra.sweeper.study_name='étude-α'", choice, "hydra.sweeper.n_trials=4")
+    assert done.returncode == 0, done.stderr
+    trials = study(tmp_path, "étude-α").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    for trial in trials:
+        job = OmegaConf.load(tmp_path / "sweep" / str(trial.number) / ".hydra" / "config.yaml")
+        assert job.path == trial.params["+path"] and job.path in paths
+        assert f"trial {trial.number} COMPLETE" in done.stdout

@@ -91,7 +91,7 @@ class Sweep:
         study = optuna.create_study(
             storage=self.storage,
             study_name=self.study_name,
-            directions=self.objectives.directions,
+            directions=self.objectives.directions,  # type: ignore[arg-type]  # checked: minimize/maximize
             load_if_exists=True,
         )
         self._check_directions(study)

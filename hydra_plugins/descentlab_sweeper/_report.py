@@ -91,7 +91,7 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     saved = []
-    chosen = PARETO_PLOTS if len(study.directions) > 1 else PLOTS
+    chosen: tuple[str, ...] = PARETO_PLOTS if len(study.directions) > 1 else PLOTS
     if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         chosen = tuple(n for n in chosen if n != "intermediate_values")  # nothing was reported
     for name in chosen:

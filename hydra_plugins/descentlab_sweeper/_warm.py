@@ -38,8 +38,12 @@ def enqueue(study: optuna.Study, points: list[dict[str, Any]]) -> None:
 
 
 def warm_start(
-    study: optuna.Study, source_spec: str, storage: optuna.storages.BaseStorage, cwd: str,
-    space: dict[str, BaseDistribution], extendable: bool,
+    study: optuna.Study,
+    source_spec: str,
+    storage: optuna.storages.BaseStorage,
+    cwd: str,
+    space: dict[str, BaseDistribution],
+    extendable: bool,
 ) -> None:
     """Copy the source study's COMPLETE trials whose parameters fit this space; say why others do not."""
     if study.user_attrs.get(WARM_STARTED):

@@ -11,7 +11,9 @@ annotations`: Hydra runs it before it is in sys.modules, where dataclasses would
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import MISSING
 
 
@@ -171,9 +173,9 @@ def upstream_installed() -> bool:
 def register() -> None:
     cs = ConfigStore.instance()
     if upstream_installed():
-        # Both plugins store `hydra/sweeper/optuna`; whichever Hydra imports last would win. Import
-        # upstream's config first (Hydra will not run it again), keep its node under another name,
-        # and store ours over it, so that `optuna` means this sweeper whatever the import order.
+        # Both plugins store `hydra/sweeper/optuna` (and samplers); keep upstream's sweeper under
+        # another name, and store ours over it (again in ClaimTheOptunaName, once Hydra has run
+        # every plugin module, so that `optuna` means this sweeper whatever the import order).
         from importlib import import_module
 
         upstream = import_module(f"{UPSTREAM}.config")
@@ -200,6 +202,15 @@ def register() -> None:
     }
     for name, node in pruners.items():
         cs.store(group="hydra/sweeper/pruner", name=name, node=node)
+
+
+class ClaimTheOptunaName(SearchPathPlugin):
+    """Hydra runs search-path plugins after it has imported every plugin module, and before it
+    composes a config: the last word on `hydra/sweeper/optuna` when hydra-optuna-sweeper is installed."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        if upstream_installed():
+            register()
 
 
 register()
