@@ -32,6 +32,8 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from src import signals
+
 from . import _report, _space, _storage, _trial, _warm
 from .config import UPSTREAM_NAME, upstream_installed
 
@@ -211,6 +213,7 @@ class Sweep:
 
     def _work(self) -> None:
         while not self.stop.is_set():
+            signals.check()  # a safe point between trials for a signal (src/signals.py)
             trial = self._ask()
             if trial is None:
                 return
@@ -346,6 +349,7 @@ class Sweep:
             if not waiting:
                 log.info("waiting for trials %s, running in other processes", running)
                 waiting = True
+            signals.check()
             time.sleep(min(self.sweeper.heartbeat_interval, 5.0))
 
     def _abandon(self, exc: BaseException) -> None:
