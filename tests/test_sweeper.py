@@ -18,6 +18,7 @@ from statistics import median
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -238,6 +239,53 @@ def test_pruned_trials_stop_early_and_mlflow_nests_them_under_the_sweep(cli, tmp
     assert f"best_value: {study.best_value}" in results and "pruned: " in results
 
 
+# ------------------------------------------------------------------------------ multi-objective
+def test_a_two_objective_sweep_reports_its_pareto_front_everywhere(cli, tmp_path):
+    proc = cli(
+        "--multirun",
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=nsgaii",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.study_name=pareto",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        "hydra.sweeper.objectives=[best_val_loss,wall_time]",
+        "optimizer.lr=tag(log, interval(1e-3, 1e-1))",
+        "trainer.max_epochs=3",
+    )
+    assert proc.returncode == 0, proc.stderr
+    study = journal(tmp_path, "pareto")
+    assert study.metric_names == ["best_val_loss", "wall_time"]
+    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = [r for r in runs if "optuna.trial" not in r.data.tags]
+    children = {r.data.tags["optuna.trial"]: r for r in runs if "optuna.trial" in r.data.tags}
+    for trial in study.trials:  # each value is the named result of the trial's own run
+        metrics = children[str(trial.number)].data.metrics
+        assert trial.values == pytest.approx([metrics["best_val_loss"], metrics["wall_time"]], rel=1e-6)
+    results = OmegaConf.load(tmp_path / "multirun" / "optimization_results.yaml")
+    front = [tuple(s["values"]) for s in results.solutions]
+    assert results.objectives == ["best_val_loss", "wall_time"]
+    assert sorted(front) == sorted(tuple(t.values) for t in study.best_trials)
+    for trial in study.trials:  # nothing outside the front dominates a point on it
+        assert not any(
+            all(a <= b for a, b in zip(trial.values, p, strict=True)) and trial.values != list(p)
+            for p in front
+        )
+    for p in front:
+        assert f"best_val_loss={p[0]:.6g}, wall_time={p[1]:.6g}" in proc.stdout
+    assert parent.data.metrics["pareto_trials"] == len(front)
+    assert parent.data.params["objectives"] == "best_val_loss/wall_time"
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {
+        a.path
+        for a in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(
+            parent.info.run_id, "optuna"
+        )
+    }
+    assert artifacts == {"optuna/pareto_front.png", "optuna/optimization_results.yaml"}
+
+
 # -------------------------------------------------------------------------------- failures
 def test_failing_trials_end_fail_with_their_reason_and_the_sweep_finishes(cli, tmp_path):
     proc = cli(
@@ -358,7 +406,6 @@ def test_a_recipe_may_name_groups_as_hydras_docs_do():
     from hydra import compose as compose_hydra
     from hydra import initialize_config_dir
     from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
 
     from src.config import recipe_node
 

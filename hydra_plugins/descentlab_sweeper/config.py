@@ -1,9 +1,10 @@
-"""The sweeper's config: `hydra/sweeper=descentlab_optuna`, with `hydra/sweeper/sampler` and
+"""The sweeper's config: `hydra/sweeper=optuna` (or `descentlab_optuna`), with `hydra/sweeper/sampler` and
 `hydra/sweeper/pruner` groups whose nodes are `_target_` configs of optuna classes.
 
 The shape follows the official hydra-optuna-sweeper (direction, study_name, storage, n_trials, n_jobs,
 max_failure_rate, params, custom_search_space, sampler), so its YAML works here; this plugin adds a
-pruner, a study-wide budget, a timeout and the heartbeat that finds trials of a killed process.
+pruner, a study-wide budget, a timeout, named objectives, warm starts and the heartbeat that finds
+trials of a killed process.
 Hydra imports this module at every start-up, so it imports nothing heavy. (No `from __future__ import
 annotations`: Hydra runs it before it is in sys.modules, where dataclasses would look the strings up.)
 """
