@@ -234,7 +234,7 @@ def test_pruned_trials_stop_early_and_mlflow_nests_them_under_the_sweep(cli, tmp
             "parallel_coordinate",
             "intermediate_values",
         )
-    }
+    } | {"optuna/optimization_results.yaml"}
     results = (tmp_path / "multirun" / "optimization_results.yaml").read_text()
     assert f"best_value: {study.best_value}" in results and "pruned: " in results
 
@@ -365,6 +365,10 @@ LR_SPACE = "optimizer.lr=interval(0.01, 0.1)"  # a sweep override: the test puts
         (
             [LR_SPACE, "hydra.sweeper.enqueue=[{seed:1}]"],
             "hydra.sweeper.enqueue[0]: seed is not a parameter of this sweep; its parameters: optimizer.lr",
+        ),
+        (
+            ["hydra.sweeper.warm_start_from=/no/such/old.journal"],
+            "hydra.sweeper.warm_start_from=/no/such/old.journal: no study storage at /no/such/old.journal",
         ),
         (
             ["hydra/sweeper/sampler=grid", LR_SPACE],

@@ -60,7 +60,7 @@ def describe(obj: object) -> str:
     return type(obj).__name__
 
 
-def conventions(sweeper: DescentlabOptunaSweeper, n_trials: int) -> str:
+def conventions(sweeper: DescentlabOptunaSweeper) -> str:
     """The sweep's first line: which meaning its parameters and budget have."""
     if sweeper.range_stop_included:
         ranges = "range(a, b) includes b, as in hydra-optuna-sweeper"
@@ -71,7 +71,7 @@ def conventions(sweeper: DescentlabOptunaSweeper, n_trials: int) -> str:
     else:
         failures = f"the sweep stops once more than {sweeper.max_failure_rate:g} of its trials fail"
     return (
-        f"hydra/sweeper={sweeper.name}: {ranges}; n_trials={n_trials} counts the whole study, which "
+        f"hydra/sweeper={sweeper.name}: {ranges}; n_trials={sweeper.n_trials} counts the whole study, which "
         f"the same command resumes; {failures}"
     )
 
@@ -80,6 +80,14 @@ class Sweep:
     def __init__(self, sweeper: DescentlabOptunaSweeper, plan: Plan) -> None:
         assert sweeper.config is not None, "Hydra calls setup() before sweep()"
         self.sweeper, self.config, self.launcher = sweeper, sweeper.config, sweeper.launcher
+        log.info(conventions(sweeper))
+        if upstream_installed():
+            log.info(
+                "hydra-optuna-sweeper is installed too; hydra/sweeper=%s runs descentlab's sweeper, "
+                "hydra/sweeper=%s runs the upstream one",
+                sweeper.name,
+                UPSTREAM_NAME,
+            )
         self.plan, self.objectives = plan, plan.objectives
         self.space, self.fixed = plan.space.distributions, plan.space.fixed
         self.extend: Callable[[DictConfig, Trial], None] | None = (
@@ -111,7 +119,7 @@ class Sweep:
         self.stop = threading.Event()
         self.deadline = None if sweeper.timeout is None else time.monotonic() + sweeper.timeout
         self.parent = _report.ParentRun(self.config, self.study_name)
-        if plan.enqueue or sweeper.warm_start_from:
+        if plan.enqueue or plan.warm_source is not None:
             with _storage.budget_lock(self.storage, self.storage_path, self.study_name):
                 self._warm_start()
 
@@ -133,15 +141,8 @@ class Sweep:
                 study.set_metric_names(self.objectives.names)
 
     def _warm_start(self) -> None:
-        if self.sweeper.warm_start_from:
-            _warm.warm_start(
-                self.study,
-                self.sweeper.warm_start_from,
-                self.storage,
-                self.config.hydra.runtime.cwd,
-                self.space,
-                self.extend is not None,
-            )
+        if self.plan.warm_source is not None:
+            _warm.warm_start(self.study, self.plan.warm_source, self.space, self.extend is not None)
         _warm.enqueue(self.study, self.plan.enqueue)
 
     def _sampler(self, n_existing: int) -> optuna.samplers.BaseSampler:
@@ -160,14 +161,6 @@ class Sweep:
     # ------------------------------------------------------------------------------------ run
     def run(self) -> None:
         parallel = self.sweeper.n_jobs > 1 and not isinstance(self.launcher, BasicLauncher)
-        log.info(conventions(self.sweeper, self.n_trials))
-        if upstream_installed():
-            log.info(
-                "hydra-optuna-sweeper is installed too; hydra/sweeper=%s runs descentlab's sweeper, "
-                "hydra/sweeper=%s runs the upstream one",
-                self.sweeper.name,
-                UPSTREAM_NAME,
-            )
         log.info(
             "Optuna study %s in %s: %s, %s, %s; n_trials=%d for the study, %d in flight%s",
             self.study_name,

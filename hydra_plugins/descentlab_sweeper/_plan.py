@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import optuna
 from hydra.errors import HydraException
 
-from . import _objectives, _space
+from . import _objectives, _space, _storage, _warm
 
 if TYPE_CHECKING:
     from .sweeper import DescentlabOptunaSweeper
@@ -20,9 +21,10 @@ class Plan:
     space: _space.Space
     arguments: list[str]  # params and command-line overrides, for the default study name
     enqueue: list[dict[str, Any]]  # points to evaluate first, as params of the space
+    warm_source: optuna.Study | None  # hydra.sweeper.warm_start_from, found
 
 
-def check(sweeper: DescentlabOptunaSweeper, arguments: list[str]) -> Plan:
+def check(sweeper: DescentlabOptunaSweeper, arguments: list[str], cwd: str) -> Plan:
     rules = [
         (sweeper.n_trials >= 1, f"hydra.sweeper.n_trials={sweeper.n_trials} is not allowed: must be >= 1"),
         (sweeper.n_jobs >= 1, f"hydra.sweeper.n_jobs={sweeper.n_jobs} is not allowed: must be >= 1"),
@@ -62,4 +64,13 @@ def check(sweeper: DescentlabOptunaSweeper, arguments: list[str]) -> Plan:
             )
         where, extendable = f"hydra.sweeper.enqueue[{i}]", bool(sweeper.custom_search_space)
         enqueue.append(space.check_point(point, where, extendable))
-    return Plan(objectives, space, overrides, enqueue)
+    source = None
+    if sweeper.warm_start_from:
+        storage = _storage.resolve(sweeper.storage, cwd)
+        source = _warm.load_source(sweeper.warm_start_from, storage, cwd)
+        if len(source.directions) != len(objectives.directions):
+            raise HydraException(
+                f"hydra.sweeper.warm_start_from={sweeper.warm_start_from}: study {source.study_name} "
+                f"has {len(source.directions)} objective(s), this sweep {len(objectives.directions)}"
+            )
+    return Plan(objectives, space, overrides, enqueue, source)

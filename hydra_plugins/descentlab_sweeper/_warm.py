@@ -38,24 +38,11 @@ def enqueue(study: optuna.Study, points: list[dict[str, Any]]) -> None:
 
 
 def warm_start(
-    study: optuna.Study,
-    source_spec: str,
-    storage: optuna.storages.BaseStorage,
-    cwd: str,
-    space: dict[str, BaseDistribution],
-    extendable: bool,
+    study: optuna.Study, source: optuna.Study, space: dict[str, BaseDistribution], extendable: bool
 ) -> None:
     """Copy the source study's COMPLETE trials whose parameters fit this space; say why others do not."""
-    if study.user_attrs.get(WARM_STARTED):
-        return
-    source = load_source(source_spec, storage, cwd)
-    if source.study_name == study.study_name and source._storage is storage:
-        raise HydraException(f"hydra.sweeper.warm_start_from={source_spec} is this sweep's own study")
-    if len(source.directions) != len(study.directions):
-        raise HydraException(
-            f"hydra.sweeper.warm_start_from={source_spec}: study {source.study_name} has "
-            f"{len(source.directions)} objective(s), this sweep {len(study.directions)}"
-        )
+    if study.user_attrs.get(WARM_STARTED) or source.study_name == study.study_name:
+        return  # copied once already (or the source is this study, resumed)
     trials, skipped = [], []
     for trial in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         reason = mismatch(trial, space, extendable)
@@ -94,17 +81,17 @@ def mismatch(trial: FrozenTrial, space: dict[str, BaseDistribution], extendable:
     return None
 
 
-def load_source(spec: str, storage: optuna.storages.BaseStorage, cwd: str) -> optuna.Study:
+def load_source(spec: str, storage: str, cwd: str) -> optuna.Study:
     """`<study name>` in this sweep's storage, or `<storage path or URL>[#<study name>]`."""
     location, _, name = spec.rpartition("#") if "#" in spec else (spec, "", "")
     in_same = "://" not in location and not location.endswith((".journal", ".log", ".db"))
     if in_same and not name:
-        name, source_storage = location, storage
+        name, path = location, storage
     else:
         path = _storage.resolve(location, cwd)
-        if "://" not in path and not Path(path).is_file():
-            raise HydraException(f"hydra.sweeper.warm_start_from={spec}: no study storage at {path}")
-        source_storage = _storage.open_storage(path)
+    if "://" not in path and not Path(path).is_file():
+        raise HydraException(f"hydra.sweeper.warm_start_from={spec}: no study storage at {path}")
+    source_storage = _storage.open_storage(path)
     names = [s.study_name for s in optuna.get_all_study_summaries(source_storage, include_best_trial=False)]
     if not name and len(names) == 1:
         name = names[0]

@@ -55,18 +55,19 @@ class DescentlabOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def check(self, arguments: list[str]) -> Plan:
+    def check(self, arguments: list[str], cwd: str) -> Plan:
         """The whole sweep config, checked before anything runs or is logged: each bad value is
         one line naming its key (raised here rather than in __init__, where Hydra's instantiate
         would wrap it)."""
         from ._plan import check
 
-        return check(self, arguments)
+        return check(self, arguments, cwd)
 
     def sweep(self, arguments: list[str]) -> None:
         from ._impl import Sweep
 
-        Sweep(self, self.check(arguments)).run()
+        assert self.config is not None, "Hydra calls setup() before sweep()"
+        Sweep(self, self.check(arguments, self.config.hydra.runtime.cwd)).run()
 
 
 class OptunaSweeper(DescentlabOptunaSweeper):
@@ -85,4 +86,4 @@ def check_config(config: DictConfig) -> None:
     from hydra.utils import instantiate
 
     sweeper = instantiate(node)
-    sweeper.check(list(config.hydra.overrides.task))
+    sweeper.check(list(config.hydra.overrides.task), config.hydra.runtime.cwd)
