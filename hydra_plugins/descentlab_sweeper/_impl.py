@@ -127,13 +127,15 @@ class Sweep:
         """A resumed study keeps its directions and objectives; a different config is a new study."""
         directions = [d.name.lower() for d in study.directions]
         names = study.metric_names
+        unnamed = names is None or all(n.startswith("value") for n in names)  # labels, not names
         if directions != self.objectives.directions or (
-            names is not None and self.objectives.named and names != self.objectives.names
+            not unnamed and self.objectives.named and names != self.objectives.names
         ):
+            labels = names or [""] * len(directions)
+            was = ", ".join(f"{d} {n}".strip() for d, n in zip(directions, labels, strict=True))
             raise HydraException(
-                f"study {self.study_name} optimizes {', '.join(directions)} {names or ''} in "
-                f"{_storage.redact(self.storage_path)}, not {self.objectives.describe()}: "
-                "set hydra.sweeper.study_name to start a new study"
+                f"study {self.study_name} in {_storage.redact(self.storage_path)} optimizes {was}, "
+                f"not {self.objectives.describe()}: set hydra.sweeper.study_name to start a new study"
             )
         if names is None:
             with warnings.catch_warnings():
