@@ -65,7 +65,7 @@ def tracking_uri(uri: str | None = None) -> str:
 
 
 STORE_FORMS = (
-    "sqlite:///path, http(s)://host:port (an `mlflow server`), postgresql://user@host/db, "
+    "sqlite:///path, http(s)://host:port (an mlflow server), postgresql://user@host/db, "
     "mysql://..., or file:///path with MLFLOW_ALLOW_FILE_STORE=true"
 )
 PROBE_TIMEOUT = 5.0  # seconds to wait for a tracking server's /health before giving up
@@ -103,7 +103,7 @@ def checked_store(uri: str, given: str | None) -> str:
             reason = getattr(exc, "reason", exc)
             raise ConfigError(
                 f"{key}={uri}: no tracking server answered GET {health} within {PROBE_TIMEOUT:g} s "
-                f"({reason}); start one (`mlflow server`) or use another store"
+                f"({reason}); start one (mlflow server) or use another store"
             ) from None
     return uri
 
