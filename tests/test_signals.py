@@ -111,7 +111,7 @@ ENDLESS = ("trainer.max_epochs=1000000000", "trainer.patience=1000000000", "trai
 def test_sigint_at_any_moment_ends_the_run_within_ten_seconds(tmp_path):
     """20 endless runs, each sent SIGINT 0.5-15 s after it starts (seeded moments; 4 at a time to
     keep it cheap): each ends within 10 s of its signal, with status 130, and no run stays RUNNING.
-    (Python's own exit, -SIGINT, is allowed for a signal before the handlers are in.)"""
+    (Python's own exit is allowed for a signal before the handlers are in.)"""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).search_experiments()  # the store's schema, once, before the runs race for it
     rng = random.Random(13)
@@ -146,7 +146,10 @@ def test_sigint_at_any_moment_ends_the_run_within_ten_seconds(tmp_path):
                     proc.kill()
         for i, proc in procs.items():
             stderr = (tmp_path / f"stderr{i}").read_text()
-            assert proc.returncode in (130, -signal.SIGINT), f"run {i} at {moments[i]:.1f} s: {stderr}"
+            # 130, or Python's own KeyboardInterrupt exit (-SIGINT, or 1 from its site import) for a
+            # signal before src.train installs its handlers: on a loaded machine start-up takes > 0.5 s.
+            own = proc.returncode in (1, -signal.SIGINT) and "KeyboardInterrupt" in stderr
+            assert proc.returncode == 130 or own, f"run {i} at {moments[i]:.1f} s: {stderr}"
             assert i in signalled, f"run {i} ended by itself before its signal: {stderr}"
             took.append(ended[i] - signalled[i])
     assert [r.info.status for r in all_runs(uri) if r.info.status == "RUNNING"] == []
