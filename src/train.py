@@ -105,10 +105,10 @@ def summarize(result: FitResult, run_id: str | None) -> None:
         log.info("MLflow run %s", run_id)
 
 
-def load_resume(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
+def load_resume(cfg: DictConfig, resume: str, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
     """`resume=<run dir or run id>`: that run's snapshot, and the config it ran with."""
     uri = cfg.tracking.get("uri")
-    source = checkpoint.locate(cfg.resume, checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
+    source = checkpoint.locate(resume, checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
     state = checkpoint.load(source)
     return checkpoint.resumed_config(state, cfg, overrides, config.Config), state
 
@@ -129,9 +129,10 @@ def train(
     _, overrides, run_dir = hydra_context()
     tags = dict(tags or {})
     state: dict[str, Any] | None = None
-    if cfg.resume:
-        tags["resumed_from"] = str(cfg.resume)
-        cfg, state = load_resume(cfg, overrides)
+    resume = cfg.resume or checkpoint.requeued_snapshot(run_dir)  # a requeued SLURM job continues
+    if resume:
+        tags["resumed_from"] = str(resume)
+        cfg, state = load_resume(cfg, str(resume), overrides)
     parts = build(cfg)
     satisfied, reason = robbins_monro_verdict(cfg.schedule)
     log.info("Robbins-Monro conditions %s: %s", "hold" if satisfied else "fail", reason)
