@@ -32,7 +32,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.errors import HydraException
@@ -110,7 +109,7 @@ class Launcher(SlurmLauncher):
             reason = (
                 f"SLURM time limit: {str(error).removeprefix('Job ').rstrip('.')} "
                 f"(hydra.launcher.max_num_timeout={self.params['max_num_timeout']}); its snapshot is "
-                f"in {HydraConfig.get().runtime.output_dir}"
+                f"in its run dir under {self.config.hydra.sweep.dir if self.config else 'the sweep dir'}"
             )
             log.warning(reason)
             return JobReturn(status=JobStatus.FAILED, _return_value=JobLost(reason))
@@ -147,11 +146,14 @@ def result(job: Any) -> JobReturn:
     try:
         ret: JobReturn = job.results()[0]
         return ret
-    except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError):
+    except submitit.core.utils.UncompletedJobError:
         state = squeue_watcher().states.get(job.job_id, "ENDED").split(" ")[0]
         reason = f"SLURM job {job.job_id} ended {state} without a result; its log: {job.paths.stderr}"
-        log.warning(reason)
-        return JobReturn(status=JobStatus.FAILED, _return_value=JobLost(reason))
+    except submitit.core.utils.FailedJobError as error:  # raised outside the task (which Hydra catches)
+        trace = [line for line in str(error).split("----------------------")[1].splitlines() if line.strip()]
+        reason = f"SLURM job {job.job_id} failed: {trace[-1] if trace else 'see'} (log: {job.paths.stderr})"
+    log.warning(reason)
+    return JobReturn(status=JobStatus.FAILED, _return_value=JobLost(reason))
 
 
 @functools.cache
