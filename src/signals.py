@@ -35,6 +35,7 @@ from types import FrameType
 REASONS: dict[signal.Signals, str] = {
     signal.SIGINT: "interrupted",  # Ctrl-C
     signal.SIGTERM: "interrupted",  # kill, or SLURM before it kills a job
+    signal.SIGUSR2: "preempted",  # SLURM's warning before a time limit or preemption (submitit's choice)
 }
 
 

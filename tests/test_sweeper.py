@@ -328,7 +328,7 @@ def test_submitit_local_runs_trials_and_the_slurm_config_composes(cli, tmp_path)
     assert all(len(t.intermediate_values) == 10 for t in trials)
     proc = cli("--cfg", "hydra", "--package", "hydra.launcher", *SWEEP[1:], "hydra/launcher=slurm")
     assert proc.returncode == 0, proc.stderr
-    assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in proc.stdout
+    assert "_target_: hydra_plugins.descentlab_slurm.launcher.Launcher" in proc.stdout
 
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from hydra.core.singleton import Singleton
@@ -41,6 +40,7 @@ from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
+WARNED = "preempted"  # the stop reason of SLURM's warning signal
 MIN_WORK_S = 60  # a job must get at least this long before SLURM's warning (it may come 60 s early)
 POLL_S = 10  # at most one squeue call per this many seconds, for all jobs
 TERMINAL = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
@@ -66,19 +66,6 @@ def check_limits(timeout_min: int, signal_delay_s: int) -> None:
         )
 
 
-_warned: list[int] = []  # SLURM warning signals this job received
-
-
-def _record(signum: int, frame: FrameType | None) -> None:
-    """In the job, SLURM's warning (USR2) and its SIGTERM (scancel, a kill at the limit, preemption)
-    only record a stop request: the training loop stops after its step and writes its snapshot."""
-    from src.loop import STOP
-
-    if signum != signal.SIGTERM:
-        _warned.append(signum)
-    STOP.requested = True
-
-
 class Launcher(SlurmLauncher):
     """`hydra/launcher=slurm`: submitit's SLURM launcher, surviving time limits and preemption."""
 
@@ -90,15 +77,18 @@ class Launcher(SlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         import submitit
 
+        from src import signals
+
         warning = submitit.JobEnvironment._usr_sig()
         submitits = signal.getsignal(warning)  # its checkpoint-and-requeue: called below, not as a handler
-        signal.signal(warning, _record)
-        signal.signal(signal.SIGTERM, _record)  # submitit ignores it; then SLURM's SIGKILL would leave
-        # the MLflow run RUNNING and no snapshot
+        signals.REASONS.setdefault(warning, WARNED)
+        # The warning, and SIGTERM (scancel; submitit would ignore it, and SLURM's SIGKILL would then
+        # leave the MLflow run RUNNING), only record a stop request: the loop stops after its step.
+        signals.install()
         try:
             return super().__call__(*args, **kwargs)
-        except KeyboardInterrupt:  # the loop stopped for a request (its snapshot is written)
-            if not _warned:
+        except signals.Stopped as stopped:  # at a safe point: the snapshot is written
+            if stopped.reason != signals.REASONS[warning]:
                 raise
         handler = getattr(submitits, "__self__", None)
         if handler is None:  # submitit installed no handler: nothing to requeue with
