@@ -74,7 +74,7 @@ def mlflow_server(tmp_path: Path, database: tuple[str, Path]) -> Iterator[str]:
     port = free_port()
     command = [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "2",
+        "--workers", "1",  # one process: uvicorn restarts workers that start slowly on a busy machine
         "--backend-store-uri", f"postgresql+psycopg2://{role}@127.0.0.1:5432/{role}_mlflow",
         "--artifacts-destination", str(tmp_path / "artifacts"),
     ]  # fmt: skip
@@ -85,7 +85,7 @@ def mlflow_server(tmp_path: Path, database: tuple[str, Path]) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
