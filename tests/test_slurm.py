@@ -30,7 +30,7 @@ LONG = ("trainer.batch_size=1", "trainer.patience=100000", "trainer.stopping_thr
         "trainer.checkpoint_every=5")  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def cluster() -> None:
     reason = "no SLURM cluster here (sinfo not found); .ci/slurm.sh sets up a single-node one"
     if shutil.which("sinfo") is not None:
@@ -88,7 +88,7 @@ def study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name=summary.study_name, storage=storage)
 
 
-def test_readme_recipe_runs_each_trial_as_a_slurm_job_quietly(tmp_path):
+def test_readme_recipe_runs_each_trial_as_a_slurm_job_quietly(tmp_path, cluster):
     proc = sweep(
         tmp_path, "+experiment=lecture_sweep", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4",
         "hydra.launcher.partition=cpu",
@@ -105,7 +105,7 @@ def test_readme_recipe_runs_each_trial_as_a_slurm_job_quietly(tmp_path):
     assert {r.info.status for r in children} == {"FINISHED"}
 
 
-def test_a_warned_job_is_requeued_and_resumes_bitwise(tmp_path):
+def test_a_warned_job_is_requeued_and_resumes_bitwise(tmp_path, cluster):
     """SLURM's warning signal mid-training: the job snapshots, submitit requeues it, and the requeued
     job continues the same MLflow run and Optuna trial to the same numbers as an uninterrupted run."""
     config = ("optimizer.lr=0.01", "trainer.max_epochs=40", *LONG)
@@ -137,7 +137,7 @@ def test_a_warned_job_is_requeued_and_resumes_bitwise(tmp_path):
     assert trial.value == uninterrupted.data.metrics["best_val_loss"]
 
 
-def test_scancel_fails_the_trial_with_a_reason_and_the_sweep_goes_on(tmp_path):
+def test_scancel_fails_the_trial_with_a_reason_and_the_sweep_goes_on(tmp_path, cluster):
     proc = sweep(
         tmp_path, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_jobs=2",
         "trainer.max_epochs=choice(20,100000)", *LONG,
@@ -162,7 +162,7 @@ def test_scancel_fails_the_trial_with_a_reason_and_the_sweep_goes_on(tmp_path):
     assert "RUNNING" not in {r.info.status for r in runs}  # the cancelled job ended its run (KILLED)
 
 
-def test_a_time_limit_past_max_num_timeout_fails_the_trial_with_a_reason(tmp_path):
+def test_a_time_limit_past_max_num_timeout_fails_the_trial_with_a_reason(tmp_path, cluster):
     """A real time limit: SLURM warns 60 s before it (or up to 60 s earlier); with no requeue left the
     trial fails, saying so, and its MLflow run is not left RUNNING."""
     proc = sweep(
