@@ -189,3 +189,4 @@ def test_a_time_limit_that_leaves_no_time_before_the_warning_is_refused(tmp_path
         "raise timeout_min or lower signal_delay_s"
     )
     assert not (tmp_path / "multirun" / ".submitit").exists()  # nothing was submitted
+    assert all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}") == []  # nor a sweep's parent run started

@@ -36,7 +36,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.errors import HydraException
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,14 @@ def check_limits(timeout_min: int, signal_delay_s: int) -> None:
             f"(hydra.launcher.signal_delay_s={signal_delay_s} s before the limit); it must leave at "
             f"least {MIN_WORK_S} s: raise timeout_min or lower signal_delay_s"
         )
+
+
+def check_config(config: DictConfig) -> None:
+    """The limits of a composed config's launcher, before a sweep logs anything (for a Hydra
+    callback); a no-op for other launchers."""
+    launcher = config.hydra.launcher
+    if str(launcher.get("_target_", "")) == f"{__name__}.{Launcher.__name__}":
+        check_limits(int(launcher.timeout_min), int(launcher.signal_delay_s))
 
 
 class Launcher(SlurmLauncher):
