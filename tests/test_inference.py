@@ -178,7 +178,7 @@ def test_lbfgs_reaches_statsmodels_ols_to_6_digits_on_longley():
 
 
 def test_newton_in_natural_units_lands_on_theta_star_and_is_not_diverged():
-    parts, estimates = fitted(*LONGLEY, "optimizer=newton", "data.standardize=false")
+    _, estimates = fitted(*LONGLEY, "optimizer=newton", "data.standardize=false")
     assert "stopped: converged" in estimates.format()
     assert agreement(estimates.table.estimate.to_numpy(), longley_ols()) >= 6  # cond(H) ≈ 2e19
 
