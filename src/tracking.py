@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
+from src import signals
 from src.loop import EpochMetrics, FitResult
 
 if TYPE_CHECKING:
@@ -306,13 +307,16 @@ class MlflowTracker:
             self.client.set_terminated(self.run_id, status)  # first: a run must never stay RUNNING
             if exc_type is not None:
                 self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
+            if isinstance(exc, signals.Stopped):  # a signal: say which (interrupted, preempted, ...)
+                self.client.set_tag(self.run_id, "stop_reason", exc.reason)
 
 
 class MultirunParent(HydraCallback):
     """One parent MLflow run per --multirun; each job's run nests under it (tag mlflow.parentRunId).
 
     At the end the parent gets the comparison table and the overlaid val-loss curves of its children.
-    If the sweep dies, the parent is ended FAILED at exit rather than left RUNNING.
+    If the sweep dies, the parent is ended at exit rather than left RUNNING: KILLED when a signal
+    stopped it, else FAILED.
     """
 
     def __init__(self) -> None:
@@ -339,7 +343,7 @@ class MultirunParent(HydraCallback):
         run = self.client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
         self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id
-        atexit.register(self._end, "FAILED")
+        atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.client is None or self.run_id is None:

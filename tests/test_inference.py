@@ -4,6 +4,7 @@ full-sample fits, the convergence certificate, scale-free stopping, and ill-cond
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), np.finfo(float).tiny)))
 
 
-def statsmodels_fit(model: sm.base.model.Model, cov: Cov, groups: np.ndarray) -> object:
+def statsmodels_fit(model: sm.base.model.Model, cov: Cov, groups: np.ndarray) -> Any:
     if cov is Cov.cluster:
         return model.fit(cov_type="cluster", cov_kwds={"groups": groups}, **FIT_OPTIONS.get(type(model), {}))
     name = "nonrobust" if cov is Cov.classical else cov.value

@@ -30,6 +30,8 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from src import signals
+
 from . import _report, _space, _storage, _trial
 
 if TYPE_CHECKING:
@@ -149,6 +151,7 @@ class Sweep:
 
     def _work(self) -> None:
         while not self.stop.is_set():
+            signals.check()  # a safe point between trials for a signal (src/signals.py)
             trial = self._ask()
             if trial is None:
                 return
@@ -284,6 +287,7 @@ class Sweep:
             if not waiting:
                 log.info("waiting for trials %s, running in other processes", running)
                 waiting = True
+            signals.check()
             time.sleep(min(self.sweeper.heartbeat_interval, 5.0))
 
     def _abandon(self, exc: BaseException) -> None:
