@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         print("no test split (the run estimated on every row it was given): no test_loss")
     estimates = inference.estimate(model, data, cfg.inference.cov, parts["l2"], stop_reason)
     if estimates is not None:
-        print(estimates.format())
+        print("\n".join([estimates.format(), *estimates.warnings]))
 
 
 if __name__ == "__main__":

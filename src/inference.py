@@ -62,7 +62,7 @@ class Estimates:
         for column in COLUMNS[1:]:
             fmt = formats.get(column, "{:.4g}")
             shown[column] = [("-" if math.isnan(v) else fmt.format(v)) for v in self.table[column]]
-        return "\n".join([shown.to_string(index=False), *self.footer, *self.warnings])
+        return "\n".join([shown.to_string(index=False), *self.footer])  # the warnings: logged apart
 
 
 def unavailable(model: nn.Module, l2: float) -> str | None:
