@@ -399,6 +399,8 @@ def check_rank(X: Tensor, names: list[str]) -> None:
         s = torch.linalg.svdvals(Z[:, columns])
         return int((s > tolerance * max(float(s[0]), 1.0)).sum())
 
+    if rank(list(range(Z.shape[1]))) == Z.shape[1]:
+        return  # the usual case: one SVD
     kept: list[int] = []
     redundant: list[str] = []
     for j in range(Z.shape[1]):
