@@ -200,6 +200,8 @@ def _train(
         )
         model, data = parts["model"], parts["data"]
         estimates = inference.estimate(model, data, cfg.inference.cov, parts["l2"], result.stop_reason)
+        if estimates is None:
+            log.info("no table of estimates: %s", inference.unavailable(model, parts["l2"]))
         tracker.log_result(result, model, estimates)
         stop.check()
     summarize(result, tracker.run_id, estimates, validated=len(data.val) > 0)
