@@ -23,9 +23,11 @@ equals computing it on the data in natural units, without that design's conditio
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +39,7 @@ from src.data import Data
 from src.models import LinearRegression, LogisticRegression
 from src.reference import design
 
-if TYPE_CHECKING:
-    import pandas as pd
+Columns = dict[str, list[Any]]  # a table: column name → its values, row by row (no pandas: startup time)
 
 COLUMNS = ["term", "estimate", "reference", "std_error", "statistic", "p_value", "ci_low", "ci_high"]
 ARTIFACT = "estimates.csv"
@@ -47,22 +48,40 @@ DIGITS = 16.0  # float64 agreement: where θ equals θ* to the last bit
 WANTED_DIGITS = 6.0  # fewer digits of agreement with θ* than this, and the table warns
 
 
+def to_csv(table: Columns) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table)
+    writer.writerows(zip(*table.values(), strict=True))
+    return out.getvalue()
+
+
 @dataclass(frozen=True)
 class Estimates:
-    table: pd.DataFrame  # COLUMNS, one row per term, in the data's own units
+    table: Columns  # COLUMNS, one row per term, in the data's own units
     certificate: dict[str, float]  # how converged: grad_norm, rel_opt_gap, digits, hessian_cond
     footer: list[str]  # what the covariance is, on which rows, and the certificate, in words
     converged: bool
-    standardization: pd.DataFrame | None = None  # column, mean, std: the map back to the data's units
+    standardization: Columns | None = None  # column, mean, std: the map back to the data's units
     warnings: list[str] = field(default_factory=list)
 
     def format(self) -> str:
-        formats = {"estimate": "{:.10g}", "reference": "{:.10g}", "p_value": "{:.3g}"}
-        shown = self.table.copy()
-        for column in COLUMNS[1:]:
-            fmt = formats.get(column, "{:.4g}")
-            shown[column] = [("-" if math.isnan(v) else fmt.format(v)) for v in self.table[column]]
-        return "\n".join([shown.to_string(index=False), *self.footer])  # the warnings: logged apart
+        """The table as statsmodels' summary shows it, right-aligned, then the footer (warnings apart)."""
+        formats = {"term": "{}", "estimate": "{:.10g}", "reference": "{:.10g}", "p_value": "{:.3g}"}
+        cells = {
+            column: [
+                "-" if isinstance(v, float) and math.isnan(v) else formats.get(column, "{:.4g}").format(v)
+                for v in values
+            ]
+            for column, values in self.table.items()
+        }
+        widths = {column: max(len(column), *map(len, shown)) for column, shown in cells.items()}
+        lines = [[c.rjust(widths[c]) for c in cells]]
+        lines += [
+            [cell.rjust(widths[c]) for c, cell in zip(cells, row, strict=True)]
+            for row in zip(*cells.values(), strict=True)
+        ]
+        return "\n".join([*(" ".join(line) for line in lines), *self.footer])
 
 
 def unavailable(model: nn.Module, l2: float) -> str | None:
@@ -170,8 +189,7 @@ def digits(theta: Tensor, reference: Tensor) -> float:
 
 def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reason: str) -> Estimates | None:
     """The table of estimates for a linear or logistic model (None for other models)."""
-    import pandas as pd
-    from scipy import stats
+    from scipy import special  # statsmodels' own t and normal distributions; lighter than scipy.stats
 
     if not isinstance(model, LinearRegression):
         return None
@@ -197,23 +215,14 @@ def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reas
         V = A @ covariance(cov, logit, Z, y, theta, train.groups) @ A.T
         se = V.diagonal().clamp(min=0).sqrt()
         statistic = b / se
-        dist = stats.t(n - k) if use_t else stats.norm()
-        p_value = torch.from_numpy(2 * dist.sf(statistic.abs().numpy()))
-        q = float(dist.ppf(0.975))
+        minus = -statistic.abs().numpy()
+        p_value = torch.from_numpy(2 * (special.stdtr(n - k, minus) if use_t else special.ndtr(minus)))
+        q = float(special.stdtrit(n - k, 0.975) if use_t else special.ndtri(0.975))
         ci_low, ci_high = b - q * se, b + q * se
     else:
         se = statistic = p_value = ci_low = ci_high = torch.full_like(b, math.nan)
-    table = pd.DataFrame(
-        {
-            "term": names,
-            **{
-                name: column.tolist()
-                for name, column in zip(
-                    COLUMNS[1:], (b, b_ref, se, statistic, p_value, ci_low, ci_high), strict=True
-                )
-            },
-        }
-    )
+    values = (b, b_ref, se, statistic, p_value, ci_low, ci_high)
+    table: Columns = {"term": names, **{c: v.tolist() for c, v in zip(COLUMNS[1:], values, strict=True)}}
 
     loss, grad, hessian = objective_terms(logit, Z, y, theta, l2)
     certificate = {"estimate_grad_norm": float(torch.linalg.vector_norm(grad))}
@@ -264,11 +273,9 @@ def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reas
         )
     standardization = None
     if data.standardization is not None:
-        standardization = pd.DataFrame(
-            {
-                "column": list(data.columns),
-                "mean": data.standardization.mean.tolist(),
-                "std": data.standardization.std.tolist(),
-            }
-        )
+        standardization = {
+            "column": list(data.columns),
+            "mean": data.standardization.mean.tolist(),
+            "std": data.standardization.std.tolist(),
+        }
     return Estimates(table, certificate, footer, not warnings, standardization, warnings)

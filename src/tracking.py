@@ -256,15 +256,13 @@ class MlflowTracker:
             self._log("best_param_error", result.param_error, result.epochs)
         self._log("reference_loss", result.reference_loss, result.epochs)  # skipped when None
         if estimates is not None:
-            from src.inference import ARTIFACT
+            from src.inference import ARTIFACT, to_csv
 
             for key, value in estimates.certificate.items():
                 self._log(key, value, result.epochs)
-            self.client.log_text(self.run_id, estimates.table.to_csv(index=False), ARTIFACT)
+            self.client.log_text(self.run_id, to_csv(estimates.table), ARTIFACT)
             if estimates.standardization is not None:
-                self.client.log_text(
-                    self.run_id, estimates.standardization.to_csv(index=False), "standardization.csv"
-                )
+                self.client.log_text(self.run_id, to_csv(estimates.standardization), "standardization.csv")
             self.client.set_tag(self.run_id, "converged", str(estimates.converged).lower())
         self.flush()
         self.client.set_tag(self.run_id, "stop_reason", result.stop_reason)
