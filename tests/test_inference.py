@@ -246,3 +246,15 @@ def test_full_sample_hc1_run_logs_statsmodels_estimates_and_evaluate_prints_them
         assert table.term[1] in shown.stdout and f"{table.estimate[1]:.10g}" in shown.stdout
     assert relative(tables[0].estimate.to_numpy(), tables[1].estimate.to_numpy()) < 1e-8
     assert math.isfinite(tables[1].p_value[0])
+
+
+def test_a_model_bias_on_standardized_features_is_the_natural_intercept():
+    """model.bias instead of data.intercept: the bias (last) absorbs the centring, as const does."""
+    _, estimates = fitted("data=fair", "optimizer=newton", "data.intercept=false", "model.bias=true")
+    frame = fair.load_pandas().data
+    ols = sm.OLS(frame["affairs"], sm.add_constant(frame.drop(columns=["affairs"]))).fit()
+    table = pd.DataFrame(estimates.table)
+    assert list(table.term) == [*ols.params.index[1:], "const"]
+    order = [*range(1, len(ols.params)), 0]  # statsmodels puts const first
+    assert relative(table.estimate.to_numpy(), ols.params.to_numpy()[order]) < 1e-8
+    assert relative(table.std_error.to_numpy(), ols.bse.to_numpy()[order]) < 1e-6
