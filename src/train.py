@@ -134,7 +134,7 @@ def summarize(
     if estimates is not None:
         log.info("estimates:\n%s", estimates.format())
         for warning in estimates.warnings:
-            log.warning(warning)
+            log.warning(warning.removeprefix("WARNING: "))
     if run_id is not None:
         log.info("MLflow run %s", run_id)
 
