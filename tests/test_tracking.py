@@ -55,6 +55,7 @@ def test_a_cli_run_records_everything(cli, tmp_path):
         "config.yaml",
         "loss_curve.png",
         "model/model.pt",
+        "estimates.csv",  # a linear model: its table of estimates
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",
         ".hydra/hydra.yaml",
