@@ -87,7 +87,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
-def summarize(result: FitResult, run_id: str | None) -> None:
+def summarize(result: FitResult, run_id: str | None, where: str | None = None) -> None:
     log.info(
         "%d epochs, stopped: %s; best val loss %.4g at epoch %d; test loss %.4g",
         result.epochs,
@@ -103,6 +103,8 @@ def summarize(result: FitResult, run_id: str | None) -> None:
         log.info("last epoch: opt_gap = %.3g, ||theta - theta*|| = %.3g", last.opt_gap, last.ref_error)
     if run_id is not None:
         log.info("MLflow run %s", run_id)
+    if where is not None:
+        log.info("see it: %s", where)
 
 
 def load_resume(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
@@ -145,6 +147,8 @@ def train(
     resume_run_id = state["mlflow_run_id"] if state is not None else None
     tracker_args = dict(tags=tags, resume_run_id=resume_run_id, snapshot_path=snapshot_path)
     with instantiate(cfg.tracking, cfg=cfg, **tracker_args, _recursive_=False) as tracker:
+        if state is None:
+            tracker.log_dataset(parts["data"])
 
         def snapshot(p: Progress) -> None:
             if snapshot_path is not None:
@@ -153,7 +157,7 @@ def train(
 
         result = fit(callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot, **parts)
         tracker.log_result(result, parts["model"])
-    summarize(result, tracker.run_id)
+    summarize(result, tracker.run_id, tracker.where)
     return result
 
 
