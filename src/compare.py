@@ -16,7 +16,7 @@ import argparse
 import math
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +32,6 @@ SWEEP_TAG = "descentlab.sweep_dir"  # on a sweep's parent run
 REPEATS_TAG = "descentlab.repeats"  # on an Optuna trial's run whose seeds are its children
 SEED = re.compile(r"(^| )seed=\S+")
 MAX_LEGEND = 12  # more entries would hide the plot; the table lists every run
-COLUMNS = ("run", "best_val_loss", "test_loss", "epochs", "stop_reason", "wall_s", "overrides")
 SUMMARY = ("best_val_loss", "test_loss", "epochs")  # what a group of repeats reports intervals of
 
 
@@ -84,8 +83,8 @@ class Group:
 def group(runs: Iterable[Run]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run in runs:
-        key = SEED.sub("", swept(run)).strip()
         name = SEED.sub("", run.info.run_name or run.info.run_id[:8]).strip()
+        key = f"{SEED.sub('', swept(run)).strip()}|{name}"
         groups.setdefault(key, Group(name, [])).runs.append(run)
     return list(groups.values())
 
@@ -112,7 +111,7 @@ def _cell(values: Sequence[float]) -> str:
     return f"{short_number(mean)} [{short_number(lo)}, {short_number(hi)}]"
 
 
-def _sort_key(metric: str) -> object:
+def _sort_key(metric: str) -> Callable[[Group], float]:
     def key(g: Group) -> float:
         values = g.values(metric)
         return sum(values) / len(values) if values else math.inf
@@ -125,25 +124,17 @@ def table(runs: list[Run], sort_by: str = "best_val_loss") -> str:
     repeated = any(len(g.runs) > 1 for g in groups)
     metrics = list(dict.fromkeys([sort_by, *SUMMARY]))
     if repeated:  # n, then mean [95% CI] per summary metric
-        head = ["run", "n", *metrics, "overrides"]
-        body = [
-            [
-                g.name,
-                str(len(g.runs)),
-                *(_cell(g.values(m)) for m in metrics),
-                SEED.sub("", swept(g.runs[0])).strip() or "-",
-            ]
-            for g in groups
-        ]
+        head = ["run", "n", *metrics]
+        body = [[g.name, str(len(g.runs)), *(_cell(g.values(m)) for m in metrics)] for g in groups]
     else:
-        head = ["run", *metrics, "stop_reason", "wall_s", "overrides"]
+        head = ["run", *metrics, "stop_reason", "wall_s"]
         body = []
         for g in groups:
             run = g.runs[0]
             wall = run.data.metrics.get("wall_time")
             status = run.data.tags.get("stop_reason", run.info.status.lower())
             cells = [_cell(g.values(m)) for m in metrics]
-            body.append([g.name, *cells, status, "-" if wall is None else f"{wall:.2f}", swept(run) or "-"])
+            body.append([g.name, *cells, status, "-" if wall is None else f"{wall:.2f}"])
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [head, *body]]
     return "\n".join(line.rstrip() for line in lines)
@@ -192,13 +183,14 @@ def overlay_figure(
     colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors  # type: ignore[attr-defined]
     repeated = any(len(g.runs) > 1 for g in groups)
     with plt.style.context("default"):  # whatever style another library left behind
-        fig, ax = plt.subplots(figsize=(8, 4.5))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, (g, curve) in enumerate(zip(groups, curves, strict=True)):
             if not curve:
                 continue
-            scale = (lambda v: math.log10(v)) if log else (lambda v: v)
+            geometric = log and len(g.runs) > 1
+            scale = (lambda v: math.log10(v)) if geometric else (lambda v: v)
             stats = [interval([scale(v) for v in vs]) for vs in curve.values()]
-            back = (lambda v: 10**v) if log else (lambda v: v)
+            back = (lambda v: 10**v) if geometric else (lambda v: v)
             mean = [back(m) for m, _, _ in stats]
             color = colors[i % len(colors)]
             label = g.name if len(g.runs) == 1 else f"{g.name} (n={len(g.runs)})"
@@ -214,8 +206,8 @@ def overlay_figure(
         ax.grid(True, which="major", alpha=0.3)
         if len(groups) > MAX_LEGEND:
             ax.plot([], [], " ", label=f"+ {len(groups) - MAX_LEGEND} more (see the table)")
+        # Outside the axes, right of them: savefig(bbox_inches="tight") widens the image to fit it.
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
-        fig.tight_layout()
     return fig
 
 
@@ -263,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         if not differences:
             print("the two runs have the same config")
         return
-    experiments = client.search_experiments()
+    experiments = list(client.search_experiments())
     if args.experiment is not None:
         experiments = [e for e in experiments if e.name == args.experiment]
         if not experiments:

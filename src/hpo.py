@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, ClassVar
 
-from hydra_plugins.descentlab_sweeper import current_trial
+from hydra_plugins.descentlab_sweeper import current_trial, reports
 from src.loop import EpochMetrics, FitResult, StopTraining
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ class TrialReporter:
     def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
         self.tags = {"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)}
-        self.prunable = len(trial.study.directions) == 1  # optuna prunes single objectives only
+        # Optuna prunes single objectives only; with repeats, only the first seed reports.
+        self.prunable = len(trial.study.directions) == 1 and reports()
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         # A non-finite loss is the loop's to stop on (non_finite, a FAIL), not the pruner's.

@@ -258,10 +258,12 @@ def run_name(optimizer: str, values: dict[str, Any], trial: int | None = None) -
     for key, value in values.items():
         if key in GROUPS:
             words += [] if key == "optimizer" else [str(value)]
-        else:
+        elif key != "seed":
             words.append(f"{SHORT_KEYS.get(key, key.rsplit('.', 1)[-1])}={short_value(key, value)}")
     if trial is not None:
         words.append(f"#{trial}")
+    if "seed" in values:  # last: a trial's repeats read `adam lr=1e-3 #4 seed=1`
+        words.append(f"seed={values['seed']}")
     return " ".join(words)
 
 

@@ -3,6 +3,6 @@
 Jobs find their trial with `current_trial()`.
 """
 
-from ._trial import current_trial
+from ._trial import current_trial, reports
 
-__all__ = ["current_trial"]
+__all__ = ["current_trial", "reports"]

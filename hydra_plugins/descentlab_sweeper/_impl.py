@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -30,7 +31,9 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from . import _report, _space, _storage, _trial
+from src.tracking import SWEPT_ENV
+
+from . import _repeats, _report, _space, _storage, _trial
 
 if TYPE_CHECKING:
     from .sweeper import DescentlabOptunaSweeper
@@ -74,6 +77,10 @@ class Sweep:
             directions=sweeper.directions,
             load_if_exists=True,
         )
+        if len(sweeper.directions) == 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(["best_val_loss"])  # what the job returns; Optuna's plots say so
         self.n_trials = sweeper.n_trials
         self.study = optuna.load_study(
             study_name=self.study_name,
@@ -179,13 +186,15 @@ class Sweep:
             *self.parent.env_overrides(),
             f"++hydra.job.env_set.{_trial.STUDY_ENV}={_space.override_value(self.study_name)}",
             f"++hydra.job.env_set.{_trial.TRIAL_ENV}={trial._trial_id}",
+            f"++hydra.job.env_set.{SWEPT_ENV}={_space.override_value(self._swept(trial))}",
         ]
         key = (self.study_name, trial._trial_id)
         _trial.live[key] = trial  # a job in this process uses the live trial
         try:
-            (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            ret = _repeats.launch(self, trial, overrides)
         finally:
             _trial.live.pop(key, None)
+        self.parent.link(trial)
         state, values, reason = self._judge(trial, ret)
         if reason is not None:
             trial.set_user_attr("fail_reason", reason)
@@ -196,6 +205,10 @@ class Sweep:
         self._log_outcome(trial.number, state, values, reason, trial.params)
         self.parent.tag_child(trial.number, state.name)
         self._check_failure_rate()
+
+    def _swept(self, trial: Trial) -> str:
+        """The keys that name the trial's runs: its parameters, and `seed` with repeats."""
+        return ",".join([*trial.params, *(["seed"] if self.sweeper.repeats > 1 else [])])
 
     def _tell(self, trial: Trial, values: list[float] | None, state: TrialState) -> None:
         try:

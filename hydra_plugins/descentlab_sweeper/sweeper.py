@@ -29,6 +29,7 @@ class DescentlabOptunaSweeper(Sweeper):
         grace_period: float,
         params: DictConfig | None,
         custom_search_space: str | None,
+        repeats: int = 1,
     ) -> None:
         directions = list(direction) if isinstance(direction, list | tuple) else [direction]
         directions = [str(getattr(d, "name", d)) for d in directions]
@@ -39,6 +40,7 @@ class DescentlabOptunaSweeper(Sweeper):
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.params = dict(params or {})
         self.custom_search_space = custom_search_space
+        self.repeats = repeats
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -52,6 +54,7 @@ class DescentlabOptunaSweeper(Sweeper):
         checks = [
             (self.n_trials >= 1, f"hydra.sweeper.n_trials={self.n_trials} is not allowed: must be >= 1"),
             (self.n_jobs >= 1, f"hydra.sweeper.n_jobs={self.n_jobs} is not allowed: must be >= 1"),
+            (self.repeats >= 1, f"hydra.sweeper.repeats={self.repeats} is not allowed: must be >= 1"),
             (
                 0 <= self.max_failure_rate <= 1,
                 f"hydra.sweeper.max_failure_rate={self.max_failure_rate} is not allowed: must be in [0, 1]",
