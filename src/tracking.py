@@ -80,6 +80,15 @@ def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
 
+def compare_link(uri: str, experiment_id: str, run_ids: Sequence[str]) -> str:
+    """MLflow's compare page of these runs (their params, metrics and parallel coordinates)."""
+    from urllib.parse import quote
+
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI
+    runs, experiments = quote(json.dumps(list(run_ids))), quote(json.dumps([experiment_id]))
+    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
+
+
 def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """The link, and for a local store the `mlflow ui` command that serves it."""
     link = ui_link(uri, experiment_id, run_id)
@@ -536,6 +545,9 @@ class MultirunParent(HydraCallback):
             print(f"compare.png: {sweep_dir / 'compare.png'}")
         print(f"parent run:  {self.run_id}")
         print(f"MLflow UI:   {ui_hint(self.uri, self.experiment_id)}")
+        if runs:
+            ids = [r.info.run_id for r in runs]
+            print(f"compare:     {compare_link(self.uri, self.experiment_id, ids)}")
         self._end("FINISHED")
 
     def _log_best(self, children: list[Any]) -> None:

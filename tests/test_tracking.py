@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from src import compare
 from src.loop import EpochMetrics
 from src.train import train
-from tests.conftest import all_runs, cli_env, interrupt_midway, make_config, run_cli
+from tests.conftest import all_runs, interrupt_midway, make_config, mlflow_server_on, run_cli
 
 EPOCH_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "param_error", "epoch_time")
 
@@ -207,37 +202,12 @@ def test_compare_orders_runs_and_overlays_their_curves(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1, serving artifacts itself (clients upload over HTTP)."""
     root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        cwd=root, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with mlflow_server_on(f"sqlite:///{root / 'server.db'}", root) as url:
+        yield url
 
 
 def test_runs_reach_a_remote_mlflow_server(mlflow_server, monkeypatch, tmp_path):
