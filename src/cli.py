@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -11,11 +10,12 @@ from typing import Any, TextIO
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
+from src import signals
 from src.config import ConfigError
-from src.loop import STOP
 
 USAGE_ERROR = 2  # the input was wrong: nothing ran
 RUN_ERROR = 1  # the run itself failed
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def one_line(exc: BaseException) -> str:
@@ -46,29 +46,23 @@ class _WithoutHydraJobLine:
         return getattr(self.stream, name)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGINT or SIGTERM (what SLURM sends before its kill): a training loop finishes its step and
-    writes a snapshot first; a second signal, or one outside training, interrupts at once."""
-    if STOP.training and not STOP.requested:
-        STOP.requested = True
-        return
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def run(main: Callable[[], Any]) -> None:
     """Call a @hydra.main function, reporting errors as one line unless HYDRA_FULL_ERROR is set."""
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signals.install()  # src/train.py did already, before its imports; again for other entry points
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        signals.check()
         main()
+        signals.check()
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise, so that we can word the error
     stderr, sys.stderr = sys.stderr, _WithoutHydraJobLine(sys.stderr)
     try:
+        signals.check()  # a signal during the imports
         main()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        signals.check()  # a signal during Hydra's teardown, after the run ended
+    except KeyboardInterrupt as exc:  # a Stopped at a safe point, or a second signal's at once
+        print(getattr(exc, "reason", "interrupted"), file=sys.stderr)
+        sys.exit(INTERRUPTED)
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from src.config import Interval, Sampling, TrainerConf
 from src.data import Data, Split
+from src.signals import StopRequest
 
 
 class StopTraining(Exception):
@@ -76,21 +77,6 @@ class Progress:
     rows: Tensor | None = None
     losses: list[Tensor] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-
-
-class StopRequest:
-    """Set by a signal handler (src/cli.py): a running loop stops after its current step, resumably."""
-
-    requested = False
-    training = False  # a loop is running and will honour a request
-
-    def consume(self) -> None:
-        """End training for the request (the loop has written its snapshot)."""
-        self.requested = self.training = False
-        raise KeyboardInterrupt("stop requested")
-
-
-STOP = StopRequest()
 
 
 class Model(Protocol):
@@ -254,9 +240,11 @@ def fit(
     callbacks: Sequence[Callback] = (),
     progress: Progress | None = None,
     snapshot: Callable[[Progress], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> FitResult:
     """Train until a stop reason; `progress` resumes a snapshot, `snapshot` is handed the progress
-    every `trainer.checkpoint_every` epochs and, after the current step, when a stop is requested."""
+    every `trainer.checkpoint_every` epochs and when `stop` is requested (a signal, src/signals.py):
+    the loop then finishes its step or evaluation, snapshots and raises `Stopped`."""
     p = progress or Progress(best_state=copy.deepcopy(model.state_dict()))
     train, val, ref = data.train, data.val if len(data.val) else data.train, data.reference
     size = len(train) if trainer.batch_size is None else min(trainer.batch_size, len(train))
@@ -266,7 +254,15 @@ def fit(
     reuse_gradient = size >= len(train) and trainer.sampling is not Sampling.replacement and not needs_closure
     current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when it can be reused
     stop_reason, start = "max_epochs", time.perf_counter() - p.elapsed
-    STOP.training = True
+    request = stop or StopRequest()
+
+    def halt_if_requested() -> None:  # resumable from exactly here
+        if request.reason is not None:
+            p.elapsed = time.perf_counter() - start
+            if snapshot is not None:
+                snapshot(p)
+            request.check()
+
     epochs = range(p.epoch + 1, trainer.max_epochs + 1)
     bar = tqdm(epochs, initial=p.epoch, total=trainer.max_epochs, disable=None if trainer.progress else True)
     for epoch in bar:  # (disable=None: a bar only on a terminal, so logs and CI stay clean)
@@ -288,11 +284,7 @@ def fit(
             p.sizes.append(yb.shape[0])
             if interval is Interval.step:
                 scheduler.step()
-            if STOP.requested:  # SIGINT/SIGTERM: stop here, resumable from this very step
-                p.elapsed = time.perf_counter() - start
-                if snapshot is not None:
-                    snapshot(p)
-                STOP.consume()
+            halt_if_requested()
         if interval is Interval.epoch:
             scheduler.step()
 
@@ -327,9 +319,10 @@ def fit(
         try:
             for callback in callbacks:
                 callback.on_epoch_end(metrics)  # the tracker buffers them: a snapshot flushes them
-        except StopTraining as stop:
-            stop_reason = str(stop)
+        except StopTraining as asked:
+            stop_reason = str(asked)
             break
+        halt_if_requested()  # a request made during the evaluation: stop at the epoch's end
         if snapshot is not None and trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0:
             snapshot(p)
         if reason := should_stop(metrics, p, trainer):
@@ -338,9 +331,7 @@ def fit(
     bar.close()
     if snapshot is not None:
         snapshot(p)  # the end state, from which a resume can refine further
-    if STOP.requested:  # a signal during the last epoch's evaluation: still an interruption
-        STOP.consume()
-    STOP.training = False
+    request.check()  # a request made during the last callbacks or snapshot: still an interruption
 
     model.load_state_dict(p.best_state)
     return FitResult(

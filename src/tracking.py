@@ -33,7 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
-from src import mlflow_model
+from src import mlflow_model, signals
 from src.data import Data
 from src.loop import EpochMetrics, FitResult
 
@@ -488,14 +488,16 @@ class MlflowTracker:
             self.client.set_terminated(self.run_id, status)  # first: a run must never stay RUNNING
             if exc_type is not None:
                 self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
+            if isinstance(exc, signals.Stopped):  # a signal: say which (interrupted, preempted, ...)
+                self.client.set_tag(self.run_id, "stop_reason", exc.reason)
 
 
 class MultirunParent(HydraCallback):
     """One parent MLflow run per --multirun; each job's run nests under it (tag mlflow.parentRunId).
 
     At the end the parent gets the best child's results, the comparison table and the overlaid
-    curves, and the sweep says where all of it is. If the sweep dies, the parent is ended FAILED at
-    exit rather than left RUNNING.
+    curves, and the sweep says where all of it is. If the sweep dies, the parent is ended at exit
+    rather than left RUNNING: KILLED when a signal stopped it, else FAILED.
     """
 
     def __init__(self) -> None:
@@ -525,7 +527,7 @@ class MultirunParent(HydraCallback):
         params = config.hydra.sweeper.get("params") or {}
         sweep = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
         os.environ[SWEPT_ENV] = ",".join(swept_keys(sweep))
-        atexit.register(self._end, "FAILED")
+        atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.client is None or self.run_id is None:

@@ -5,6 +5,11 @@ Returns the best validation loss, which a Hydra sweeper minimizes.
 
 from __future__ import annotations
 
+from src import signals
+
+if __name__ == "__main__":  # first: a signal during the imports below (seconds) is recorded, not lost
+    signals.install()
+
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -128,8 +133,18 @@ def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
 def train(
     cfg: DictConfig, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
 ) -> FitResult:
+    """One run. It owns its stop request (src/signals.py): a signal is honoured at the first step,
+    after each step and evaluation, and between the stages around training; MLflow's run ends KILLED."""
+    with signals.scoped() as stop:
+        return _train(cfg, callbacks, tags or {}, stop)
+
+
+def _train(
+    cfg: DictConfig, callbacks: Sequence[Callback], tags: dict[str, str], stop: signals.StopRequest
+) -> FitResult:
+    stop.check()
     _, overrides, run_dir = hydra_context()
-    tags = dict(tags or {})
+    tags = dict(tags)
     state: dict[str, Any] | None = None
     if cfg.resume:
         tags["resumed_from"] = str(cfg.resume)
@@ -146,6 +161,7 @@ def train(
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     resume_run_id = state["mlflow_run_id"] if state is not None else None
     tracker_args = dict(tags=tags, resume_run_id=resume_run_id, snapshot_path=snapshot_path)
+    stop.check()
     with instantiate(cfg.tracking, cfg=cfg, **tracker_args, _recursive_=False) as tracker:
         if state is None:
             tracker.log_dataset(parts["data"])
@@ -155,8 +171,11 @@ def train(
                 checkpoint.save(checkpoint.capture(p, parts, tracker.run_id, config_yaml), snapshot_path)
             tracker.flush()  # MLflow then holds exactly the epochs the snapshot holds
 
-        result = fit(callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot, **parts)
+        result = fit(
+            callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot, stop=stop, **parts
+        )
         tracker.log_result(result, parts["model"])
+        stop.check()
     summarize(result, tracker.run_id, tracker.where)
     return result
 

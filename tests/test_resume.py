@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from src import checkpoint
-from src.cli import _interrupt
-from src.loop import STOP
+from src.signals import Stopped, StopRequest
 from src.train import build, load_warm_start, train
 from tests.conftest import all_runs, interrupt_midway, make_config, run_cli
 
@@ -99,19 +99,6 @@ def test_warm_start_begins_from_the_other_runs_parameters(sqlite_uri):
     assert refined.data.tags["warm_start_from"] == run.info.run_id
 
 
-def test_a_second_signal_interrupts_at_once():
-    STOP.training, STOP.requested = True, False
-    try:
-        _interrupt(signal.SIGINT, None)  # the first asks the loop to stop after its step
-        assert STOP.requested
-        with pytest.raises(KeyboardInterrupt):
-            _interrupt(signal.SIGINT, None)
-    finally:
-        STOP.training, STOP.requested = False, False
-    with pytest.raises(KeyboardInterrupt):  # outside training there is no step to finish
-        _interrupt(signal.SIGTERM, None)
-
-
 def test_a_full_batch_run_stopped_right_after_its_step_resumes_identically(quiet_config):
     """A full-batch epoch is one step, so a stop lands after the epoch's last batch."""
     from src.loop import fit
@@ -120,18 +107,20 @@ def test_a_full_batch_run_stopped_right_after_its_step_resumes_identically(quiet
                        "trainer.patience=1000", "trainer.stopping_threshold=null")  # fmt: skip
     whole = fit(**build(cfg))
 
-    class StopAfterSeven:
-        def on_epoch_end(self, metrics):
-            if metrics.epoch == 7:
-                STOP.requested = True  # as the signal handler would
+    parts, saved, stop = build(cfg), dict[str, Any](), StopRequest()
 
-    parts, saved = build(cfg), {}
+    def stop_after_eight_steps(optimizer, args, kwargs):
+        saved["steps"] = saved.get("steps", 0) + 1
+        if saved["steps"] == 8:
+            stop.record("interrupted")  # as the signal handler would, during the step
+
+    parts["optimizer"].register_step_post_hook(stop_after_eight_steps)
 
     def snapshot(p):
         saved["state"] = checkpoint.capture(p, parts, None, "")
 
-    with pytest.raises(KeyboardInterrupt):
-        fit(callbacks=[StopAfterSeven()], snapshot=snapshot, **parts)
+    with pytest.raises(Stopped):
+        fit(snapshot=snapshot, stop=stop, **parts)
     progress = saved["state"]["progress"]
     assert progress["epoch"] == 7 and progress["sizes"] == [len(parts["data"].train)]
     again = build(cfg)

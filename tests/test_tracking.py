@@ -136,7 +136,8 @@ def test_an_interrupted_run_ends_killed(tmp_path, sig):
     assert proc.stderr.strip().splitlines()[-1] == "interrupted"
     (run,) = all_runs(uri)
     assert run.info.status == "KILLED"
-    assert run.data.tags["error"].startswith("KeyboardInterrupt")
+    assert run.data.tags["error"] == "Stopped: interrupted"
+    assert run.data.tags["stop_reason"] == "interrupted"
 
 
 def test_multirun_is_one_parent_with_a_child_per_job(cli, tmp_path):

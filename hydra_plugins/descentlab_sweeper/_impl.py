@@ -31,6 +31,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from src import signals
 from src.tracking import SWEPT_ENV
 
 from . import _repeats, _report, _space, _storage, _trial
@@ -156,6 +157,7 @@ class Sweep:
 
     def _work(self) -> None:
         while not self.stop.is_set():
+            signals.check()  # a safe point between trials for a signal (src/signals.py)
             trial = self._ask()
             if trial is None:
                 return
@@ -297,6 +299,7 @@ class Sweep:
             if not waiting:
                 log.info("waiting for trials %s, running in other processes", running)
                 waiting = True
+            signals.check()
             time.sleep(min(self.sweeper.heartbeat_interval, 5.0))
 
     def _abandon(self, exc: BaseException) -> None:
