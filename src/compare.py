@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri(args.uri)
     client = MlflowClient(uri)
     if args.diff:

@@ -534,7 +534,7 @@ class MultirunParent(HydraCallback):
             return
         from src import compare
 
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = launch_dir() / str(config.hydra.sweep.dir)  # as typed: relative to the launch dir
         metric, sort_by = config.tracking.plot_metric, config.tracking.sort_by
         runs = compare.sweep_runs(self.client, self.run_id)
         if runs:

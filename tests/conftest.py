@@ -140,5 +140,9 @@ def mlflow_server_on(store: str, root: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        proc.terminate()  # it takes ≈10 s to stop, longer on a busy machine
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
