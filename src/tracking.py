@@ -86,7 +86,7 @@ def compare_link(uri: str, experiment_id: str, run_ids: Sequence[str]) -> str:
 
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI
     runs, experiments = quote(json.dumps(list(run_ids))), quote(json.dumps([experiment_id]))
-    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
+    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}&workflowType=machine_learning"
 
 
 def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:

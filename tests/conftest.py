@@ -127,7 +127,7 @@ def mlflow_server_on(store: str, root: Path) -> Iterator[str]:
         cwd=root, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # ≈10 s on an idle machine; minutes on a crowded one
     while True:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
