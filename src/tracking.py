@@ -536,7 +536,7 @@ class MultirunParent(HydraCallback):
 
         sweep_dir = launch_dir() / str(config.hydra.sweep.dir)  # as typed: relative to the launch dir
         metric, sort_by = config.tracking.plot_metric, config.tracking.sort_by
-        runs = compare.sweep_runs(self.client, self.run_id)
+        runs = self._unique_names(compare.sweep_runs(self.client, self.run_id))
         if runs:
             self._log_best(compare.child_runs(self.client, self.run_id))
             print(compare.table(runs, sort_by))
@@ -551,6 +551,17 @@ class MultirunParent(HydraCallback):
             ids = [r.info.run_id for r in runs]
             print(f"compare:     {compare_link(self.uri, self.experiment_id, ids)}")
         self._end("FINISHED")
+
+    def _unique_names(self, runs: list[Any]) -> list[Any]:
+        """Runs whose values agree to 3 significant digits share a name: number them, in start order."""
+        assert self.client is not None
+        by_name: dict[str, list[Any]] = {}
+        for run in sorted(runs, key=lambda r: r.info.start_time):
+            by_name.setdefault(run.info.run_name, []).append(run)
+        for name, same in by_name.items():
+            for i, run in enumerate(same if len(same) > 1 else [], start=1):
+                self.client.update_run(run.info.run_id, name=f"{name} ({i})")
+        return [self.client.get_run(r.info.run_id) for r in runs] if len(by_name) < len(runs) else runs
 
     def _log_best(self, children: list[Any]) -> None:
         """The best child's best_val_loss and test_loss on the parent (so its row is not blank),

@@ -171,3 +171,12 @@ def test_optuna_repeats_average_over_seeds_and_prune_on_the_first(cli, tmp_path)
         # The pruner saw the first seed's curve only: the same seed in every trial.
         history = client.get_metric_history(seeds[0].info.run_id, "val_loss")
         assert trial.intermediate_values == {m.step: pytest.approx(m.value) for m in history}
+
+
+@pytest.mark.slow
+def test_runs_whose_values_agree_to_three_digits_still_get_distinct_names(cli, tmp_path):
+    proc = cli("--multirun", "optimizer.lr=0.10001,0.10002", "trainer.max_epochs=2")
+    assert proc.returncode == 0, proc.stderr
+    runs = [r for r in all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}") if "mlflow.parentRunId" in r.data.tags]
+    by_name = {r.info.run_name: r.data.params["optimizer.lr"] for r in runs}
+    assert by_name == {"sgd lr=0.1 (1)": "0.10001", "sgd lr=0.1 (2)": "0.10002"}
