@@ -194,11 +194,15 @@ def params(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
 
 def source_tags() -> dict[str, str]:
     """MLflow's own Source, User and Description fields: the entry point, the user, the command line."""
+    cli = sys.argv[0].endswith(str(Path("src", "train.py")))  # `python -m src.train`, not a notebook
+    command = " ".join(
+        shlex.quote(a) for a in (["python", "-m", "src.train"] if cli else sys.argv[:1]) + sys.argv[1:]
+    )
     tags = {
-        "mlflow.source.name": "src.train" if sys.argv[0].endswith("train.py") else sys.argv[0],
+        "mlflow.source.name": "src.train" if cli else sys.argv[0],
         "mlflow.source.type": "LOCAL",
         "mlflow.user": getpass.getuser(),
-        "mlflow.note.content": "python -m src.train " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "mlflow.note.content": command,
     }
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
