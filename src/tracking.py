@@ -47,6 +47,7 @@ SQLITE_WRITERS = 6  # concurrent writers one sqlite store was tested with (tests
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MODEL_ARTIFACT = "model/model.pt"
 CONFIG_ARTIFACT = "config.yaml"
+LOGGED_MODEL = "descentlab-model"  # the run's model in MLflow's Models column and tab
 
 
 log = logging.getLogger(__name__)
@@ -466,7 +467,9 @@ class MlflowTracker:
         assert self.run_id is not None
         self.client.log_artifacts(self.run_id, str(folder), "model")
         experiment_id = self.client.get_run(self.run_id).info.experiment_id
-        logged = self.client.create_logged_model(experiment_id, name="model", source_run_id=self.run_id)
+        # Not named "model": MLflow 3.17 resolves `runs:/<run>/<name>/...` through a logged model of
+        # that name on the *default* store, which fails (or creates ./mlflow.db) for any other store.
+        logged = self.client.create_logged_model(experiment_id, name=LOGGED_MODEL, source_run_id=self.run_id)
         self.client.log_model_artifacts(logged.model_id, str(folder))
         self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, 0)])
