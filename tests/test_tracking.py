@@ -109,7 +109,7 @@ def test_a_default_run_logs_at_most_25_params_a_reader_compares_by(sqlite_uri):
         "trainer.patience", "trainer.min_delta", "trainer.stopping_threshold", "trainer.dtype",
         "regularization.l2",
     }  # fmt: skip
-    assert run.info.run_name == "sgd max_epochs=2 lr=0.1"  # outside Hydra: from the targets
+    assert run.info.run_name == "sgd lr=0.1"  # outside Hydra: named by its optimizer and lr
 
 
 def test_a_run_that_raises_ends_failed_with_the_error(sqlite_uri):
