@@ -11,7 +11,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
 from src import signals
-from src.config import ConfigError
+from src.config import CallbackConfigError, ConfigError
 
 USAGE_ERROR = 2  # the input was wrong: nothing ran
 RUN_ERROR = 1  # the run itself failed
@@ -63,7 +63,7 @@ def run(main: Callable[[], Any]) -> None:
     except KeyboardInterrupt as exc:  # a Stopped at a safe point, or a second signal's at once
         print(getattr(exc, "reason", "interrupted"), file=sys.stderr)
         sys.exit(INTERRUPTED)
-    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+    except (ConfigError, CallbackConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
     except Exception as exc:

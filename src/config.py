@@ -18,11 +18,16 @@ from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 class ConfigError(ValueError):
     """A config value outside what is allowed; the message is one line naming key and rule."""
+
+
+class CallbackConfigError(BaseException):
+    """A ConfigError found in a Hydra callback, which would turn an Exception into a warning and go
+    on; the CLI reports it as any ConfigError."""
 
 
 def require(ok: bool, key: str, value: Any, rule: str) -> None:
@@ -692,4 +697,25 @@ def register() -> None:
             cs.store(group=f"schema/{group}", name=name, node=node)
     # experiments/<name>.yaml become `+experiment=<name>`: recipes live at the top of the repo.
     for recipe in sorted(EXPERIMENTS.glob("*.yaml")):
-        cs.store(group="experiment", name=recipe.stem, node=OmegaConf.load(recipe), package="_global_")
+        node = recipe_node(OmegaConf.load(recipe))
+        cs.store(group="experiment", name=recipe.stem, node=node, package="_global_")
+
+
+def recipe_node(node: Any) -> Any:
+    """A recipe's defaults with each group path made absolute (`override hydra/sweeper: optuna` →
+    `override /hydra/sweeper: optuna`): Hydra reads a relative path from inside the `experiment`
+    group as `experiment/hydra/sweeper`, which never exists, while Hydra's docs write recipes
+    without the slash."""
+    if not isinstance(node, DictConfig) or not isinstance(node.get("defaults"), ListConfig):
+        return node
+    defaults: list[Any] = []
+    for entry in node.defaults:
+        if isinstance(entry, DictConfig) and len(entry) == 1:
+            ((key, value),) = entry.items()
+            *keywords, group = str(key).split()
+            if group != "_self_" and not group.startswith("/"):
+                key = " ".join([*keywords, "/" + group])
+            entry = OmegaConf.create({key: value})
+        defaults.append(entry)
+    node.defaults = defaults
+    return node

@@ -512,6 +512,15 @@ class MultirunParent(HydraCallback):
         self.run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.errors import HydraException
+
+        from src.config import CallbackConfigError
+        from src.hpo import check_sweep
+
+        try:
+            check_sweep(config)  # a bad sweep config stops here, before its parent run exists
+        except HydraException as exc:
+            raise CallbackConfigError(str(exc)) from exc
         tracking = config.get("tracking")
         if tracking is None or not str(tracking.get("_target_", "")).endswith("MlflowTracker"):
             return

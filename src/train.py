@@ -1,6 +1,7 @@
 """`python -m src.train [group=choice ...] [key=value ...]`: compose → build → fit → report.
 
-Returns the best validation loss, which a Hydra sweeper minimizes.
+Returns the best validation loss, which a Hydra sweeper minimizes (in an Optuna sweep: the
+objectives it names, e.g. best_val_loss and wall_time).
 """
 
 from __future__ import annotations
@@ -181,11 +182,11 @@ def _train(
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | list[float]:
     trial = hpo.this_trial()  # the Optuna trial this job runs; a no-op outside an Optuna sweep
     result = train(cfg, callbacks=[trial], tags=trial.tags)
     trial.finish(result)
-    return result.best_val_loss
+    return trial.objective(result)
 
 
 if __name__ == "__main__":

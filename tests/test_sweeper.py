@@ -18,6 +18,7 @@ from statistics import median
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -70,28 +71,71 @@ def sweep_process(cwd: Path, *args: str, sweep_dir: str = "multirun") -> subproc
     ],
 )
 def test_sweep_syntax_maps_to_the_optuna_distribution(override, expected):
-    space, fixed = _space.parse([override])
-    assert space == {"x": expected}
-    assert fixed == {}
+    space = _space.parse([override], range_stop_included=False)
+    assert space.distributions == {"x": expected}
+    assert space.fixed == {}
+
+
+# hydra-optuna-sweeper's own test cases (tests/test_optuna_sweeper_plugin.py), in optuna 4's classes
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("key=choice(1,2)", CategoricalDistribution([1, 2])),
+        ("key=choice(true, false)", CategoricalDistribution([True, False])),
+        ("key=choice('hello', 'world')", CategoricalDistribution(["hello", "world"])),
+        ("key=range(1,3)", IntDistribution(1, 3)),  # the stop included
+        ("key=interval(1, 5)", FloatDistribution(1, 5)),
+        ("key=int(interval(1, 5))", IntDistribution(1, 5)),
+        ("key=tag(log, interval(1, 5))", FloatDistribution(1, 5, log=True)),
+        ("key=tag(log, int(interval(1, 5)))", IntDistribution(1, 5, log=True)),
+        ("key=range(0.5, 5.5, step=1)", FloatDistribution(0.5, 5.5, step=1)),
+    ],
+)
+def test_under_the_optuna_name_parameters_mean_what_they_mean_upstream(override, expected):
+    assert _space.parse([override], range_stop_included=True).distributions == {"key": expected}
+
+
+def test_upstream_shuffle_is_a_categorical_and_the_grid_walks_hydras_values():
+    space = _space.parse(["a=shuffle(range(1,3))", "y=range(-1.0, 1.0, step=1)"], range_stop_included=True)
+    shuffled = space.distributions["a"]
+    assert isinstance(shuffled, CategoricalDistribution) and set(shuffled.choices) == {1, 2}
+    # upstream's grid of range(-1.0, 1.0, step=1) is [-1.0, 0.0] (its test asserts best y in {-1, 0})
+    assert space.grid() == {"a": list(shuffled.choices), "y": [-1.0, 0.0]}
+    with pytest.raises(_space.SearchSpaceError, match="needs start <= stop and a step > 0"):
+        _space.parse(["x=range(5, 1, -1)"], range_stop_included=True)
 
 
 def test_fixed_overrides_pass_through_and_the_last_word_wins():
-    space, fixed = _space.parse(["+seed_extra=1", "a=interval(0, 1)", "a=3", "b=choice(x, y)"])
-    assert fixed == {"+seed_extra": "+seed_extra=1", "a": "a=3"}
-    assert set(space) == {"b"}
+    space = _space.parse(["+seed_extra=1", "a=interval(0, 1)", "a=3", "b=choice(x, y)", "~z"], False)
+    assert space.fixed == {"+seed_extra": "+seed_extra=1", "a": "a=3", "~z": "~z"}
+    assert set(space.distributions) == {"b"}
 
 
 def test_unsupported_sweeps_and_grids_are_refused_with_the_key():
     with pytest.raises(_space.SearchSpaceError, match="x: the grid sampler needs choice or range"):
-        _space.grid({"x": FloatDistribution(0, 1)})
-    assert _space.grid(_space.parse(["x=range(1, 10, 3)", "y=choice(a, b)"])[0]) == {
+        _space.parse(["x=interval(0, 1)"], False).grid()
+    assert _space.parse(["x=range(1, 10, 3)", "y=choice(a, b)"], False).grid() == {
         "x": [1, 4, 7],
         "y": ["a", "b"],
     }
 
 
 @pytest.mark.parametrize(
-    ("value", "text"), [(1e-05, "1e-05"), ("adam", "adam"), ("a b", "'a b'"), (True, "true"), (None, "null")]
+    ("value", "text"),
+    [
+        (1e-05, "1e-05"),
+        ("adam", "adam"),
+        ("a b", "'a b'"),
+        (True, "true"),
+        (None, "null"),
+        ("étude-α", "'étude-α'"),  # a Unicode letter is no token of Hydra's grammar
+        ("/data/ü.csv", "'/data/ü.csv'"),
+        ("true", "'true'"),  # a string that unquoted would read back as a bool, a number or null
+        ("1", "'1'"),
+        ("null", "'null'"),
+        ("it's", "'it\\'s'"),
+        ("C:\\dir\\", "'C:\\dir\\\\'"),  # a backslash before the closing quote is doubled
+    ],
 )
 def test_sampled_values_become_overrides_hydra_reads_back(value, text):
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -190,9 +234,56 @@ def test_pruned_trials_stop_early_and_mlflow_nests_them_under_the_sweep(cli, tmp
             "parallel_coordinate",
             "intermediate_values",
         )
-    }
+    } | {"optuna/optimization_results.yaml"}
     results = (tmp_path / "multirun" / "optimization_results.yaml").read_text()
     assert f"best_value: {study.best_value}" in results and "pruned: " in results
+
+
+# ------------------------------------------------------------------------------ multi-objective
+def test_a_two_objective_sweep_reports_its_pareto_front_everywhere(cli, tmp_path):
+    proc = cli(
+        "--multirun",
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=nsgaii",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.study_name=pareto",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        "hydra.sweeper.objectives=[best_val_loss,wall_time]",
+        "optimizer.lr=tag(log, interval(1e-3, 1e-1))",
+        "trainer.max_epochs=3",
+    )
+    assert proc.returncode == 0, proc.stderr
+    study = journal(tmp_path, "pareto")
+    assert study.metric_names == ["best_val_loss", "wall_time"]
+    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = [r for r in runs if "optuna.trial" not in r.data.tags]
+    children = {r.data.tags["optuna.trial"]: r for r in runs if "optuna.trial" in r.data.tags}
+    for trial in study.trials:  # each value is the named result of the trial's own run
+        metrics = children[str(trial.number)].data.metrics
+        assert trial.values == pytest.approx([metrics["best_val_loss"], metrics["wall_time"]], rel=1e-6)
+    results = OmegaConf.load(tmp_path / "multirun" / "optimization_results.yaml")
+    front = [tuple(s["values"]) for s in results.solutions]
+    assert results.objectives == ["best_val_loss", "wall_time"]
+    assert sorted(front) == sorted(tuple(t.values) for t in study.best_trials)
+    for trial in study.trials:  # nothing outside the front dominates a point on it
+        assert not any(
+            all(a <= b for a, b in zip(trial.values, p, strict=True)) and trial.values != list(p)
+            for p in front
+        )
+    for p in front:
+        assert f"best_val_loss={p[0]:.6g}, wall_time={p[1]:.6g}" in proc.stdout
+    assert parent.data.metrics["pareto_trials"] == len(front)
+    assert parent.data.params["objectives"] == "best_val_loss/wall_time"
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {
+        a.path
+        for a in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(
+            parent.info.run_id, "optuna"
+        )
+    }
+    assert artifacts == {"optuna/pareto_front.png", "optuna/optimization_results.yaml"}
 
 
 # -------------------------------------------------------------------------------- failures
@@ -226,19 +317,111 @@ def test_max_failure_rate_stops_the_sweep_with_one_error_line(cli, tmp_path):
         "tracking=none",
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "error: SweepFailed: 1 of 1 trials failed, more than hydra.sweeper.max_failure_rate=0.0 allows"
+    assert re.fullmatch(
+        r"error: SweepFailed: 1 of 1 trials failed, more than hydra.sweeper.max_failure_rate=0.0 allows; "
+        r"the last: (diverged|non_finite) at epoch \d+",
+        proc.stderr.strip().splitlines()[-1],
     )
     assert len(finished(journal(tmp_path, "strict"))) == 1
 
 
-def test_bad_sweeper_values_are_one_line_errors(cli):
-    proc = cli(*SWEEP, "hydra.sweeper.n_trials=0")
+LR_SPACE = "optimizer.lr=interval(0.01, 0.1)"  # a sweep override: the test puts it where Hydra would
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is not allowed: must be >= 1"),
+        (["optimizer.lr=glob(*)"], "optimizer.lr=glob(*) is not supported; use interval"),
+        (
+            ["hydra.sweeper.direction=[minimize,up]"],
+            "hydra.sweeper.direction=[minimize, up] is not allowed: minimize, maximize or a list of them",
+        ),
+        (
+            ["hydra.sweeper.direction=[minimize,minimize]"],
+            "hydra.sweeper.direction has 2 entries: name as many objectives, "
+            "e.g. hydra.sweeper.objectives=[best_val_loss,wall_time]",
+        ),
+        (
+            ["hydra.sweeper.direction=[minimize,minimize]", "hydra.sweeper.objectives=[best_val_loss]"],
+            "hydra.sweeper.objectives=[best_val_loss] is not allowed: one distinct name per direction",
+        ),
+        (
+            ["hydra.sweeper.direction=[minimize,minimize]", "hydra.sweeper.objectives=[best_val_loss,speed]"],
+            "hydra.sweeper.objectives: speed is not an objective; available: best_val_loss, test_loss",
+        ),
+        (
+            [
+                "hydra.sweeper.direction=[minimize,minimize]",
+                "hydra.sweeper.objectives=[best_val_loss,wall_time]",
+                "hydra/sweeper/pruner=median",
+            ],
+            "hydra/sweeper/pruner=MedianPruner is not allowed with 2 objectives",
+        ),
+        (
+            [LR_SPACE, "hydra.sweeper.enqueue=[{optimizer.lr:0.5}]"],
+            "hydra.sweeper.enqueue[0]: optimizer.lr=0.5 is outside optimizer.lr's space",
+        ),
+        (
+            [LR_SPACE, "hydra.sweeper.enqueue=[{seed:1}]"],
+            "hydra.sweeper.enqueue[0]: seed is not a parameter of this sweep; its parameters: optimizer.lr",
+        ),
+        (
+            ["hydra.sweeper.warm_start_from=/no/such/old.journal"],
+            "hydra.sweeper.warm_start_from=/no/such/old.journal: no study storage at /no/such/old.journal",
+        ),
+        (
+            ["hydra/sweeper/sampler=grid", LR_SPACE],
+            "optimizer.lr: the grid sampler needs choice or range",
+        ),
+    ],
+)
+def test_bad_sweep_configs_are_one_line_errors(args, line):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from src.hpo import check_sweep
+
+    sweeps = [a for a in args if a.startswith("optimizer.lr=")]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        overrides = ["hydra/sweeper=optuna", *(a for a in args if a not in sweeps)]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    cfg.hydra.overrides.task.extend(sweeps)  # compose refuses sweeps; --multirun passes them on
+    with pytest.raises(HydraException) as error:
+        check_sweep(cfg)
+    assert str(error.value).startswith(line)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["hydra.sweeper.n_trials=0"], ["hydra.sweeper.direction=[minimize,minimize]"]],
+)
+def test_a_bad_sweep_config_leaves_no_mlflow_run(tmp_path, args):
+    """Checked before the sweep's MLflow parent run exists: none is left FAILED."""
+    proc = run_cli(tmp_path, *SWEEP, *args)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: hydra.sweeper.n_trials=0 is not allowed: must be >= 1"
-    proc = cli(*SWEEP, "optimizer.lr=glob(*)")
-    assert proc.returncode == 2
-    assert "optimizer.lr=glob(*) is not supported; use interval" in proc.stderr
+    (error,) = proc.stderr.strip().splitlines()
+    assert error.startswith("error: hydra.sweeper.")
+    assert all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}") == []
+
+
+def test_a_recipe_may_name_groups_as_hydras_docs_do():
+    """`override hydra/sweeper: optuna` inside experiments/*.yaml means the top-level group."""
+    from hydra import compose as compose_hydra
+    from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+
+    from src.config import recipe_node
+
+    defaults = [{"override hydra/sweeper": "optuna"}, {"override hydra/sweeper/sampler": "random"}]
+    recipe = OmegaConf.create({"defaults": [*defaults, {"override optimizer": "adam"}, "_self_"]})
+    node = recipe_node(recipe)
+    ConfigStore.instance().store(group="experiment", name="docs_style", node=node, package="_global_")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose_hydra("config", overrides=["+experiment=docs_style"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith(".OptunaSweeper")
+    assert cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.RandomSampler"
+    assert "Adam" in cfg.optimizer._target_
 
 
 # -------------------------------------------------------------------------------- resuming

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import optuna
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -34,9 +35,11 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from src import signals
 from src.tracking import SWEPT_ENV
 
-from . import _repeats, _report, _space, _storage, _trial
+from . import _repeats, _report, _space, _storage, _trial, _warm
+from .config import UPSTREAM_NAME, upstream_installed
 
 if TYPE_CHECKING:
+    from ._plan import Plan
     from .sweeper import DescentlabOptunaSweeper
 
 log = logging.getLogger(__name__)
@@ -58,30 +61,51 @@ def describe(obj: object) -> str:
     return type(obj).__name__
 
 
+def conventions(sweeper: DescentlabOptunaSweeper) -> str:
+    """The sweep's first line: which meaning its parameters and budget have."""
+    if sweeper.range_stop_included:
+        ranges = "range(a, b) includes b, as in hydra-optuna-sweeper"
+    else:
+        ranges = "range(a, b) excludes b, as in Hydra's basic sweeper"
+    if sweeper.max_failure_rate >= 1:
+        failures = "failed trials are survived (max_failure_rate=1.0)"
+    else:
+        failures = f"the sweep stops once more than {sweeper.max_failure_rate:g} of its trials fail"
+    return (
+        f"hydra/sweeper={sweeper.name}: {ranges}; n_trials={sweeper.n_trials} counts the whole study, which "
+        f"the same command resumes; {failures}"
+    )
+
+
 class Sweep:
-    def __init__(self, sweeper: DescentlabOptunaSweeper, arguments: list[str]) -> None:
+    def __init__(self, sweeper: DescentlabOptunaSweeper, plan: Plan) -> None:
         assert sweeper.config is not None, "Hydra calls setup() before sweep()"
         self.sweeper, self.config, self.launcher = sweeper, sweeper.config, sweeper.launcher
-        overrides = [f"{key!s}={value}" for key, value in sweeper.params.items()] + list(arguments)
-        self.space, self.fixed = _space.parse(overrides)
+        log.info(conventions(sweeper))
+        if upstream_installed():
+            log.info(
+                "hydra-optuna-sweeper is installed too; hydra/sweeper=%s runs descentlab's sweeper, "
+                "hydra/sweeper=%s runs the upstream one",
+                sweeper.name,
+                UPSTREAM_NAME,
+            )
+        self.plan, self.objectives = plan, plan.objectives
+        self.space, self.fixed = plan.space.distributions, plan.space.fixed
         self.extend: Callable[[DictConfig, Trial], None] | None = (
             get_method(sweeper.custom_search_space) if sweeper.custom_search_space else None
         )
         self.storage_path = _storage.resolve(sweeper.storage, self.config.hydra.runtime.cwd)
         self.storage = _storage.open_storage(self.storage_path)
         self.study_name = sweeper.study_name or default_study_name(
-            self.config.hydra.job.name, overrides, sweeper.custom_search_space
+            self.config.hydra.job.name, plan.arguments, sweeper.custom_search_space
         )
         study = optuna.create_study(
             storage=self.storage,
             study_name=self.study_name,
-            directions=sweeper.directions,
+            directions=self.objectives.directions,  # type: ignore[arg-type]  # checked: minimize/maximize
             load_if_exists=True,
         )
-        if len(sweeper.directions) == 1:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(["best_val_loss"])  # what the job returns; Optuna's plots say so
+        self._check_directions(study)
         self.n_trials = sweeper.n_trials
         self.study = optuna.load_study(
             study_name=self.study_name,
@@ -89,12 +113,40 @@ class Sweep:
             sampler=self._sampler(len(study.trials)),
             pruner=instantiate(sweeper.pruner),
         )
+        self.last_failure = ""  # the latest failed trial's reason, for the failure-rate error
         self.in_flight: dict[int, Trial] = {}  # by number: the trials this process runs
         self.outcomes: Counter[TrialState] = Counter()  # of trials this process finished
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.deadline = None if sweeper.timeout is None else time.monotonic() + sweeper.timeout
         self.parent = _report.ParentRun(self.config, self.study_name)
+        if plan.enqueue or plan.warm_source is not None:
+            with _storage.budget_lock(self.storage, self.storage_path, self.study_name):
+                self._warm_start()
+
+    def _check_directions(self, study: optuna.Study) -> None:
+        """A resumed study keeps its directions and objectives; a different config is a new study."""
+        directions = [d.name.lower() for d in study.directions]
+        names = study.metric_names
+        unnamed = names is None or all(n.startswith("value") for n in names)  # labels, not names
+        if directions != self.objectives.directions or (
+            not unnamed and self.objectives.named and names != self.objectives.names
+        ):
+            labels = names or [""] * len(directions)
+            was = ", ".join(f"{d} {n}".strip() for d, n in zip(directions, labels, strict=True))
+            raise HydraException(
+                f"study {self.study_name} in {_storage.redact(self.storage_path)} optimizes {was}, "
+                f"not {self.objectives.describe()}: set hydra.sweeper.study_name to start a new study"
+            )
+        if names is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # set_metric_names is "experimental"
+                study.set_metric_names(self.objectives.names)
+
+    def _warm_start(self) -> None:
+        if self.plan.warm_source is not None:
+            _warm.warm_start(self.study, self.plan.warm_source, self.space, self.extend is not None)
+        _warm.enqueue(self.study, self.plan.enqueue)
 
     def _sampler(self, n_existing: int) -> optuna.samplers.BaseSampler:
         cfg = OmegaConf.to_container(self.sweeper.sampler, resolve=True)
@@ -105,7 +157,7 @@ class Sweep:
         sampler = instantiate(cfg)
         if isinstance(sampler, optuna.samplers.BaseSampler):
             return sampler
-        grid = _space.grid(self.space)  # GridSampler is a partial waiting for the grid
+        grid = self.plan.space.grid()  # GridSampler is a partial waiting for the grid
         self.n_trials = min(self.n_trials, math.prod(len(values) for values in grid.values()))
         return sampler(grid)
 
@@ -118,7 +170,7 @@ class Sweep:
             _storage.redact(self.storage_path),
             describe(self.study.sampler),
             describe(self.study.pruner),
-            "/".join(self.sweeper.directions),
+            self.objectives.describe(),
             self.n_trials,
             self.sweeper.n_jobs if parallel else 1,
             "" if parallel or self.sweeper.n_jobs == 1 else " (the basic launcher runs jobs one by one)",
@@ -167,7 +219,8 @@ class Sweep:
         """The next trial, or None once the study's budget is used or this process must stop."""
         with _storage.budget_lock(self.storage, self.storage_path, self.study_name):
             self._fail_stale()
-            started = len(self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+            trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            started = sum(not _warm.copied(t) for t in trials)
             if started >= self.n_trials or self.stop.is_set():
                 return None
             if self.deadline is not None and time.monotonic() > self.deadline:
@@ -200,6 +253,7 @@ class Sweep:
         state, values, reason = self._judge(trial, ret)
         if reason is not None:
             trial.set_user_attr("fail_reason", reason)
+            self.last_failure = reason
         with self.lock:
             del self.in_flight[trial.number]
             self.outcomes[state] += 1
@@ -233,13 +287,9 @@ class Sweep:
             return TrialState.FAIL, None, str(attrs["fail_reason"])
         if attrs.get("stop_reason") == "pruned":
             return TrialState.PRUNED, None, None
-        value = ret.return_value
-        try:
-            values = [float(v) for v in value] if len(self.sweeper.directions) > 1 else [float(value)]
-        except (TypeError, ValueError):
-            return TrialState.FAIL, None, f"the job returned {value!r}, not a number per objective"
-        if len(values) != len(self.sweeper.directions) or not all(map(math.isfinite, values)):
-            return TrialState.FAIL, None, f"the job returned {value!r}, not a finite number per objective"
+        values, reason = self.objectives.values(ret.return_value)
+        if values is None:
+            return TrialState.FAIL, None, reason
         return TrialState.COMPLETE, values, None
 
     def _fresh(self, trial: Trial) -> FrozenTrial:
@@ -250,11 +300,13 @@ class Sweep:
     ) -> None:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         detail = {
-            TrialState.COMPLETE: f"value {', '.join(f'{v:.4g}' for v in values or [])}",
-            TrialState.PRUNED: "pruned",
-            TrialState.FAIL: f"failed: {reason}",
+            TrialState.COMPLETE: ", ".join(
+                f"{name} {v:.4g}" for name, v in zip(self.objectives.names, values or [], strict=False)
+            ),
+            TrialState.PRUNED: "stopped early by the pruner",
+            TrialState.FAIL: str(reason),
         }[state]
-        log.info("trial %d %s; %s", number, detail, shown)
+        log.info("trial %d %s: %s; %s", number, state.name, detail, shown)
 
     def _check_failure_rate(self) -> None:
         with self.lock:
@@ -303,31 +355,44 @@ class Sweep:
             time.sleep(min(self.sweeper.heartbeat_interval, 5.0))
 
     def _abandon(self, exc: BaseException) -> None:
-        """On an interrupt or error in the sweeper: end its in-flight trials FAIL, not RUNNING."""
+        """On an interrupt or error in the sweeper: end its in-flight trials FAIL, not RUNNING, and
+        say the state the storage holds, whatever the storage calls raised."""
         with self.lock:
             trials = list(self.in_flight.values())
         for trial in trials:
+            error: Exception | None = None
             try:
                 trial.set_user_attr("fail_reason", f"sweep stopped: {type(exc).__name__}")
                 self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            except Exception as error:  # the storage itself may be what failed
-                log.warning("trial %d left RUNNING: %s", trial.number, error)
+            except Exception as problem:  # told meanwhile, or the storage itself failed
+                error = problem
+            try:
+                state = self._fresh(trial).state.name
+            except Exception:
+                state = "unknown"
+            if state in ("RUNNING", "unknown"):
+                log.warning("trial %d may be left RUNNING: %s", trial.number, error)
+            else:
+                log.warning("trial %d ended %s: the sweep stopped (%s)", trial.number, state, describe(exc))
 
     # ------------------------------------------------------------------------------- results
     def _finish(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
-        counts = Counter(t.state.name.lower() for t in trials if t.state in FINISHED)
+        counts = Counter(t.state.name.lower() for t in trials if t.state in FINISHED and not _warm.copied(t))
         summary = _report.summarize(self.study, counts)
         log.info("study %s: %s", self.study_name, summary)
+        for line in _report.pareto_lines(self.study):
+            log.info(line)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        _report.save_results(self.study, self.storage_path, counts, sweep_dir / "optimization_results.yaml")
+        results = sweep_dir / "optimization_results.yaml"
+        _report.save_results(self.study, self.storage_path, counts, results)
         plots = _report.save_plots(self.study, sweep_dir / "optuna_plots")
-        self.parent.finish(self.study, self.storage_path, counts, plots)
+        self.parent.finish(self.study, self.storage_path, counts, plots, results)
         if self._failure_rate_exceeded():
             fails, done = self.outcomes[TrialState.FAIL], sum(self.outcomes.values())
             raise SweepFailed(
                 f"{fails} of {done} trials failed, more than hydra.sweeper.max_failure_rate="
-                f"{self.sweeper.max_failure_rate} allows"
+                f"{self.sweeper.max_failure_rate} allows; the last: {self.last_failure}"
             )
 
     def _failure_rate_exceeded(self) -> bool:

@@ -52,7 +52,7 @@ def launch(sweep: Sweep, trial: Trial, overrides: list[str]) -> JobReturn:
     outcome = first[0]
     if sweep._judge(trial, first[0])[0] is TrialState.COMPLETE:
         rest = sweep.launcher.launch(jobs[1:], initial_job_idx=trial.number * k + 1)
-        outcome = combine(trial, [*first, *rest], len(sweep.sweeper.directions))
+        outcome = combine(trial, [*first, *rest], len(sweep.objectives.directions))
     sweep.parent.end_trial(run_id, outcome.status == JobStatus.COMPLETED)
     return outcome
 

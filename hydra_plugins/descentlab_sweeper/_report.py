@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 LOSS_AXES = ("optimization_history", "intermediate_values")  # plots whose y axis is the objective
+PARETO_PLOTS = ("pareto_front",)  # multi-objective: Optuna's Pareto plot (two or three objectives)
 
 
 def best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -45,8 +46,25 @@ def summarize(study: optuna.Study, counts: Counter[str]) -> str:
     if trial is not None:
         line += f"; best value {trial.value:.6g} (trial {trial.number}) with {trial.params}"
     elif len(study.directions) > 1:
-        line += f"; {len(study.best_trials)} Pareto-optimal trials"
+        line += f"; {len(study.best_trials)} Pareto-optimal trials ({', '.join(names(study))})"
     return line
+
+
+def names(study: optuna.Study) -> list[str]:
+    return study.metric_names or [f"value_{i}" for i in range(len(study.directions))]
+
+
+def pareto_lines(study: optuna.Study) -> list[str]:
+    """The Pareto front, one line per trial, best first by the first objective."""
+    if len(study.directions) == 1:
+        return []
+    front = sorted(study.best_trials, key=lambda t: t.values)
+    return [
+        f"  Pareto trial {t.number}: "
+        + ", ".join(f"{n}={v:.6g}" for n, v in zip(names(study), t.values, strict=True))
+        + f" with {t.params}"
+        for t in front
+    ]
 
 
 def save_results(study: optuna.Study, storage: str, counts: Counter[str], path: Path) -> None:
@@ -57,7 +75,11 @@ def save_results(study: optuna.Study, storage: str, counts: Counter[str], path: 
         "trials": dict(counts),
     }
     if len(study.directions) > 1:
-        results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
+        results["objectives"] = names(study)
+        results["solutions"] = [
+            {"params": t.params, "values": t.values, "trial": t.number}
+            for t in sorted(study.best_trials, key=lambda t: t.values)
+        ]
     elif (trial := best(study)) is not None:
         results.update(best_params=trial.params, best_value=trial.value, best_trial=trial.number)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +88,6 @@ def save_results(study: optuna.Study, storage: str, counts: Counter[str], path: 
 
 def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
     """Optuna's matplotlib plots as PNGs; a plot the study cannot draw yet is skipped with a warning."""
-    if len(study.directions) > 1:
-        return []
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -80,21 +100,22 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
     positive = [v for v in values if v > 0]
     log_scale = bool(positive) and len(positive) == len(values) and max(positive) / min(positive) > 10
     saved = []
-    for name in PLOTS:
-        # Optuna's plots switch to its ggplot style globally; the context restores ours after each.
-        with plt.style.context("default"):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # "experimental" warnings on every call
-                    axes = getattr(plots, f"plot_{name}")(study)
-                figure = getattr(axes, "figure", None) or axes.flat[0].figure
+    chosen: tuple[str, ...] = PARETO_PLOTS if len(study.directions) > 1 else PLOTS
+    if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        chosen = tuple(n for n in chosen if n != "intermediate_values")  # nothing was reported
+    for name in chosen:
+        try:
+            with warnings.catch_warnings(), plt.style.context("default"):
+                warnings.simplefilter("ignore")  # "experimental" warnings on every call
+                axes = getattr(plots, f"plot_{name}")(study)
                 if log_scale and name in LOSS_AXES:  # losses spanning decades
                     axes.set_yscale("log")
-                figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
-                plt.close(figure)
-                saved.append(folder / f"{name}.png")
-            except Exception as error:  # e.g. importances need two complete trials
-                log.warning("no %s plot: %s", name, error)
+            figure = getattr(axes, "figure", None) or axes.flat[0].figure
+            figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            saved.append(folder / f"{name}.png")
+        except Exception as error:  # e.g. importances need two complete trials
+            log.warning("no %s plot: %s", name, error)
     return saved
 
 
@@ -131,14 +152,19 @@ class ParentRun:
 
     def env_overrides(self) -> list[str]:
         """The parent id for each job, also where a launcher does not pass the environment on."""
+        if not self.enabled:
+            return []
+
         parent = os.environ.get(PARENT_RUN_ENV)
         return [f"++hydra.job.env_set.{PARENT_RUN_ENV}={parent}"] if parent else []
 
     def _trial_runs(self, number: int) -> list[Any]:
+        """The trial's run (its job's, or with repeats the trial's own), found by the parent's id,
+        not the study's name, which may hold any character."""
         assert self.run_id is not None
         return self.client.search_runs(
             [self.client.get_run(self.run_id).info.experiment_id],
-            filter_string=f"tags.`optuna.study` = '{self.study_name}' and tags.`optuna.trial` = '{number}'",
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`optuna.trial` = '{number}'",
         )
 
     def start_trial(self, trial: optuna.Trial, repeats: int) -> str | None:
@@ -199,7 +225,9 @@ class ParentRun:
             if killed and run.info.status == "RUNNING":
                 self.client.set_terminated(run.info.run_id, "KILLED")
 
-    def finish(self, study: optuna.Study, storage: str, counts: Counter[str], plots: list[Path]) -> None:
+    def finish(
+        self, study: optuna.Study, storage: str, counts: Counter[str], plots: list[Path], results: Path
+    ) -> None:
         if self.run_id is None:
             return
         from mlflow.entities import Metric, Param, RunTag
@@ -210,6 +238,7 @@ class ParentRun:
             "pruner": type(study.pruner).__name__,
             "storage": _storage.redact(storage),
             "directions": "/".join(d.name.lower() for d in study.directions),
+            "objectives": "/".join(names(study)),
         }
         metrics: dict[str, float] = {f"trials_{s}": counts[s] for s in ("complete", "pruned", "fail")}
         tags = {}
@@ -219,6 +248,8 @@ class ParentRun:
             metrics["best_value"] = trial.value
             tags["best_trial"] = str(trial.number)
             params.update({f"best.{k}": str(v) for k, v in trial.params.items()})
+        if len(study.directions) > 1:
+            metrics["pareto_trials"] = len(study.best_trials)
         existing = self.client.get_run(self.run_id).data.params
         self.client.log_batch(
             self.run_id,
@@ -228,3 +259,5 @@ class ParentRun:
         )
         for path in plots:
             self.client.log_artifact(self.run_id, str(path), "optuna")
+        if results.is_file():
+            self.client.log_artifact(self.run_id, str(results), "optuna")

@@ -1,9 +1,10 @@
-"""The sweeper's config: `hydra/sweeper=descentlab_optuna`, with `hydra/sweeper/sampler` and
+"""The sweeper's config: `hydra/sweeper=optuna` (or `descentlab_optuna`), with `hydra/sweeper/sampler` and
 `hydra/sweeper/pruner` groups whose nodes are `_target_` configs of optuna classes.
 
 The shape follows the official hydra-optuna-sweeper (direction, study_name, storage, n_trials, n_jobs,
 max_failure_rate, params, custom_search_space, sampler), so its YAML works here; this plugin adds a
-pruner, a study-wide budget, a timeout and the heartbeat that finds trials of a killed process.
+pruner, a study-wide budget, a timeout, named objectives, warm starts and the heartbeat that finds
+trials of a killed process.
 Hydra imports this module at every start-up, so it imports nothing heavy. (No `from __future__ import
 annotations`: Hydra runs it before it is in sys.modules, where dataclasses would look the strings up.)
 """
@@ -11,7 +12,9 @@ annotations`: Hydra runs it before it is in sys.modules, where dataclasses would
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import MISSING
 
 
@@ -129,6 +132,9 @@ class DescentlabOptunaSweeperConf:
     sampler: Any = MISSING
     pruner: Any = MISSING
     direction: Any = "minimize"  # or a list of directions: a multi-objective study
+    # the names of what the job returns, one per direction; null: the job's best_val_loss
+    # (descentlab's job), or whatever number(s) another app returns
+    objectives: Any = None
     # null: JournalStorage in <launch dir>/multirun/optuna.journal; else an RDB URL such as
     # sqlite:///abs/path.db or postgresql://user@host/db (a password: use ~/.pgpass or ${oc.env:...})
     storage: str | None = None
@@ -143,11 +149,41 @@ class DescentlabOptunaSweeperConf:
     params: dict[str, str] | None = None  # key: Hydra sweep syntax, e.g. tag(log, interval(1e-4, 1e-2))
     custom_search_space: str | None = None  # dotted path of fn(cfg, trial) adding conditional params
     repeats: int = 1  # seeds per trial (seed, seed + 1, ...): the objective is their mean
+    # points evaluated first, once per study: [{optimizer.lr: 0.1, trainer.batch_size: 32}, ...]
+    enqueue: Any = None
+    # a finished study (name in this storage, or a storage path/URL) whose trials seed this one
+    warm_start_from: str | None = None
+
+
+@dataclass
+class OptunaSweeperConf(DescentlabOptunaSweeperConf):
+    """`hydra/sweeper=optuna`: parameters mean what they mean to hydra-optuna-sweeper."""
+
+    _target_: str = "hydra_plugins.descentlab_sweeper.sweeper.OptunaSweeper"
+
+
+UPSTREAM = "hydra_plugins.hydra_optuna_sweeper"
+UPSTREAM_NAME = "hydra_optuna_sweeper"  # where the upstream plugin stays selectable when installed
+
+
+def upstream_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(UPSTREAM) is not None
 
 
 def register() -> None:
     cs = ConfigStore.instance()
+    if upstream_installed():
+        # Both plugins store `hydra/sweeper/optuna` (and samplers); keep upstream's sweeper under
+        # another name, and store ours over it (again in ClaimTheOptunaName, once Hydra has run
+        # every plugin module, so that `optuna` means this sweeper whatever the import order).
+        from importlib import import_module
+
+        upstream = import_module(f"{UPSTREAM}.config")
+        cs.store(group="hydra/sweeper", name=UPSTREAM_NAME, node=upstream.OptunaSweeperConf)
     cs.store(group="hydra/sweeper", name="descentlab_optuna", node=DescentlabOptunaSweeperConf)
+    cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf)
     samplers = {
         "tpe": TPESamplerConf,
         "random": RandomSamplerConf,
@@ -168,6 +204,15 @@ def register() -> None:
     }
     for name, node in pruners.items():
         cs.store(group="hydra/sweeper/pruner", name=name, node=node)
+
+
+class ClaimTheOptunaName(SearchPathPlugin):
+    """Hydra runs search-path plugins after it has imported every plugin module, and before it
+    composes a config: the last word on `hydra/sweeper/optuna` when hydra-optuna-sweeper is installed."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        if upstream_installed():
+            register()
 
 
 register()

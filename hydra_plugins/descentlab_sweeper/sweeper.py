@@ -3,22 +3,28 @@ imports this module at every start-up)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.plugins import Plugins
-from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+if TYPE_CHECKING:
+    from ._plan import Plan
+
 
 class DescentlabOptunaSweeper(Sweeper):
+    name = "descentlab_optuna"
+    range_stop_included = False  # Hydra's own range: range(1, 3) is 1, 2
+
     def __init__(
         self,
         sampler: DictConfig,
         pruner: DictConfig,
         direction: Any,
+        objectives: Any,
         storage: str | None,
         study_name: str | None,
         n_trials: int,
@@ -29,17 +35,20 @@ class DescentlabOptunaSweeper(Sweeper):
         grace_period: float,
         params: DictConfig | None,
         custom_search_space: str | None,
+        enqueue: Any,
+        warm_start_from: str | None,
         repeats: int = 1,
     ) -> None:
-        directions = list(direction) if isinstance(direction, list | tuple) else [direction]
-        directions = [str(getattr(d, "name", d)) for d in directions]
-        self.sampler, self.pruner, self.directions = sampler, pruner, directions
+        self.sampler, self.pruner = sampler, pruner
+        self.direction, self.objectives = direction, objectives
         self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.timeout = n_trials, n_jobs, timeout
         self.max_failure_rate = max_failure_rate
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.params = dict(params or {})
         self.custom_search_space = custom_search_space
+        self.enqueue = list(enqueue or [])
+        self.warm_start_from = warm_start_from
         self.repeats = repeats
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -48,38 +57,35 @@ class DescentlabOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def check(self) -> None:
-        """Each value rule, as one line naming the key (raised here rather than in __init__,
-        where Hydra's instantiate would wrap it)."""
-        checks = [
-            (self.n_trials >= 1, f"hydra.sweeper.n_trials={self.n_trials} is not allowed: must be >= 1"),
-            (self.n_jobs >= 1, f"hydra.sweeper.n_jobs={self.n_jobs} is not allowed: must be >= 1"),
-            (self.repeats >= 1, f"hydra.sweeper.repeats={self.repeats} is not allowed: must be >= 1"),
-            (
-                0 <= self.max_failure_rate <= 1,
-                f"hydra.sweeper.max_failure_rate={self.max_failure_rate} is not allowed: must be in [0, 1]",
-            ),
-            (
-                0 < self.heartbeat_interval < self.grace_period,
-                f"hydra.sweeper.grace_period={self.grace_period} is not allowed: "
-                f"must be > heartbeat_interval={self.heartbeat_interval} > 0",
-            ),
-            (
-                bool(self.directions) and set(self.directions) <= {"minimize", "maximize"},
-                f"hydra.sweeper.direction={self.directions} is not allowed: "
-                "minimize, maximize or a list of them",
-            ),
-            (
-                self.timeout is None or self.timeout > 0,
-                f"hydra.sweeper.timeout={self.timeout} is not allowed: must be > 0 seconds or null",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise HydraException(message)
+    def check(self, arguments: list[str], cwd: str) -> Plan:
+        """The whole sweep config, checked before anything runs or is logged: each bad value is
+        one line naming its key (raised here rather than in __init__, where Hydra's instantiate
+        would wrap it)."""
+        from ._plan import check
+
+        return check(self, arguments, cwd)
 
     def sweep(self, arguments: list[str]) -> None:
         from ._impl import Sweep
 
-        self.check()
-        Sweep(self, arguments).run()
+        assert self.config is not None, "Hydra calls setup() before sweep()"
+        Sweep(self, self.check(arguments, self.config.hydra.runtime.cwd)).run()
+
+
+class OptunaSweeper(DescentlabOptunaSweeper):
+    """`hydra/sweeper=optuna`: the same sweeper, reading parameters as hydra-optuna-sweeper does."""
+
+    name = "optuna"
+    range_stop_included = True  # hydra-optuna-sweeper: range(1, 3) is IntDistribution(1, 3)
+
+
+def check_config(config: DictConfig) -> None:
+    """Check a composed config's sweep before a sweep starts (for a Hydra callback that would log
+    something first); a no-op for other sweepers."""
+    node = config.hydra.sweeper
+    if not str(node.get("_target_", "")).startswith(__name__):
+        return
+    from hydra.utils import instantiate
+
+    sweeper = instantiate(node)
+    sweeper.check(list(config.hydra.overrides.task), config.hydra.runtime.cwd)
