@@ -144,7 +144,7 @@ def test_optuna_repeats_average_over_seeds_and_prune_on_the_first(cli, tmp_path)
     proc = cli(
         "--multirun", "hydra/sweeper=descentlab_optuna", "hydra.sweeper.n_trials=2",
         "hydra.sweeper.repeats=3", "hydra.sweeper.sampler.seed=0", "hydra/sweeper/pruner=median",
-        "hydra.sweeper.study_name=rep",
+        "hydra.sweeper.study_name=rep", "hydra.sweeper.objectives=best_val_loss",
         "optimizer.lr=tag(log, interval(0.01, 0.1))", "trainer.max_epochs=4",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
