@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
+    from src.inference import Estimates
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_RUN_ENV = "DESCENTLAB_PARENT_RUN_ID"  # set for a --multirun's jobs: their runs nest under it
 SQLITE_WRITERS = 6  # concurrent writers one sqlite store was tested with (tests/test_parallel.py)
@@ -145,7 +147,9 @@ class NullTracker:
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         pass
 
-    def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
+    def log_result(
+        self, result: FitResult, model: torch.nn.Module, estimates: Estimates | None = None
+    ) -> None:
         pass
 
     def log_dataset(self, data: Data) -> None:
@@ -434,14 +438,27 @@ class MlflowTracker:
             if key != "epoch":
                 self._log(key, value, metrics.epoch)
 
-    def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
+    def log_result(
+        self, result: FitResult, model: torch.nn.Module, estimates: Estimates | None = None
+    ) -> None:
+        """The run's outcome; with `estimates`, the table as `estimates.csv`, the standardization
+        that maps it to the data's units as `standardization.csv`, and the certificate as metrics."""
         assert self.run_id is not None
         # Run-level results at step 0: one point each, which MLflow's charts draw as bars.
         for key in ("best_val_loss", "best_epoch", "test_loss", "epochs", "wall_time"):
-            self._log(key, float(getattr(result, key)), 0)
+            self._log(key, float(getattr(result, key)), 0)  # test_loss nan (no test split): skipped
         if result.param_error is not None:
             self._log("best_param_error", result.param_error, 0)
         self._log("reference_loss", result.reference_loss, 0)  # skipped when None
+        if estimates is not None:
+            from src.inference import ARTIFACT, to_csv
+
+            for key, value in estimates.certificate.items():
+                self._log(key, value, 0)
+            self.client.log_text(self.run_id, to_csv(estimates.table), ARTIFACT)
+            if estimates.standardization is not None:
+                self.client.log_text(self.run_id, to_csv(estimates.standardization), "standardization.csv")
+            self.client.set_tag(self.run_id, "converged", str(estimates.converged).lower())
         self.flush()
         self.client.set_tag(self.run_id, "stop_reason", result.stop_reason)
         with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,7 @@ if __name__ == "__main__":  # first: a signal during the imports below (seconds)
     signals.install()
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import checkpoint, cli, config, hpo, reference
+from src import checkpoint, cli, config, hpo, inference, reference
 from src.config import Interval
 from src.data import Data, check_fit
 from src.loop import Callback, FitResult, Progress, fit
@@ -44,11 +45,11 @@ def compose(*overrides: str) -> DictConfig:
         return hydra.compose("config", overrides=list(overrides))
 
 
-def load_data(node: DictConfig, generator: torch.Generator) -> Data:
+def load_data(node: DictConfig, generator: torch.Generator, **extra: Any) -> Data:
     """The data source's Data; a ConfigError it raises (a bad file or column) comes out as itself,
     not wrapped in Hydra's InstantiationException, so the CLI prints just its line."""
     try:
-        return instantiate(node, generator=generator)
+        return instantiate(node, generator=generator, **extra)
     except InstantiationException as exc:
         if isinstance(exc.__cause__, config.ConfigError):
             raise exc.__cause__ from None
@@ -73,10 +74,13 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # for any draw a library makes outside our generator
     dtype, device = getattr(torch, trainer.dtype.value), trainer.device
-    data = load_data(cfg.data, generator).to(dtype=dtype, device=device)
+    cluster = {"cluster": cfg.inference.cluster} if cfg.inference.cluster else {}
+    data = load_data(cfg.data, generator, **cluster).to(dtype=dtype, device=device)
+    explain_splits(data)
     model = instantiate(cfg.model)(data.n_features, generator=generator)
     model.to(dtype=dtype, device=device)
     check_fit(data, model, trainer.batch_size)
+    inference.check(cfg.inference.cov, model, cfg.regularization.l2)
     data = replace(data, reference=reference.exact(model, data.train, cfg.regularization.l2))
     optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
     schedule = {key: value for key, value in cfg.schedule.items() if key != "interval"}
@@ -93,20 +97,45 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
-def summarize(result: FitResult, run_id: str | None, where: str | None = None) -> None:
+def explain_splits(data: Data) -> None:
+    """Say what an empty validation or test split means, once, at the start."""
+    if len(data.val) == 0:
+        log.info("no validation split: early stopping and best_val_loss use the training data loss")
+    if len(data.test) == 0:
+        log.info(
+            "no test split: no test_loss. %s",
+            "This is estimation on the full sample (every row fits the coefficients), not prediction"
+            if len(data.val) == 0
+            else "Nothing is held out to judge prediction",
+        )
+
+
+def summarize(
+    result: FitResult,
+    run_id: str | None,
+    estimates: inference.Estimates | None = None,
+    validated: bool = True,
+    where: str | None = None,
+) -> None:
+    test = "no test split" if math.isnan(result.test_loss) else f"test loss {result.test_loss:.4g}"
     log.info(
-        "%d epochs, stopped: %s; best val loss %.4g at epoch %d; test loss %.4g",
+        "%d epochs, stopped: %s; best %s loss %.4g at epoch %d; %s",
         result.epochs,
         result.stop_reason,
+        "val" if validated else "train",
         result.best_val_loss,
         result.best_epoch,
-        result.test_loss,
+        test,
     )
     if result.param_error is not None:
         log.info("||theta - theta_hat|| = %.3g", result.param_error)
     if result.reference_loss is not None and result.history:
         last = result.history[-1]
         log.info("last epoch: opt_gap = %.3g, ||theta - theta*|| = %.3g", last.opt_gap, last.ref_error)
+    if estimates is not None:
+        log.info("estimates:\n%s", estimates.format())
+        for warning in estimates.warnings:
+            log.warning(warning.removeprefix("WARNING: "))
     if run_id is not None:
         log.info("MLflow run %s", run_id)
     if where is not None:
@@ -175,9 +204,13 @@ def _train(
         result = fit(
             callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot, stop=stop, **parts
         )
-        tracker.log_result(result, parts["model"])
+        model, data = parts["model"], parts["data"]
+        estimates = inference.estimate(model, data, cfg.inference.cov, parts["l2"], result.stop_reason)
+        if estimates is None:
+            log.info("no table of estimates: %s", inference.unavailable(model, parts["l2"]))
+        tracker.log_result(result, model, estimates)
         stop.check()
-    summarize(result, tracker.run_id, tracker.where)
+    summarize(result, tracker.run_id, estimates, validated=len(data.val) > 0, where=tracker.where)
     return result
 
 

@@ -75,6 +75,7 @@ def test_a_cli_run_records_everything(cli, tmp_path):
         "loss_curve.png",
         "model/model.pt",
         "model/MLmodel",
+        "estimates.csv",  # a linear model: its table of estimates
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",
         ".hydra/hydra.yaml",
