@@ -334,13 +334,9 @@ class ScheduleConf:
 
 @dataclass
 class ConstantConf(ScheduleConf):
-    _target_: str = "torch.optim.lr_scheduler.ConstantLR"
-    factor: float = 1.0
-    total_iters: int = 0
+    """η_t = η₀: nothing to set (so nothing to log as a param)."""
 
-    def validate(self, key: str) -> None:
-        require(0 < self.factor <= 1, f"{key}.factor", self.factor, "must be in (0, 1]")
-        require(self.total_iters >= 0, f"{key}.total_iters", self.total_iters, "must be >= 0")
+    _target_: str = "src.schedules.constant"
 
 
 @dataclass
@@ -656,6 +652,10 @@ class TrackingConf:
     _target_: str = "src.tracking.NullTracker"
     uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
     experiment: str = "descentlab"
+    # What a --multirun's comparison shows: the per-epoch metric compare.png overlays, and the
+    # run-level metric its table sorts by (a lesson names its own).
+    plot_metric: str = "val_loss"
+    sort_by: str = "best_val_loss"
 
 
 @dataclass

@@ -115,6 +115,7 @@ def summarize(
     run_id: str | None,
     estimates: inference.Estimates | None = None,
     validated: bool = True,
+    where: str | None = None,
 ) -> None:
     test = "no test split" if math.isnan(result.test_loss) else f"test loss {result.test_loss:.4g}"
     log.info(
@@ -137,6 +138,8 @@ def summarize(
             log.warning(warning.removeprefix("WARNING: "))
     if run_id is not None:
         log.info("MLflow run %s", run_id)
+    if where is not None:
+        log.info("see it: %s", where)
 
 
 def load_resume(cfg: DictConfig, resume: str, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
@@ -191,6 +194,8 @@ def _train(
     tracker_args = dict(tags=tags, resume_run_id=resume_run_id, snapshot_path=snapshot_path)
     stop.check()
     with instantiate(cfg.tracking, cfg=cfg, **tracker_args, _recursive_=False) as tracker:
+        if state is None:
+            tracker.log_dataset(parts["data"])
 
         def snapshot(p: Progress) -> None:
             if snapshot_path is not None:
@@ -206,7 +211,7 @@ def _train(
             log.info("no table of estimates: %s", inference.unavailable(model, parts["l2"]))
         tracker.log_result(result, model, estimates)
         stop.check()
-    summarize(result, tracker.run_id, estimates, validated=len(data.val) > 0)
+    summarize(result, tracker.run_id, estimates, validated=len(data.val) > 0, where=tracker.where)
     return result
 
 
