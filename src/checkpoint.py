@@ -94,6 +94,14 @@ def restore(state: dict[str, Any], parts: dict[str, Any]) -> Progress:
     return Progress(**p)
 
 
+def requeued_snapshot(run_dir: Path | None) -> Path | None:
+    """The snapshot a requeued SLURM job continues from: its own run dir's, when SLURM restarted the
+    job (SLURM_RESTART_COUNT > 0: requeued at a time limit or on preemption, or after a node failure)."""
+    if run_dir is None or int(os.environ.get("SLURM_RESTART_COUNT") or 0) == 0:
+        return None
+    return run_dir if (run_dir / SNAPSHOT).is_file() else None
+
+
 def locate(source: str, filename: str, artifact: str, uri: str | None, key: str) -> Path:
     """`source` is a run dir holding `filename`, or an MLflow run id with `artifact` logged."""
     path = Path(source).expanduser()

@@ -1,36 +1,39 @@
 """Compare runs from MLflow: a table sorted by best val loss, and the val-loss curves overlaid.
 
-python -m src.compare                          # the latest sweep's runs in experiment descentlab
-python -m src.compare --experiment lesson-x    # every run of an experiment
-python -m src.compare --parent <run_id>        # the children of one sweep
+Runs that differ only in `seed` are repeats of one configuration: the table then shows each group's
+n, mean and 95% t-interval, and the plot each group's mean curve with its band.
+
+python -m src.compare                          # the latest sweep, in any experiment
+python -m src.compare --experiment lesson-x    # the latest sweep of one experiment
+python -m src.compare --experiment x --all     # every run of an experiment
+python -m src.compare --parent <run_id>        # the runs of one sweep
+python -m src.compare --diff RUN_A RUN_B       # the config keys whose values differ
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from src.tracking import tracking_uri
+from src.tracking import CONFIG_ARTIFACT, flatten, short_number, tracking_uri, ui_hint
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-COLUMNS = (
-    "run",
-    "optimizer",
-    "schedule",
-    "lr",
-    "best_val_loss",
-    "test_loss",
-    "epochs",
-    "stop_reason",
-    "wall_s",
-    "overrides",  # what tells a sweep's runs apart when the grid is not over optimizer or lr
-)
+SWEEP_TAG = "descentlab.sweep_dir"  # on a sweep's parent run
+REPEATS_TAG = "descentlab.repeats"  # on an Optuna trial's run whose seeds are its children
+SEED = re.compile(r"(^| )seed=\S+")
+MAX_LEGEND = 12  # more entries would hide the plot; the table lists every run
+SUMMARY = ("best_val_loss", "test_loss", "epochs")  # what a group of repeats reports intervals of
 
 
 def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
@@ -39,17 +42,25 @@ def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
     return list(client.search_runs([experiment_id], query, max_results=10_000))
 
 
+def sweep_runs(client: MlflowClient, parent_id: str) -> list[Run]:
+    """A sweep's training runs: its children, and for an Optuna trial with repeats, the trial's seeds."""
+    out: list[Run] = []
+    for run in child_runs(client, parent_id):
+        out += child_runs(client, run.info.run_id) if REPEATS_TAG in run.data.tags else [run]
+    return out
+
+
 def experiment_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
-    """The experiment's training runs (sweep parents left out)."""
+    """The experiment's training runs (sweep parents and trials with repeats left out)."""
     runs = client.search_runs([experiment_id], max_results=10_000)
-    return [run for run in runs if "descentlab.sweep_dir" not in run.data.tags]
+    return [r for r in runs if SWEEP_TAG not in r.data.tags and REPEATS_TAG not in r.data.tags]
 
 
-def latest_parent(client: MlflowClient, experiment_id: str) -> str | None:
+def latest_parent(client: MlflowClient, experiment_ids: Sequence[str]) -> Run | None:
     parents = client.search_runs(
-        [experiment_id], "tags.`descentlab.sweep_dir` != ''", order_by=["attributes.start_time DESC"]
+        list(experiment_ids), f"tags.`{SWEEP_TAG}` != ''", order_by=["attributes.start_time DESC"]
     )
-    return parents[0].info.run_id if parents else None
+    return parents[0] if parents else None
 
 
 def swept(run: Run) -> str:
@@ -58,106 +69,223 @@ def swept(run: Run) -> str:
     return " ".join(o for o in overrides if not o.startswith("+experiment="))
 
 
-def _sort_key(run: Run) -> float:
-    value = run.data.metrics.get("best_val_loss", math.inf)
-    return value if math.isfinite(value) else math.inf
+@dataclass
+class Group:
+    """Runs that differ only in `seed` (or a single run)."""
+
+    name: str
+    runs: list[Run]
+
+    def values(self, metric: str) -> list[float]:
+        found = (r.data.metrics.get(metric) for r in self.runs)
+        return [v for v in found if v is not None and math.isfinite(v)]
 
 
-def _number(metrics: dict[str, float], key: str) -> str:
-    return f"{metrics[key]:.4g}" if key in metrics else "-"
+def group(runs: Iterable[Run]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for run in runs:
+        name = SEED.sub("", run.info.run_name or run.info.run_id[:8]).strip()
+        key = f"{SEED.sub('', swept(run)).strip()}|{name}"
+        groups.setdefault(key, Group(name, [])).runs.append(run)
+    return list(groups.values())
 
 
-def rows(runs: list[Run]) -> list[dict[str, str]]:
-    out = []
-    for run in sorted(runs, key=_sort_key):
-        metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
-        out.append(
-            {
-                "run": run.info.run_name or run.info.run_id[:8],
-                "optimizer": tags.get("choice.optimizer", params.get("optimizer._target_", "-")),
-                "schedule": tags.get("choice.schedule", params.get("schedule._target_", "-")),
-                "lr": params.get("optimizer.lr", "-"),
-                "best_val_loss": _number(metrics, "best_val_loss"),
-                "test_loss": _number(metrics, "test_loss"),
-                "epochs": str(int(metrics["epochs"])) if "epochs" in metrics else "-",
-                "stop_reason": tags.get("stop_reason", run.info.status.lower()),
-                "wall_s": f"{metrics['wall_time']:.2f}" if "wall_time" in metrics else "-",
-                "overrides": swept(run) or "-",
-            }
-        )
-    return out
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval (Student's t with n − 1 degrees of freedom); n = 1: no interval."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
-def table(runs: list[Run]) -> str:
-    body = rows(runs)
-    widths = {c: max([len(c)] + [len(r[c]) for r in body]) for c in COLUMNS}
-    lines = ["  ".join(c.ljust(widths[c]) for c in COLUMNS)]
-    lines += ["  ".join(r[c].ljust(widths[c]) for c in COLUMNS) for r in body]
+def _cell(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    mean, lo, hi = interval(values)
+    if math.isnan(lo):
+        return short_number(mean)
+    return f"{short_number(mean)} [{short_number(lo)}, {short_number(hi)}]"
+
+
+def _sort_key(metric: str) -> Callable[[Group], float]:
+    def key(g: Group) -> float:
+        values = g.values(metric)
+        return sum(values) / len(values) if values else math.inf
+
+    return key
+
+
+def table(runs: list[Run], sort_by: str = "best_val_loss") -> str:
+    groups = sorted(group(runs), key=_sort_key(sort_by))
+    repeated = any(len(g.runs) > 1 for g in groups)
+    metrics = list(dict.fromkeys([sort_by, *SUMMARY]))
+    if repeated:  # n, then mean [95% CI] per summary metric
+        head = ["run", "n", *metrics]
+        body = [[g.name, str(len(g.runs)), *(_cell(g.values(m)) for m in metrics)] for g in groups]
+    else:
+        head = ["run", *metrics, "stop_reason", "wall_s"]
+        body = []
+        for g in groups:
+            run = g.runs[0]
+            wall = run.data.metrics.get("wall_time")
+            status = run.data.tags.get("stop_reason", run.info.status.lower())
+            cells = [_cell(g.values(m)) for m in metrics]
+            body.append([g.name, *cells, status, "-" if wall is None else f"{wall:.2f}"])
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [head, *body]]
     return "\n".join(line.rstrip() for line in lines)
 
 
-def overlay(client: MlflowClient, runs: list[Run], path: Path, metric: str = "val_loss") -> Path:
+def overlay(
+    client: MlflowClient,
+    runs: list[Run],
+    path: Path,
+    metric: str = "val_loss",
+    sort_by: str = "best_val_loss",
+) -> Path:
     import matplotlib.pyplot as plt
 
-    fig = overlay_figure(client, runs, metric)
+    fig = overlay_figure(client, runs, metric, sort_by)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def overlay_figure(client: MlflowClient, runs: list[Run], metric: str = "val_loss") -> Figure:
-    """One line per run (best first): the metric's history against epoch, log scale."""
+def _curves(client: MlflowClient, runs: list[Run], metric: str) -> dict[int, list[float]]:
+    by_step: dict[int, list[float]] = {}
+    for run in runs:
+        for m in client.get_metric_history(run.info.run_id, metric):
+            if math.isfinite(m.value):
+                by_step.setdefault(m.step, []).append(m.value)
+    return dict(sorted(by_step.items()))
+
+
+def overlay_figure(
+    client: MlflowClient, runs: list[Run], metric: str = "val_loss", sort_by: str = "best_val_loss"
+) -> Figure:
+    """One line per run, or per group of repeats its mean with a 95% t-band (best first), against
+    epoch. Where the values span more than a decade the axis is logarithmic, and a group's line and
+    band are those of log10 of the values (the geometric mean), so a band never crosses zero."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in sorted(runs, key=_sort_key):
-        history = client.get_metric_history(run.info.run_id, metric)
-        points = sorted((m.step, m.value) for m in history if m.value > 0)
-        if points:
-            steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, label=swept(run) or run.info.run_name)
-    ax.set(xlabel="epoch", ylabel=metric, yscale="log", title=f"{metric} by epoch")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
+    groups = sorted(group(runs), key=_sort_key(sort_by))
+    curves = [_curves(client, g.runs, metric) for g in groups]
+    values = [v for c in curves for vs in c.values() for v in vs]
+    log = bool(values) and min(values) > 0 and max(values) / min(values) > 10
+    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors  # type: ignore[attr-defined]
+    repeated = any(len(g.runs) > 1 for g in groups)
+    with plt.style.context("default"):  # whatever style another library left behind
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, (g, curve) in enumerate(zip(groups, curves, strict=True)):
+            if not curve:
+                continue
+            geometric = log and len(g.runs) > 1
+            scale = (lambda v: math.log10(v)) if geometric else (lambda v: v)
+            stats = [interval([scale(v) for v in vs]) for vs in curve.values()]
+            back = (lambda v: 10**v) if geometric else (lambda v: v)
+            mean = [back(m) for m, _, _ in stats]
+            color = colors[i % len(colors)]
+            label = g.name if len(g.runs) == 1 else f"{g.name} (n={len(g.runs)})"
+            ax.plot(list(curve), mean, color=color, label=label if i < MAX_LEGEND else None, lw=1.4)
+            if len(g.runs) > 1:
+                lo = [back(m if math.isnan(lo) else lo) for m, lo, _ in stats]
+                hi = [back(m if math.isnan(hi) else hi) for m, _, hi in stats]
+                ax.fill_between(list(curve), lo, hi, color=color, alpha=0.2, linewidth=0)
+        if log:
+            ax.set_yscale("log")
+        band = f" ({'geometric ' if log else ''}mean, 95% band over seeds)" if repeated else ""
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} by epoch{band}")
+        ax.grid(True, which="major", alpha=0.3)
+        if len(groups) > MAX_LEGEND:
+            ax.plot([], [], " ", label=f"+ {len(groups) - MAX_LEGEND} more (see the table)")
+        # Outside the axes, right of them: savefig(bbox_inches="tight") widens the image to fit it.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
     return fig
+
+
+def config_diff(client: MlflowClient, run_a: str, run_b: str) -> list[tuple[str, str, str]]:
+    """(key, value in A, value in B) for each key of the runs' resolved configs that differs."""
+    from omegaconf import DictConfig, OmegaConf
+
+    configs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, run_id in enumerate((run_a, run_b)):
+            path = client.download_artifacts(run_id, CONFIG_ARTIFACT, f"{tmp}/{i}")
+            cfg = OmegaConf.load(path)
+            assert isinstance(cfg, DictConfig)
+            configs.append(flatten(cfg))
+    a, b = configs
+    return [(k, a.get(k, "-"), b.get(k, "-")) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default="descentlab", help="MLflow experiment name")
+    parser.add_argument("--experiment", help="MLflow experiment name (default: any)")
     parser.add_argument("--parent", help="a sweep's parent run id (default: the latest sweep)")
     parser.add_argument("--all", action="store_true", help="every run of the experiment, not one sweep")
     parser.add_argument(
         "--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
     )
     parser.add_argument("--metric", default="val_loss", help="the per-epoch metric to overlay")
+    parser.add_argument("--sort", default="best_val_loss", help="the run-level metric to sort by")
     parser.add_argument("--out", type=Path, default=Path("compare.png"), help="where to write the PNG")
+    parser.add_argument("--diff", nargs=2, metavar=("RUN_A", "RUN_B"), help="config keys that differ")
     args = parser.parse_args(argv)
 
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri(args.uri))
-    experiment = client.get_experiment_by_name(args.experiment)
-    if experiment is None:
-        names = ", ".join(e.name for e in client.search_experiments())
-        parser.exit(2, f"error: no experiment '{args.experiment}'; available: {names}\n")
-    experiment_id = experiment.experiment_id
-    from mlflow.exceptions import MlflowException
-
-    parent = None if args.all else args.parent or latest_parent(client, experiment_id)
-    try:
-        runs = child_runs(client, parent) if parent else experiment_runs(client, experiment_id)
-    except MlflowException as exc:
-        parser.exit(2, f"error: --parent {parent}: {str(exc).splitlines()[0]}\n")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri(args.uri)
+    client = MlflowClient(uri)
+    if args.diff:
+        try:
+            differences = config_diff(client, *args.diff)
+        except (MlflowException, OSError) as exc:
+            parser.exit(2, f"error: --diff {' '.join(args.diff)}: {str(exc).splitlines()[0]}\n")
+        for key, a, b in differences:
+            print(f"{key}: {a} -> {b}")
+        if not differences:
+            print("the two runs have the same config")
+        return
+    experiments = list(client.search_experiments())
+    if args.experiment is not None:
+        experiments = [e for e in experiments if e.name == args.experiment]
+        if not experiments:
+            names = ", ".join(e.name for e in client.search_experiments())
+            parser.exit(2, f"error: no experiment '{args.experiment}'; available: {names}\n")
+    ids = [e.experiment_id for e in experiments]
+    if args.all and args.experiment is None:
+        parser.exit(2, "error: --all needs --experiment NAME\n")
+    parent = None
+    if not args.all:
+        try:
+            parent = client.get_run(args.parent) if args.parent else latest_parent(client, ids)
+        except MlflowException as exc:
+            parser.exit(2, f"error: --parent {args.parent}: {str(exc).splitlines()[0]}\n")
+    if parent is not None:
+        runs = sweep_runs(client, parent.info.run_id)
+    else:
+        runs = experiment_runs(client, ids[0]) if ids else []
     if not runs:
-        where = f"sweep {parent}" if parent else f"experiment '{args.experiment}'"
+        where = f"sweep {parent.info.run_id}" if parent else f"experiment '{args.experiment}'"
         parser.exit(1, f"error: no runs in {where}\n")
-    print(table(runs))
-    print(f"wrote {overlay(client, runs, args.out, args.metric)}")
+    if parent is not None:
+        experiment = client.get_experiment(parent.info.experiment_id).name
+        print(f"sweep {parent.info.run_id} ({parent.info.run_name}) in experiment '{experiment}'")
+    print(table(runs, args.sort))
+    print(f"wrote {overlay(client, runs, args.out, args.metric, args.sort)}")
+    experiment_id = parent.info.experiment_id if parent else ids[0]
+    print(f"MLflow UI: {ui_hint(uri, experiment_id)}")
 
 
 if __name__ == "__main__":

@@ -54,11 +54,12 @@ class TrainerConf:
     max_epochs: int = 300
     batch_size: int | None = 32  # null: the whole training split is one batch (gradient descent)
     sampling: Sampling = Sampling.shuffle
-    # Early stopping on val_loss, with the lecture's Lightning defaults.
+    # Early stopping on val_loss, with the lecture's Lightning defaults, made scale-free (src/loop.py:
+    # should_stop): the thresholds are relative, so data in dollars behave as standardized data do.
     patience: int = 50
     min_delta: float = 0.0
-    stopping_threshold: float | None = 1e-8
-    divergence_threshold: float | None = 1e5
+    stopping_threshold: float | None = 1e-8  # converged: L − L* below it × |L*| (src/loop.py)
+    divergence_threshold: float | None = 1e5  # diverged: monitored loss above it × the starting loss
     grad_tol: float | None = None  # stop ("converged") once ‖∇L_train(θ)‖ < grad_tol
     grad_variance: bool = False  # log E‖g_B − ∇L‖² each epoch: a per-example gradient pass, so opt-in
     max_time: float | None = None  # seconds of training before stopping
@@ -335,13 +336,9 @@ class ScheduleConf:
 
 @dataclass
 class ConstantConf(ScheduleConf):
-    _target_: str = "torch.optim.lr_scheduler.ConstantLR"
-    factor: float = 1.0
-    total_iters: int = 0
+    """η_t = η₀: nothing to set (so nothing to log as a param)."""
 
-    def validate(self, key: str) -> None:
-        require(0 < self.factor <= 1, f"{key}.factor", self.factor, "must be in (0, 1]")
-        require(self.total_iters >= 0, f"{key}.total_iters", self.total_iters, "must be >= 0")
+    _target_: str = "src.schedules.constant"
 
 
 @dataclass
@@ -417,13 +414,15 @@ class DataConf:
     val_prop: float = 0.15  # the rest is the test split
 
     def validate(self, key: str) -> None:
-        require(0 < self.train_prop < 1, f"{key}.train_prop", self.train_prop, "must be in (0, 1)")
+        # train_prop=1, val_prop=0 is full-sample estimation: no validation or test split at all.
+        require(0 < self.train_prop <= 1, f"{key}.train_prop", self.train_prop, "must be in (0, 1]")
         require(0 <= self.val_prop < 1, f"{key}.val_prop", self.val_prop, "must be in [0, 1)")
         require(
-            self.train_prop + self.val_prop < 1,
+            self.train_prop + self.val_prop <= 1 + 1e-12,
             f"{key}.train_prop",
             self.train_prop,
-            f"train_prop + val_prop = {self.train_prop + self.val_prop:g} must be < 1 to leave a test split",
+            f"train_prop + val_prop = {self.train_prop + self.val_prop:g} must be <= 1 "
+            "(the rest is the test split)",
         )
 
 
@@ -595,6 +594,41 @@ class MLPModelConf(ModelConf):
             require(width >= 1, f"{key}.hidden[{i}]", width, "must be >= 1")
 
 
+# ------------------------------------------------------------------------------------- inference
+class Cov(Enum):
+    """The covariance behind the standard errors, as statsmodels names them (src/inference.py)."""
+
+    classical = "classical"  # OLS: s²(X'X)⁻¹, s² = e'e / (n − k); logit: inverse observed information
+    HC0 = "HC0"  # White's sandwich
+    HC1 = "HC1"  # HC0 × n / (n − k)
+    HC2 = "HC2"  # residuals scaled by 1 / (1 − h_ii)
+    HC3 = "HC3"  # residuals scaled by 1 / (1 − h_ii)²
+    cluster = "cluster"  # sums of scores within the groups of `inference.cluster`
+
+
+@dataclass
+class InferenceConf:
+    """Standard errors for the table of estimates printed after a linear or logistic fit."""
+
+    cov: Cov | None = None  # null: classical where the model has standard errors, none elsewhere
+    cluster: str | None = None  # the data's column holding the groups, for cov=cluster
+
+    def validate(self, key: str) -> None:
+        clustered = self.cov is Cov.cluster
+        require(
+            clustered or self.cluster is None,
+            f"{key}.cluster",
+            self.cluster,
+            "is only used with inference.cov=cluster",
+        )
+        require(
+            not clustered or bool(self.cluster),
+            f"{key}.cluster",
+            self.cluster,
+            "inference.cov=cluster needs the column that holds the groups, inference.cluster=<column>",
+        )
+
+
 # ----------------------------------------------------------------------------------------- top
 @dataclass
 class RegularizationConf:
@@ -620,6 +654,10 @@ class TrackingConf:
     _target_: str = "src.tracking.NullTracker"
     uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
     experiment: str = "descentlab"
+    # What a --multirun's comparison shows: the per-epoch metric compare.png overlays, and the
+    # run-level metric its table sorts by (a lesson names its own).
+    plot_metric: str = "val_loss"
+    sort_by: str = "best_val_loss"
 
 
 @dataclass
@@ -639,11 +677,12 @@ class Config:
     model: Any = MISSING
     trainer: TrainerConf = field(default_factory=TrainerConf)
     regularization: RegularizationConf = field(default_factory=RegularizationConf)
+    inference: InferenceConf = field(default_factory=InferenceConf)
     tracking: Any = MISSING
 
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization")
+GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization", "inference")
 
 
 SEEDS = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
@@ -681,6 +720,15 @@ def validate(cfg: DictConfig) -> None:
             continue  # a group without a schema (a user's own YAML) is checked by its target
         schema: Any = OmegaConf.to_object(node)
         schema.validate(group)
+    cluster = cfg.inference.cluster
+    table = OmegaConf.get_type(cfg.data)
+    require(
+        cluster is None or (isinstance(table, type) and issubclass(table, TableDataConf)),
+        "inference.cluster",
+        cluster,
+        "needs a table of data (data=csv, or a statsmodels data set such as data=fair); "
+        "simulated data have no columns",
+    )
 
 
 def register() -> None:

@@ -37,52 +37,67 @@ log = logging.getLogger(__name__)
 class Split:
     X: Tensor  # (n, features)
     y: Tensor  # (n,)
+    groups: Tensor | None = None  # (n,) integer cluster labels, where inference.cluster names a column
 
     def __len__(self) -> int:
         return self.y.shape[0]
 
 
 @dataclass(frozen=True)
+class Standardization:
+    """X = (X_data − mean) / std column by column, from the training split (the intercept: 0 and 1):
+    what maps estimates back to the data's own units (src/inference.py)."""
+
+    mean: Tensor  # float64, one per column of X
+    std: Tensor
+
+
+@dataclass(frozen=True)
 class Data:
     train: Split
     val: Split  # may be empty (val_prop = 0): the loop then monitors train loss
-    test: Split
+    test: Split  # may be empty (train_prop + val_prop = 1): no test_loss
     theta: Tensor | None = None  # the true coefficients, where the data are simulated
     reference: Reference | None = None  # the exact minimizer of the training loss (src/reference.py)
+    names: tuple[str, ...] = ()  # X's columns: `const`, the table's columns; x1..xM where unnamed
+    standardization: Standardization | None = None  # None: X is in the data's own units
 
     @property
     def n_features(self) -> int:
         return self.train.X.shape[1]
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.names or tuple(f"x{j + 1}" for j in range(self.n_features))
+
+    def splits(self) -> tuple[Split, Split, Split]:
+        return self.train, self.val, self.test
+
     def to(self, *, dtype: torch.dtype, device: torch.device | str = "cpu") -> Data:
         def move(t: Tensor) -> Tensor:
             return t.to(device=device, dtype=dtype)
 
-        return replace(
-            self,
-            train=Split(move(self.train.X), move(self.train.y)),
-            val=Split(move(self.val.X), move(self.val.y)),
-            test=Split(move(self.test.X), move(self.test.y)),
-            theta=None if self.theta is None else move(self.theta),
-        )
+        train, val, test = (replace(s, X=move(s.X), y=move(s.y)) for s in self.splits())
+        theta = None if self.theta is None else move(self.theta)
+        return replace(self, train=train, val=val, test=test, theta=theta)
 
     def map_features(self, f: Callable[[Tensor], Tensor]) -> Data:
         """The same rows with f applied to each split's X."""
-        train, val, test = (Split(f(s.X), s.y) for s in (self.train, self.val, self.test))
+        train, val, test = (replace(s, X=f(s.X)) for s in self.splits())
         return replace(self, train=train, val=val, test=test)
 
 
 def split_sizes(n: int, train_prop: float, val_prop: float) -> tuple[int, int, int]:
-    """Rows in train, validation and test; ConfigError if any split that should exist is empty."""
-    n_train, n_val = round(n * train_prop), round(n * val_prop)
-    n_test = n - n_train - n_val
-    if n_train < 1 or n_test < 1 or (val_prop > 0 and n_val < 1):
+    """Rows in train, validation and test. Validation or test may be empty (full-sample estimation:
+    train_prop=1); ConfigError if the training split is."""
+    n_train = min(round(n * train_prop), n)
+    n_val = min(round(n * val_prop), n - n_train)
+    if n_train < 1:
         raise ConfigError(
             f"{n} rows are too few for train_prop={train_prop}, val_prop={val_prop}: "
-            f"the split gives {n_train} train / {n_val} val / {n_test} test rows, "
-            "each must be >= 1"
+            f"the split gives {n_train} train rows; it must be >= 1"
         )
-    return n_train, n_val, n_test
+    return n_train, n_val, n - n_train - n_val
 
 
 def split(
@@ -92,12 +107,17 @@ def split(
     val_prop: float,
     generator: torch.Generator,
     theta: Tensor | None = None,
+    groups: Tensor | None = None,
 ) -> Data:
     """Shuffle the rows once, then cut them into train, validation and test."""
     n_train, n_val, _ = split_sizes(y.shape[0], train_prop, val_prop)
     rows = torch.randperm(y.shape[0], generator=generator)
+
+    def part(r: Tensor) -> Split:
+        return Split(X[r], y[r], None if groups is None else groups[r])
+
     train, val, test = rows[:n_train], rows[n_train : n_train + n_val], rows[n_train + n_val :]
-    return Data(Split(X[train], y[train]), Split(X[val], y[val]), Split(X[test], y[test]), theta)
+    return Data(part(train), part(val), part(test), theta)
 
 
 def simulate_linear(
@@ -276,9 +296,12 @@ def from_frame(
     train_prop: float,
     val_prop: float,
     generator: torch.Generator,
+    cluster: str | None = None,
 ) -> Data:
     """Check the columns and values, split the rows, then standardize (on training statistics only)
-    and prepend the intercept column: X = [1, x_1, …, x_M] in the order of `features`."""
+    and prepend the intercept column: X = [1, x_1, …, x_M] in the order of `features`. `cluster`
+    (inference.cluster) names a column whose values group the rows for clustered standard errors."""
+    import pandas as pd
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     frame = frame.set_axis([str(c) for c in frame.columns], axis="columns")
@@ -291,13 +314,15 @@ def from_frame(
         raise ConfigError(
             f"data.target={target!r} is not a column of {source}; {available}{separator_hint(columns)}"
         )
+    if cluster is not None and cluster not in columns:
+        raise ConfigError(f"inference.cluster={cluster!r} is not a column of {source}; {available}")
 
     def numeric(column: str) -> bool:
         return is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column])
 
     if features is None:
-        features = [c for c in columns if c != target and numeric(c)]
-        skipped = [c for c in columns if c != target and not numeric(c)]
+        features = [c for c in columns if c not in (target, cluster) and numeric(c)]
+        skipped = [c for c in columns if c not in (target, cluster) and not numeric(c)]
         if skipped:
             log.info("%s: leaving out non-numeric columns %s", source, ", ".join(skipped))
         if not features:
@@ -314,6 +339,12 @@ def from_frame(
         )
     if target in features:
         raise ConfigError(f"data.features contains the target {target!r}; leave it out")
+    twice = sorted({c for c in features if features.count(c) > 1})
+    if twice:
+        raise ConfigError(
+            f"data.features lists {', '.join(map(repr, twice))} more than once: the design would be "
+            "singular; drop the repeats"
+        )
     for column in [target, *features]:
         if not numeric(column):
             example = frame[column].dropna().iloc[0] if frame[column].notna().any() else None
@@ -326,6 +357,10 @@ def from_frame(
     used = [target, *features]
     values = torch.from_numpy(frame[used].to_numpy(dtype="float64", na_value=math.nan))
     bad = ~torch.isfinite(values)
+    if cluster is not None:  # the group labels may be of any type; pandas numbers them (-1: missing)
+        codes = torch.from_numpy(pd.factorize(frame[cluster])[0].astype("int64"))
+        bad = torch.cat([bad, (codes < 0)[:, None]], dim=1)
+        used = [*used, cluster]
     if bad.any():
         if not drop_missing:
             counts = ", ".join(f"{int(k)} in {c!r}" for c, k in zip(used, bad.sum(0), strict=True) if k)
@@ -338,8 +373,18 @@ def from_frame(
             "%s: dropped %d of %d rows with missing or infinite values", source, int((~keep).sum()), len(keep)
         )
         values = values[keep]
-    data = split(values[:, 1:], values[:, 0], train_prop, val_prop, generator)
+        if cluster is not None:
+            codes = codes[keep]
+    groups = codes if cluster is not None else None
+    data = split(values[:, 1:], values[:, 0], train_prop, val_prop, generator, groups=groups)
+    if data.train.groups is not None and len(data.train.groups.unique()) < 2:
+        raise ConfigError(
+            f"inference.cluster={cluster!r} puts all {len(data.train)} training rows in one group; "
+            "clustered standard errors need at least 2 groups: choose another column or inference.cov"
+        )
 
+    names = ["const"] * intercept + features
+    mean, std = torch.zeros(len(features), dtype=values.dtype), torch.ones(len(features), dtype=values.dtype)
     if standardize:
         std, mean = torch.std_mean(data.train.X, dim=0, correction=0)
         constant = [c for c, s in zip(features, std.tolist(), strict=True) if s == 0]
@@ -349,9 +394,12 @@ def from_frame(
                 "split; leave it out of data.features or set data.standardize=false"
             )
         data = data.map_features(lambda X: (X - mean) / std)
+        for column, m, s in zip(features, mean.tolist(), std.tolist(), strict=True):
+            log.info("standardized %s = (%s - %.17g) / %.17g", column, column, m, s)
     if intercept:
         data = data.map_features(lambda X: torch.cat([torch.ones(len(X), 1, dtype=X.dtype), X], dim=1))
-    names = ["const"] * intercept + features
+        mean, std = torch.cat([mean.new_zeros(1), mean]), torch.cat([std.new_ones(1), std])
+    check_rank(data.train.X, names)
     log.info(
         "%s: %d train / %d val / %d test rows; y = %s; X = %s%s",
         source,
@@ -362,7 +410,41 @@ def from_frame(
         ", ".join(names),
         " (standardized)" * standardize,
     )
-    return data
+    scaling = Standardization(mean, std) if standardize else None
+    return replace(data, names=tuple(names), standardization=scaling)
+
+
+def check_rank(X: Tensor, names: list[str]) -> None:
+    """Refuse a design whose columns are linearly dependent on the training split (no unique
+    estimate), naming the columns that are combinations of earlier ones. Columns are scaled to unit
+    length first, so badly scaled but independent columns (data in natural units) pass."""
+    norms = torch.linalg.vector_norm(X, dim=0)
+    Z = X / torch.where(norms > 0, norms, 1)
+    tolerance = max(Z.shape) * torch.finfo(Z.dtype).eps
+
+    def rank(columns: list[int]) -> int:
+        if not columns:
+            return 0
+        s = torch.linalg.svdvals(Z[:, columns])
+        return int((s > tolerance * max(float(s[0]), 1.0)).sum())
+
+    if rank(list(range(Z.shape[1]))) == Z.shape[1]:
+        return  # the usual case: one SVD
+    kept: list[int] = []
+    redundant: list[str] = []
+    for j in range(Z.shape[1]):
+        if float(norms[j]) > 0 and rank([*kept, j]) > len(kept):
+            kept.append(j)
+        else:
+            redundant.append(names[j])
+    if redundant:
+        raise ConfigError(
+            f"the design is singular on the training split ({len(X)} rows, rank {len(kept)} of "
+            f"{Z.shape[1]} columns): {', '.join(map(repr, redundant))} "
+            f"{'is a linear combination' if len(redundant) == 1 else 'are linear combinations'} of "
+            f"{', '.join(map(repr, (names[j] for j in kept)))}; drop "
+            f"{'it' if len(redundant) == 1 else 'them'} from data.features"
+        )
 
 
 def check_fit(data: Data, model: nn.Module, batch_size: int | None) -> None:

@@ -1,9 +1,10 @@
-"""Rebuild a logged model from MLflow and evaluate it on its test split.
+"""Rebuild a logged model from MLflow, evaluate it on its test split, and print its estimates.
 
     python -m src.evaluate <run_id> [--uri sqlite:///mlflow.db]
 
 The run's logged config regenerates the same data (same seed, same draws), the logged state_dict
 restores the parameters, and the test loss is recomputed: it equals the logged `test_loss` exactly.
+For a linear or logistic model the table of estimates the run printed is printed again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from src import inference
 from src.config import Config, register
 from src.loop import evaluate
 from src.tracking import CONFIG_ARTIFACT, MODEL_ARTIFACT, tracking_uri
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     register()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        logged = MlflowClient(tracking_uri(args.uri)).get_run(args.run_id).data.metrics.get("test_loss")
+        run = MlflowClient(tracking_uri(args.uri)).get_run(args.run_id).data
+        logged, stop_reason = run.metrics.get("test_loss"), run.tags.get("stop_reason", "unknown")
         cfg, checkpoint = load_run(args.run_id, args.uri)
     except MlflowException as exc:
         sys.exit(f"error: run {args.run_id}: {str(exc).splitlines()[0]}")
@@ -63,10 +66,17 @@ def main(argv: list[str] | None = None) -> None:
     parts = build(cfg)
     model = parts["model"]
     model.load_state_dict(checkpoint["state_dict"])
-    test_loss = evaluate(model, parts["data"].test)
-    print(f"test_loss {test_loss!r} (logged {logged!r})")
-    if logged is not None and test_loss != logged:
-        sys.exit(f"error: recomputed test_loss {test_loss!r} differs from the logged {logged!r}")
+    data = parts["data"]
+    if len(data.test):
+        test_loss = evaluate(model, data.test)
+        print(f"test_loss {test_loss!r} (logged {logged!r})")
+        if logged is not None and test_loss != logged:
+            sys.exit(f"error: recomputed test_loss {test_loss!r} differs from the logged {logged!r}")
+    else:
+        print("no test split (the run estimated on every row it was given): no test_loss")
+    estimates = inference.estimate(model, data, cfg.inference.cov, parts["l2"], stop_reason)
+    if estimates is not None:
+        print("\n".join([estimates.format(), *estimates.warnings]))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, ClassVar
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig
 
-from hydra_plugins.descentlab_sweeper import current_trial
+from hydra_plugins.descentlab_slurm.launcher import check_config as check_launcher
+from hydra_plugins.descentlab_sweeper import current_trial, reports
 from hydra_plugins.descentlab_sweeper.sweeper import check_config
 from src.loop import EpochMetrics, FitResult, StopTraining
 
@@ -38,6 +39,7 @@ def objectives(sweeper: DictConfig | None) -> list[str]:
 def check_sweep(cfg: DictConfig) -> None:
     """Before a sweep logs anything: the sweeper's whole config, and objectives this job can return."""
     check_config(cfg)  # a no-op for sweepers other than this project's
+    check_launcher(cfg)  # likewise for launchers
     sweeper = cfg.hydra.sweeper
     if "objectives" not in sweeper:
         return
@@ -78,7 +80,8 @@ class TrialReporter:
     def __init__(self, trial: optuna.Trial, objectives: list[str]) -> None:
         self.trial, self.objectives = trial, objectives
         self.tags = {"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)}
-        self.prunable = len(trial.study.directions) == 1  # optuna prunes single objectives only
+        # Optuna prunes single objectives only; with repeats, only the first seed reports.
+        self.prunable = len(trial.study.directions) == 1 and reports()
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         # A non-finite loss is the loop's to stop on (non_finite, a FAIL), not the pruner's.

@@ -71,6 +71,7 @@ class Progress:
     best_epoch: int = 0
     best_state: dict[str, Tensor] = field(default_factory=dict)
     stale_epochs: int = 0
+    start_loss: float = math.nan  # the monitored loss at θ₀, the scale divergence is judged against
     elapsed: float = 0.0  # training seconds so far, across resumes (max_time counts them all)
     history: list[EpochMetrics] = field(default_factory=list)
     # Inside an epoch: the learning rate it started with, its row order (None: stored order),
@@ -212,16 +213,30 @@ def param_error(model: Model, theta: Tensor | None) -> float | None:
     return float(torch.linalg.vector_norm(coefficients() - theta))
 
 
-def should_stop(metrics: EpochMetrics, p: Progress, trainer: TrainerConf) -> str | None:
-    """The reason to stop after this epoch, if any, checked in the order of Lightning's EarlyStopping."""
+def should_stop(
+    metrics: EpochMetrics, p: Progress, trainer: TrainerConf, reference_loss: float | None = None
+) -> str | None:
+    """The reason to stop after this epoch, if any, checked in the order of Lightning's EarlyStopping.
+
+    Its thresholds are relative, so that the same defaults mean the same on data in any units:
+    converged once L − L* < stopping_threshold × |L*| where the exact minimum L* is known (× the
+    starting loss if L* = 0; without L*, once the monitored loss is below stopping_threshold × the
+    starting loss); diverged once the monitored loss exceeds divergence_threshold × the starting
+    loss. Convergence is checked first: a run that lands on θ* is never diverged.
+    """
     monitored = metrics.val_loss
     if not (math.isfinite(monitored) and math.isfinite(metrics.train_loss)):
         return "non_finite"
-    if trainer.stopping_threshold is not None and monitored < trainer.stopping_threshold:
-        return "converged"
+    if trainer.stopping_threshold is not None:
+        if metrics.opt_gap is not None and reference_loss is not None:
+            gap, scale = metrics.opt_gap, abs(reference_loss) or p.start_loss
+        else:
+            gap, scale = monitored, p.start_loss
+        if gap < trainer.stopping_threshold * scale:
+            return "converged"
     if trainer.grad_tol is not None and metrics.grad_norm < trainer.grad_tol:
         return "converged"
-    if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold:
+    if trainer.divergence_threshold is not None and monitored > trainer.divergence_threshold * p.start_loss:
         return "diverged"
     if p.stale_epochs >= trainer.patience:
         return "early_stopped"
@@ -256,6 +271,8 @@ def fit(
     reuse_gradient = size >= len(train) and trainer.sampling is not Sampling.replacement and not needs_closure
     current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when it can be reused
     stop_reason, start = "max_epochs", time.perf_counter() - p.elapsed
+    if p.epoch == 0 and not p.sizes:
+        p.start_loss = evaluate(model, val)
     request = stop or StopRequest()
 
     def halt_if_requested() -> None:  # resumable from exactly here
@@ -328,7 +345,7 @@ def fit(
         halt_if_requested()  # a request made during the evaluation: stop at the epoch's end
         if snapshot is not None and trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0:
             snapshot(p)
-        if reason := should_stop(metrics, p, trainer):
+        if reason := should_stop(metrics, p, trainer, None if ref is None else ref.loss):
             stop_reason = reason
             break
     bar.close()
@@ -342,7 +359,7 @@ def fit(
         epochs=p.epoch,
         best_epoch=p.best_epoch,
         best_val_loss=p.best_val,
-        test_loss=evaluate(model, data.test),
+        test_loss=evaluate(model, data.test) if len(data.test) else math.nan,  # nan: no test split
         param_error=param_error(model, data.theta),
         wall_time=time.perf_counter() - start,
         reference_loss=None if ref is None else ref.loss,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 
 
 class RobbinsMonroLR(LRScheduler):
@@ -27,6 +27,11 @@ class RobbinsMonroLR(LRScheduler):
     def get_lr(self) -> list[float]:  # type: ignore[override]
         decay = (1 + self.last_epoch / self.tau) ** -self.kappa
         return [base_lr * decay for base_lr in self.base_lrs]
+
+
+def constant(optimizer: Optimizer) -> LRScheduler:
+    """η_t = η₀ for every t: torch's ConstantLR with a factor of 1 from the start."""
+    return ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 def warmup_cosine(
@@ -58,11 +63,8 @@ def robbins_monro_verdict(schedule: Mapping[str, Any]) -> tuple[bool, str]:
     sums; the weaker Σ η_t² / Σ η_t → 0 is what a convergence bound for convex losses needs.)
     """
     name = str(schedule.get("_target_", "")).rsplit(".", 1)[-1]
-    if name == "ConstantLR":
-        return (
-            False,
-            "η_t = η₀ after total_iters: Σ η_t² = ∞, so with noisy gradients θ_t keeps a noise floor",
-        )
+    if name in ("constant", "ConstantLR"):
+        return False, "η_t = η₀: Σ η_t² = ∞, so with noisy gradients θ_t keeps a noise floor"
     if name in ("StepLR", "ExponentialLR"):
         gamma = float(schedule["gamma"])
         if gamma == 1:

@@ -38,6 +38,7 @@ INTERRUPTED = 130  # the exit status of a stopped process: 128 + SIGINT, as a sh
 REASONS: dict[signal.Signals, str] = {
     signal.SIGINT: "interrupted",  # Ctrl-C
     signal.SIGTERM: "interrupted",  # kill, or SLURM before it kills a job
+    signal.SIGUSR2: "preempted",  # SLURM's warning before a time limit or preemption (submitit's choice)
 }
 
 

@@ -11,16 +11,22 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import getpass
+import hashlib
+import json
 import logging
 import math
 import os
+import shlex
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -31,13 +37,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
-from src import signals
+from src import mlflow_model, signals
 from src.config import ConfigError
+from src.data import Data
 from src.loop import EpochMetrics, FitResult
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
+
+    from src.inference import Estimates
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_RUN_ENV = "DESCENTLAB_PARENT_RUN_ID"  # set for a --multirun's jobs: their runs nest under it
@@ -46,6 +55,7 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MODEL_ARTIFACT = "model/model.pt"
 CONFIG_ARTIFACT = "config.yaml"
 PROCESS_TAG = "descentlab.process"  # "host pid start" of the process running the run
+LOGGED_MODEL = "descentlab-model"  # the run's model in MLflow's Models column and tab
 
 
 log = logging.getLogger(__name__)
@@ -59,8 +69,8 @@ def tracking_uri(uri: str | None = None) -> str:
     means the directory the command was launched from, also when Hydra runs the job elsewhere."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     path = uri.removeprefix("sqlite:///")
-    if uri.startswith("sqlite:///") and not Path(path).is_absolute() and HydraConfig.initialized():
-        uri = f"sqlite:///{Path(HydraConfig.get().runtime.cwd) / path}"
+    if uri.startswith("sqlite:///") and not Path(path).is_absolute():
+        uri = f"sqlite:///{launch_dir() / path}"
     return uri
 
 
@@ -108,6 +118,38 @@ def checked_store(uri: str, given: str | None) -> str:
     return uri
 
 
+def launch_dir() -> Path:
+    return Path(HydraConfig.get().runtime.cwd) if HydraConfig.initialized() else Path.cwd()
+
+
+UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of a run, or of an experiment's runs table. `workflowType=machine_learning`
+    opens the runs table rather than MLflow 3's GenAI overview (which a browser otherwise remembers)."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
+def compare_link(uri: str, experiment_id: str, run_ids: Sequence[str]) -> str:
+    """MLflow's compare page of these runs (their params, metrics and parallel coordinates)."""
+    from urllib.parse import quote
+
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI
+    runs, experiments = quote(json.dumps(list(run_ids))), quote(json.dumps([experiment_id]))
+    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}&workflowType=machine_learning"
+
+
+def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The link, and for a local store the `mlflow ui` command that serves it."""
+    link = ui_link(uri, experiment_id, run_id)
+    if uri.startswith(("http://", "https://")):
+        return link
+    return f"mlflow ui --backend-store-uri {uri}  then open  {link}"
+
+
 def first_use_lock(uri: str) -> AbstractContextManager[object]:
     """For a sqlite store, a file lock around its first use: processes that open a new store at the
     same moment would otherwise race in MLflow's schema migration ("table ... already exists")."""
@@ -126,7 +168,12 @@ def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClien
     with first_use_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        if found is not None:
+            experiment_id = found.experiment_id
+        else:  # MLflow 3's "Model training" kind, not its GenAI default
+            experiment_id = client.create_experiment(
+                experiment, tags={"mlflow.experimentKind": "custom_model_development"}
+            )
     end_dead_runs(client, experiment_id)
     return client, experiment_id
 
@@ -179,6 +226,7 @@ class NullTracker:
     """`tracking=none`: records nothing."""
 
     run_id: str | None = None
+    where: str | None = None
 
     def __init__(self, cfg: DictConfig, **ignored: Any) -> None:
         pass
@@ -195,8 +243,27 @@ class NullTracker:
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         pass
 
-    def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
+    def log_result(
+        self, result: FitResult, model: torch.nn.Module, estimates: Estimates | None = None
+    ) -> None:
         pass
+
+    def log_dataset(self, data: Data) -> None:
+        pass
+
+
+# Settings about recording and running, not about what is computed; `config.yaml` keeps them all.
+NOT_PARAMS = (
+    "resume",
+    "warm_start",
+    "tracking",
+    "trainer.progress",
+    "trainer.checkpoint_every",
+    "trainer.device",
+    "trainer.grad_variance",  # whether a metric is logged
+    "trainer.divergence_threshold",  # a guard that names a failed run (stop_reason), not a setting
+)
+GROUPS = ("optimizer", "schedule", "data", "model")  # logged by their choice, not their `_target_`
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
@@ -213,6 +280,34 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 
     walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
     return out
+
+
+def params(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
+    """What a reader compares runs by: each group's choice (`optimizer: nesterov`) and the values the
+    run was computed with; no `_target_`, nothing null, no bookkeeping (NOT_PARAMS)."""
+    out = {group: choice(cfg, choices, group) for group in GROUPS if group in cfg}
+    for key, value in flatten(cfg).items():
+        dropped = key.endswith("._target_") or value == "None"
+        if not dropped and not any(key == k or key.startswith(f"{k}.") for k in NOT_PARAMS):
+            out[key] = value
+    return out
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own Source, User and Description fields: the entry point, the user, the command line."""
+    cli = sys.argv[0].endswith(str(Path("src", "train.py")))  # `python -m src.train`, not a notebook
+    command = " ".join(
+        shlex.quote(a) for a in (["python", "-m", "src.train"] if cli else sys.argv[:1]) + sys.argv[1:]
+    )
+    tags = {
+        "mlflow.source.name": "src.train" if cli else sys.argv[0],
+        "mlflow.source.type": "LOCAL",
+        "mlflow.user": getpass.getuser(),
+        "mlflow.note.content": command,
+    }
+    if commit := git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def git_commit() -> str | None:
@@ -235,12 +330,69 @@ def hydra_context() -> tuple[dict[str, str], list[str], Path | None]:
     return choices, list(hydra.overrides.task), Path(hydra.runtime.output_dir)
 
 
-def run_name(cfg: DictConfig, choices: dict[str, str]) -> str:
-    def short(group: str) -> str:
-        target = str(cfg[group].get("_target_", group))
-        return choices.get(group, target.rsplit(".", 1)[-1].lower())
+def choice(cfg: DictConfig, choices: dict[str, str], group: str) -> str:
+    """The group's choice (`nesterov`); outside Hydra, its target's name (`sgd` for torch.optim.SGD)."""
+    target = str(cfg[group].get("_target_", group))
+    return choices.get(group) or target.rsplit(".", 1)[-1].lower()
 
-    return f"{short('optimizer')}-{short('data')}-lr{cfg.optimizer.lr:g}"
+
+SWEPT_ENV = "DESCENTLAB_SWEPT"  # the keys a --multirun varies, comma-separated: they name its runs
+SHORT_KEYS = {
+    "trainer.batch_size": "bs",
+    "data.condition_number": "κ",
+    "regularization.l2": "α",
+    "optimizer.momentum": "β",
+    "schedule.step_size": "step",
+}
+
+
+def short_number(value: float) -> str:
+    """3 significant digits; exponents as 6.8e-3 and 1e4 outside [0.01, 10^4)."""
+    rounded = float(f"{value:.3g}")
+    if rounded == int(rounded) and abs(rounded) < 1e4:
+        return str(int(rounded))
+    if 1e-2 <= abs(rounded) < 1e4:
+        return f"{rounded:g}"
+    mantissa, exponent = f"{rounded:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def short_value(key: str, value: Any) -> str:
+    if value is None:
+        return "full" if key == "trainer.batch_size" else "none"
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return short_number(value)
+    return str(value)
+
+
+def run_name(optimizer: str, values: dict[str, Any], trial: int | None = None) -> str:
+    """The optimizer, then each value that tells the run apart (`lbfgs κ=1e4`, `adam lr=6.8e-3 bs=16
+    #4`), by key: a group's choice bare, any other value as `short key=3 significant digits`."""
+    words = [optimizer]
+    for key, value in values.items():
+        if key in GROUPS:
+            words += [] if key == "optimizer" else [str(value)]
+        elif key != "seed":
+            words.append(f"{SHORT_KEYS.get(key, key.rsplit('.', 1)[-1])}={short_value(key, value)}")
+    if trial is not None:
+        words.append(f"#{trial}")
+    if "seed" in values:  # last: a trial's repeats read `adam lr=1e-3 #4 seed=1`
+        words.append(f"seed={values['seed']}")
+    return " ".join(words)
+
+
+def swept_keys(overrides: Sequence[str]) -> list[str]:
+    """The keys of a --multirun's sweep overrides (`optimizer=sgd,adam`, `lr=tag(log, ...)`), in order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return list(dict.fromkeys(o.key_or_group for o in parsed if o.is_sweep_override()))
+
+
+def own_keys(overrides: Sequence[str]) -> list[str]:
+    """A single run's command-line keys that say what it is (not where it is recorded)."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+    return [k for k in keys if k != "experiment" and not any(k.startswith(b) for b in NOT_PARAMS)]
 
 
 def loss_curve(history: list[EpochMetrics], best_epoch: int, title: str, path: Path) -> Path:
@@ -275,6 +427,8 @@ class MlflowTracker:
         tags: dict[str, str] | None = None,
         resume_run_id: str | None = None,
         snapshot_path: Path | None = None,
+        plot_metric: str = "val_loss",  # these two are for a sweep's comparison (MultirunParent)
+        sort_by: str = "best_val_loss",
     ) -> None:
         self.uri = tracking_uri(uri)
         self.experiment = experiment
@@ -283,6 +437,7 @@ class MlflowTracker:
         self.resume_run_id = resume_run_id  # continue this run (same id, later steps)
         self.snapshot_path = snapshot_path  # logged as an artifact when the run ends, if written
         self.run_id: str | None = None
+        self.where: str | None = None  # how to see the run in the MLflow UI
         self._pending: list[Metric] = []
 
     def __enter__(self) -> MlflowTracker:
@@ -293,33 +448,80 @@ class MlflowTracker:
         if self.resume_run_id is not None:
             self.run_id = self.resume_run_id
             self.client.set_tag(self.run_id, PROCESS_TAG, this_process())  # first: it is alive
+            self.where = ui_hint(self.uri, experiment_id, self.run_id)
             self.client.update_run(self.run_id, status="RUNNING")
             if "error" in self.client.get_run(self.run_id).data.tags:  # the interruption's
                 self.client.delete_tag(self.run_id, "error")
             for key, value in self.extra_tags.items():
                 self.client.set_tag(self.run_id, key, value)
             return self
-        tags = {f"choice.{group}": choice for group, choice in choices.items()}
+        tags = {f"choice.{group}": c for group, c in choices.items()}
         tags["overrides"] = " ".join(overrides)
         tags[PROCESS_TAG] = this_process()
         if commit := git_commit():
             tags["mlflow.source.git.commit"] = commit
+        tags |= source_tags()
         if parent := os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = parent
         tags.update(self.extra_tags)
-        run = self.client.create_run(experiment_id, run_name=run_name(self.cfg, choices), tags=tags)
+        name = self._name(choices, overrides)
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
+        self.where = ui_hint(self.uri, experiment_id, self.run_id)
         try:
-            params = [Param(k[:250], v[:MAX_PARAM_LENGTH]) for k, v in flatten(self.cfg).items()]
-            for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
-                self.client.log_batch(self.run_id, params=params[i : i + 100])
+            logged = [Param(k[:250], v[:MAX_PARAM_LENGTH]) for k, v in params(self.cfg, choices).items()]
+            for i in range(0, len(logged), 100):  # MLflow takes at most 100 params a batch
+                self.client.log_batch(self.run_id, params=logged[i : i + 100])
             self.client.log_text(self.run_id, OmegaConf.to_yaml(self.cfg, resolve=True), CONFIG_ARTIFACT)
         except BaseException:
             self.client.set_terminated(self.run_id, "FAILED")
             raise
         return self
 
+    def _name(self, choices: dict[str, str], overrides: list[str]) -> str:
+        """Named by the keys its sweep varies (and its Optuna trial), else by its own overrides."""
+        trial = self.extra_tags.get("optuna.trial")
+        keys = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
+        if not keys and trial is None:
+            keys = own_keys(overrides)
+            keys += [] if "optimizer.lr" in keys else ["optimizer.lr"]
+        values = {
+            k: choice(self.cfg, choices, k) if k in GROUPS else OmegaConf.select(self.cfg, k, default=None)
+            for k in keys
+        }
+        return run_name(choice(self.cfg, choices, "optimizer"), values, None if trial is None else int(trial))
+
+    def log_dataset(self, data: Data) -> None:
+        """The data as the run's MLflow dataset input: name, digest, source, rows per split."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        assert self.run_id is not None
+        digest = hashlib.sha256()
+        for split in (data.train, data.val, data.test):
+            digest.update(split.X.cpu().numpy().tobytes())
+            digest.update(split.y.cpu().numpy().tobytes())
+        node = self.cfg.data
+        if node.get("path"):  # a user's CSV or Parquet file
+            path = Path(str(node.path)).expanduser()
+            path = path if path.is_absolute() or not HydraConfig.initialized() else launch_dir() / path
+            name, source_type, source = path.name, "local", json.dumps({"uri": str(path.resolve())})
+        else:
+            generator = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+            name = str(node.get("name") or generator.removeprefix("simulate_"))
+            origin = f"statsmodels.datasets.{name}" if node.get("name") else f"src.data.{generator}"
+            source_type, source = "code", json.dumps({"tags": {"mlflow.source.name": origin}})
+        profile = {
+            "train_rows": len(data.train),
+            "val_rows": len(data.val),
+            "test_rows": len(data.test),
+            "features": data.n_features,
+        }
+        dataset = Dataset(name, digest.hexdigest()[:8], source_type, source, profile=json.dumps(profile))
+        context = InputTag("mlflow.data.context", "training")
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [context])])
+
     def _log(self, key: str, value: float | None, step: int) -> None:
+
         from mlflow.entities import Metric
 
         if value is not None and math.isfinite(value):
@@ -336,13 +538,27 @@ class MlflowTracker:
             if key != "epoch":
                 self._log(key, value, metrics.epoch)
 
-    def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
+    def log_result(
+        self, result: FitResult, model: torch.nn.Module, estimates: Estimates | None = None
+    ) -> None:
+        """The run's outcome; with `estimates`, the table as `estimates.csv`, the standardization
+        that maps it to the data's units as `standardization.csv`, and the certificate as metrics."""
         assert self.run_id is not None
+        # Run-level results at step 0: one point each, which MLflow's charts draw as bars.
         for key in ("best_val_loss", "best_epoch", "test_loss", "epochs", "wall_time"):
-            self._log(key, float(getattr(result, key)), result.epochs)
+            self._log(key, float(getattr(result, key)), 0)  # test_loss nan (no test split): skipped
         if result.param_error is not None:
-            self._log("best_param_error", result.param_error, result.epochs)
-        self._log("reference_loss", result.reference_loss, result.epochs)  # skipped when None
+            self._log("best_param_error", result.param_error, 0)
+        self._log("reference_loss", result.reference_loss, 0)  # skipped when None
+        if estimates is not None:
+            from src.inference import ARTIFACT, to_csv
+
+            for key, value in estimates.certificate.items():
+                self._log(key, value, 0)
+            self.client.log_text(self.run_id, to_csv(estimates.table), ARTIFACT)
+            if estimates.standardization is not None:
+                self.client.log_text(self.run_id, to_csv(estimates.standardization), "standardization.csv")
+            self.client.set_tag(self.run_id, "converged", str(estimates.converged).lower())
         self.flush()
         self.client.set_tag(self.run_id, "stop_reason", result.stop_reason)
         with tempfile.TemporaryDirectory() as tmp:
@@ -350,18 +566,30 @@ class MlflowTracker:
             title = f"{self.client.get_run(self.run_id).info.run_name} ({result.stop_reason})"
             png = loss_curve(result.history, result.best_epoch, title, out / "loss_curve.png")
             self.client.log_artifact(self.run_id, str(png))
-            checkpoint = out / "model.pt"
-            torch.save(
-                {
-                    "state_dict": model.state_dict(),
-                    "model": OmegaConf.to_yaml(self.cfg.model, resolve=True),
-                    "in_features": int(next(model.parameters()).shape[-1]),
-                },
-                checkpoint,
-            )
-            self.client.log_artifact(self.run_id, str(checkpoint), "model")
+            checkpoint = {
+                "state_dict": model.state_dict(),
+                "model": OmegaConf.to_yaml(self.cfg.model, resolve=True),
+                "in_features": int(next(model.parameters()).shape[-1]),
+            }
+            torch.save(checkpoint, out / "model.pt")  # the run dir's copy, for warm_start=<run dir>
+            self._log_model(mlflow_model.save(checkpoint, Path(tmp) / "model"))
         if self.output_dir is not None and (self.output_dir / ".hydra").is_dir():
             self.client.log_artifacts(self.run_id, str(self.output_dir / ".hydra"), ".hydra")
+
+    def _log_model(self, folder: Path) -> None:
+        """The model directory as the run's `model/` artifact and as an MLflow logged model (the
+        Models column and tab; `models:/<id>` and `runs:/<run>/model` both load it)."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        assert self.run_id is not None
+        self.client.log_artifacts(self.run_id, str(folder), "model")
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        # Not named "model": MLflow 3.17 resolves `runs:/<run>/<name>/...` through a logged model of
+        # that name on the *default* store, which fails (or creates ./mlflow.db) for any other store.
+        logged = self.client.create_logged_model(experiment_id, name=LOGGED_MODEL, source_run_id=self.run_id)
+        self.client.log_model_artifacts(logged.model_id, str(folder))
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, 0)])
 
     def __exit__(
         self,
@@ -391,9 +619,9 @@ class MlflowTracker:
 class MultirunParent(HydraCallback):
     """One parent MLflow run per --multirun; each job's run nests under it (tag mlflow.parentRunId).
 
-    At the end the parent gets the comparison table and the overlaid val-loss curves of its children.
-    If the sweep dies, the parent is ended at exit rather than left RUNNING: KILLED when a signal
-    stopped it, else FAILED.
+    At the end the parent gets the best child's results, the comparison table and the overlaid
+    curves, and the sweep says where all of it is. If the sweep dies, the parent is ended at exit
+    rather than left RUNNING: KILLED when a signal stopped it, else FAILED.
     """
 
     def __init__(self) -> None:
@@ -417,8 +645,10 @@ class MultirunParent(HydraCallback):
             self.client, experiment_id = client_and_experiment(tracking.get("uri"), tracking.experiment)
         except ConfigError:  # Hydra would only warn; the first job says it, in one line, and exits 2
             return
+        self.uri = tracking_uri(tracking.get("uri"))
+        self.client, self.experiment_id = client_and_experiment(self.uri, tracking.experiment)
         writers = int(config.hydra.sweeper.get("n_jobs") or 1)
-        if writers > SQLITE_WRITERS and tracking_uri(tracking.get("uri")).startswith("sqlite"):
+        if writers > SQLITE_WRITERS and self.uri.startswith("sqlite"):
             log.warning(
                 "%d parallel jobs will write to one sqlite MLflow store; beyond %d writers prefer "
                 "`mlflow server` (tracking.uri=http://...) or a PostgreSQL store",
@@ -431,8 +661,13 @@ class MultirunParent(HydraCallback):
         if commit := git_commit():
             tags["mlflow.source.git.commit"] = commit
         run = self.client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
+        tags |= source_tags()
+        run = self.client.create_run(self.experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
         self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id
+        params = config.hydra.sweeper.get("params") or {}
+        sweep = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+        os.environ[SWEPT_ENV] = ",".join(swept_keys(sweep))
         atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -440,15 +675,58 @@ class MultirunParent(HydraCallback):
             return
         from src import compare
 
-        children = compare.child_runs(self.client, self.run_id)
-        if children:
-            print(compare.table(children))
-            png = compare.overlay(self.client, children, Path(config.hydra.sweep.dir) / "compare.png")
+        sweep_dir = launch_dir() / str(config.hydra.sweep.dir)  # as typed: relative to the launch dir
+        metric, sort_by = config.tracking.plot_metric, config.tracking.sort_by
+        runs = self._unique_names(compare.sweep_runs(self.client, self.run_id))
+        if runs:
+            self._log_best(compare.child_runs(self.client, self.run_id))
+            print(compare.table(runs, sort_by))
+            png = compare.overlay(self.client, runs, sweep_dir / "compare.png", metric, sort_by)
             self.client.log_artifact(self.run_id, str(png))
+        print(f"sweep dir:   {sweep_dir}")
+        if runs:
+            print(f"compare.png: {sweep_dir / 'compare.png'}")
+        print(f"parent run:  {self.run_id}")
+        print(f"MLflow UI:   {ui_hint(self.uri, self.experiment_id)}")
+        if runs:
+            ids = [r.info.run_id for r in runs]
+            print(f"compare:     {compare_link(self.uri, self.experiment_id, ids)}")
         self._end("FINISHED")
+
+    def _unique_names(self, runs: list[Any]) -> list[Any]:
+        """Runs whose values agree to 3 significant digits share a name: number them, in start order."""
+        assert self.client is not None
+        by_name: dict[str, list[Any]] = {}
+        for run in sorted(runs, key=lambda r: r.info.start_time):
+            by_name.setdefault(run.info.run_name, []).append(run)
+        for name, same in by_name.items():
+            for i, run in enumerate(same if len(same) > 1 else [], start=1):
+                self.client.update_run(run.info.run_id, name=f"{name} ({i})")
+        return [self.client.get_run(r.info.run_id) for r in runs] if len(by_name) < len(runs) else runs
+
+    def _log_best(self, children: list[Any]) -> None:
+        """The best child's best_val_loss and test_loss on the parent (so its row is not blank),
+        and its id as tag best_run_id."""
+        from mlflow.entities import Metric, RunTag
+
+        assert self.client is not None and self.run_id is not None
+        scored = [c for c in children if math.isfinite(c.data.metrics.get("best_val_loss", math.nan))]
+        if not scored:
+            return
+        best = min(scored, key=lambda c: c.data.metrics["best_val_loss"])
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, best.data.metrics.get(k, math.nan), now, 0) for k in ("best_val_loss", "test_loss")
+        ]
+        self.client.log_batch(
+            self.run_id,
+            metrics=[m for m in metrics if math.isfinite(m.value)],
+            tags=[RunTag("best_run_id", best.info.run_id), RunTag("best_run", best.info.run_name)],
+        )
 
     def _end(self, status: str) -> None:
         if self.client is not None and self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
             os.environ.pop(PARENT_RUN_ENV, None)
+            os.environ.pop(SWEPT_ENV, None)
             self.run_id = None

@@ -12,6 +12,7 @@ if __name__ == "__main__":  # first: a signal during the imports below (seconds)
     signals.install(at_once=True)
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import checkpoint, cli, config, hpo, reference
+from src import checkpoint, cli, config, hpo, inference, reference
 from src.config import Interval
 from src.data import Data, check_fit
 from src.loop import Callback, FitResult, Progress, fit
@@ -44,11 +45,11 @@ def compose(*overrides: str) -> DictConfig:
         return hydra.compose("config", overrides=list(overrides))
 
 
-def load_data(node: DictConfig, generator: torch.Generator) -> Data:
+def load_data(node: DictConfig, generator: torch.Generator, **extra: Any) -> Data:
     """The data source's Data; a ConfigError it raises (a bad file or column) comes out as itself,
     not wrapped in Hydra's InstantiationException, so the CLI prints just its line."""
     try:
-        return instantiate(node, generator=generator)
+        return instantiate(node, generator=generator, **extra)
     except InstantiationException as exc:
         if isinstance(exc.__cause__, config.ConfigError):
             raise exc.__cause__ from None
@@ -73,10 +74,13 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # for any draw a library makes outside our generator
     dtype, device = getattr(torch, trainer.dtype.value), trainer.device
-    data = load_data(cfg.data, generator).to(dtype=dtype, device=device)
+    cluster = {"cluster": cfg.inference.cluster} if cfg.inference.cluster else {}
+    data = load_data(cfg.data, generator, **cluster).to(dtype=dtype, device=device)
+    explain_splits(data)
     model = instantiate(cfg.model)(data.n_features, generator=generator)
     model.to(dtype=dtype, device=device)
     check_fit(data, model, trainer.batch_size)
+    inference.check(cfg.inference.cov, model, cfg.regularization.l2)
     data = replace(data, reference=reference.exact(model, data.train, cfg.regularization.l2))
     optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
     schedule = {key: value for key, value in cfg.schedule.items() if key != "interval"}
@@ -93,32 +97,58 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
-def summarize(result: FitResult, run_id: str | None) -> None:
+def explain_splits(data: Data) -> None:
+    """Say what an empty validation or test split means, once, at the start."""
+    if len(data.val) == 0:
+        log.info("no validation split: early stopping and best_val_loss use the training data loss")
+    if len(data.test) == 0:
+        log.info(
+            "no test split: no test_loss. %s",
+            "This is estimation on the full sample (every row fits the coefficients), not prediction"
+            if len(data.val) == 0
+            else "Nothing is held out to judge prediction",
+        )
+
+
+def summarize(
+    result: FitResult,
+    run_id: str | None,
+    estimates: inference.Estimates | None = None,
+    validated: bool = True,
+    where: str | None = None,
+) -> None:
+    test = "no test split" if math.isnan(result.test_loss) else f"test loss {result.test_loss:.4g}"
     best = (  # a diverged epoch is never the best one: with none before it, θ₀ is kept
-        f"best val loss {result.best_val_loss:.4g} at epoch {result.best_epoch}"
+        f"best {'val' if validated else 'train'} loss {result.best_val_loss:.4g} at epoch {result.best_epoch}"
         if result.best_epoch
         else "every epoch diverged, so the initial parameters are kept"
     )
     log.info(
-        "%d epochs, stopped: %s; %s; test loss %.4g",
+        "%d epochs, stopped: %s; %s; %s",
         result.epochs,
         result.stop_reason,
         best,
-        result.test_loss,
+        test,
     )
     if result.param_error is not None:
         log.info("||theta - theta_hat|| = %.3g", result.param_error)
     if result.reference_loss is not None and result.history:
         last = result.history[-1]
         log.info("last epoch: opt_gap = %.3g, ||theta - theta*|| = %.3g", last.opt_gap, last.ref_error)
+    if estimates is not None:
+        log.info("estimates:\n%s", estimates.format())
+        for warning in estimates.warnings:
+            log.warning(warning.removeprefix("WARNING: "))
     if run_id is not None:
         log.info("MLflow run %s", run_id)
+    if where is not None:
+        log.info("see it: %s", where)
 
 
-def load_resume(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
+def load_resume(cfg: DictConfig, resume: str, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
     """`resume=<run dir or run id>`: that run's snapshot, and the config it ran with."""
     uri = cfg.tracking.get("uri")
-    source = checkpoint.locate(cfg.resume, checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
+    source = checkpoint.locate(resume, checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
     state = checkpoint.load(source)
     return checkpoint.resumed_config(state, cfg, overrides, config.Config), state
 
@@ -149,9 +179,10 @@ def _train(
     _, overrides, run_dir = hydra_context()
     tags = dict(tags)
     state: dict[str, Any] | None = None
-    if cfg.resume:
-        tags["resumed_from"] = str(cfg.resume)
-        cfg, state = load_resume(cfg, overrides)
+    resume = cfg.resume or checkpoint.requeued_snapshot(run_dir)  # a requeued SLURM job continues
+    if resume:
+        tags["resumed_from"] = str(resume)
+        cfg, state = load_resume(cfg, str(resume), overrides)
     parts = build(cfg)
     satisfied, reason = robbins_monro_verdict(cfg.schedule)
     log.info("Robbins-Monro conditions %s: %s", "hold" if satisfied else "fail", reason)
@@ -166,6 +197,8 @@ def _train(
     tracker_args = dict(tags=tags, resume_run_id=resume_run_id, snapshot_path=snapshot_path)
     stop.check()
     with instantiate(cfg.tracking, cfg=cfg, **tracker_args, _recursive_=False) as tracker:
+        if state is None:
+            tracker.log_dataset(parts["data"])
 
         def snapshot(p: Progress) -> None:
             if snapshot_path is not None:
@@ -175,9 +208,13 @@ def _train(
         result = fit(
             callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot, stop=stop, **parts
         )
-        tracker.log_result(result, parts["model"])
+        model, data = parts["model"], parts["data"]
+        estimates = inference.estimate(model, data, cfg.inference.cov, parts["l2"], result.stop_reason)
+        if estimates is None:
+            log.info("no table of estimates: %s", inference.unavailable(model, parts["l2"]))
+        tracker.log_result(result, model, estimates)
         stop.check()
-    summarize(result, tracker.run_id)
+    summarize(result, tracker.run_id, estimates, validated=len(data.val) > 0, where=tracker.where)
     return result
 
 

@@ -49,7 +49,7 @@ CATALOG = [
     (["trainer.checkpoint_every=0"], "trainer.checkpoint_every=0 is not allowed: must be >= 1 epochs"),
     (["trainer.device=tpu"], "trainer.device='tpu' is not allowed: must be 'cpu' or 'cuda[:N]'"),
     # conflicting or inconsistent options
-    (["data.train_prop=0.95"], "train_prop + val_prop = 1.1 must be < 1 to leave a test split"),
+    (["data.train_prop=0.95"], "train_prop + val_prop = 1.1 must be <= 1 (the rest is the test split)"),
     (["data.val_prop=-0.1"], "data.val_prop=-0.1 is not allowed: must be in [0, 1)"),
     (["data.n=2"], "data.n=2 is not allowed: must be >= 3"),
     (
@@ -72,6 +72,30 @@ CATALOG = [
     (
         ["tracking.uri=http://127.0.0.1:9"],
         "tracking.uri=http://127.0.0.1:9: no tracking server answered GET http://127.0.0.1:9/health",
+    ),
+    # standard errors and designs (more, with data files, in tests/test_data.py)
+    (["inference.cov=HC5"], "inference.cov: Invalid value 'HC5', expected one of [classical, HC0, HC1"),
+    (
+        ["inference.cov=cluster"],
+        "inference.cluster=None is not allowed: inference.cov=cluster needs the column",
+    ),
+    (
+        ["inference.cluster=x"],
+        "inference.cluster='x' is not allowed: is only used with inference.cov=cluster",
+    ),
+    (
+        ["inference.cov=cluster", "inference.cluster=x"],
+        "inference.cluster='x' is not allowed: needs a table of data (data=csv, or a statsmodels data set",
+    ),
+    (
+        ["data=fair", "inference.cov=cluster", "inference.cluster=nope"],
+        "inference.cluster='nope' is not a column of statsmodels data set 'fair'; available: rate_marriage",
+    ),
+    (["data=fair", "data.features=[age,age]"], "data.features lists 'age' more than once: the design would"),
+    (["model=mlp", "inference.cov=HC1"], "inference.cov=HC1: no standard errors: MLP is not an estimator"),
+    (
+        ["regularization.l2=0.1", "inference.cov=classical"],
+        "inference.cov=classical: no standard errors: regularization.l2=0.1 penalizes the estimate",
     ),
     (["resume=no/such/dir"], "resume=no/such/dir: no such run dir, and not an MLflow run id (32 hex digits)"),
     (

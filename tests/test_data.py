@@ -164,7 +164,22 @@ def test_drop_missing_drops_exactly_the_bad_rows(quiet_config, tmp_path):
         (None, ["data.features=[educ,tenure]"], "data.features: 'tenure' not a column of"),
         (None, ["data.target=name"], "column 'name' of data.path="),
         (None, ["data.features=[wage,educ]"], "data.features contains the target 'wage'"),
-        (b"wage,educ\n1,2\n2,3\n3,5\n", [], "3 rows are too few for train_prop=0.7, val_prop=0.15"),
+        (
+            b"wage,educ\n1,2\n",
+            ["data.train_prop=0.3"],
+            "1 rows are too few for train_prop=0.3, val_prop=0.15",
+        ),
+        (
+            b"wage,a,b,c\n1,1,0,1\n2,0,1,1\n3,2,1,3\n4,1,3,4\n5,5,1,6\n6,0,0,0\n7,1,1,2\n8,3,1,4\n",
+            ["data.train_prop=1", "data.val_prop=0"],
+            "the design is singular on the training split (8 rows, rank 3 of 4 columns): 'c' is a linear "
+            "combination of 'const', 'a', 'b'; drop it from data.features",
+        ),
+        (
+            b"wage,educ,g\n1,2,x\n2,3,x\n3,5,x\n4,4,x\n5,1,x\n6,0,x\n",
+            ["inference.cov=cluster", "inference.cluster=g"],
+            "inference.cluster='g' puts all 4 training rows in one group; clustered standard errors need",
+        ),
         (
             b"wage,educ,one\n1,2,1\n2,3,1\n3,5,1\n4,4,1\n5,1,1\n6,0,1\n",
             [],

@@ -22,11 +22,12 @@ from tests.conftest import all_runs
 LESSONS = ["batch_size", "conditioning", "early_stopping", "momentum", "ridge", "robbins_monro"]
 
 
-def grid(lesson: str) -> list[tuple[str, ...]]:
-    """The override combinations `--multirun +experiment=<lesson>` launches."""
+def grid(lesson: str, seeds: bool = True) -> list[tuple[str, ...]]:
+    """The override combinations `--multirun +experiment=<lesson>` launches; `seeds=False` leaves out
+    the seed axis of a lesson that repeats its runs (each point then runs with the default seed 0)."""
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=[f"+experiment={lesson}"], return_hydra_config=True)
-    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items() if seeds or key != "seed"]
     axes = [
         [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
         for o in OverridesParser.create().parse_overrides(params)
@@ -37,7 +38,7 @@ def grid(lesson: str) -> list[tuple[str, ...]]:
 def run_lesson(lesson: str) -> dict[str, tuple[dict, FitResult]]:
     """Train every grid point; keyed by its overrides, e.g. 'data.condition_number=100.0 optimizer=gd'."""
     out = {}
-    for point in grid(lesson):
+    for point in grid(lesson, seeds=False):
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             cfg = compose("config", overrides=[f"+experiment={lesson}", *point, "trainer.progress=false"])
         cfg.tracking = {"_target_": "src.tracking.NullTracker"}
@@ -60,6 +61,14 @@ def test_every_lesson_has_a_grid_and_its_own_mlflow_experiment():
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             cfg = compose("config", overrides=[f"+experiment={lesson}"])
         assert cfg.tracking.experiment == f"lesson-{lesson}"
+
+
+@pytest.mark.parametrize("lesson", ["batch_size", "robbins_monro", "momentum"])
+def test_stochastic_lessons_repeat_each_point_on_five_seeds(lesson):
+    points = grid(lesson)
+    seeds = {dict(o.split("=", 1) for o in point)["seed"] for point in points}
+    assert seeds == {"0", "1", "2", "3", "4"}
+    assert len(points) == 5 * len(grid(lesson, seeds=False))
 
 
 def test_conditioning_newton_at_once_gd_slows_with_kappa_preconditioning_does_not():
@@ -148,5 +157,5 @@ def test_a_lesson_runs_as_the_documented_command(cli, tmp_path, lesson):
     runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", f"lesson-{lesson}")
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == len(grid(lesson)) and {r.info.status for r in runs} == {"FINISHED"}
-    assert "data.degree=12" in proc.stdout  # the comparison table names each grid point
+    assert "adam degree=12" in proc.stdout  # the comparison table names each grid point
     assert (tmp_path / "multirun" / "compare.png").stat().st_size > 0

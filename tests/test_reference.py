@@ -124,8 +124,9 @@ def fit_recording_theta(parts: dict) -> tuple[FitResult, list[np.ndarray]]:
 def test_gd_gap_in_float64_is_the_quadratic_form_and_falls_monotonically(quiet_config):
     """For least squares L(θ) − L(θ̂) = (θ − θ̂)ᵀ (XᵀX/N) (θ − θ̂) exactly, θ̂ from statsmodels."""
     cfg = quiet_config(
-        "optimizer=gd", "trainer.dtype=float64", "trainer.max_epochs=150", "trainer.patience=1000"
-    )
+        "optimizer=gd", "trainer.dtype=float64", "trainer.max_epochs=150", "trainer.patience=1000",
+        "trainer.stopping_threshold=null",
+    )  # fmt: skip
     parts = build(cfg)
     X, y = parts["data"].train.X.numpy(), parts["data"].train.y.numpy()
     theta_hat = sm.OLS(y, X).fit().params
@@ -151,7 +152,7 @@ def test_stochastic_methods_report_a_gap_that_is_never_negative(quiet_config, op
 def test_logistic_gd_gap_falls_to_the_mle(quiet_config):
     cfg = quiet_config(
         "data=logistic", "model=logistic", "optimizer=gd", "optimizer.lr=2", "trainer.dtype=float64",
-        "trainer.max_epochs=200", "trainer.patience=1000",
+        "trainer.max_epochs=200", "trainer.patience=1000", "trainer.stopping_threshold=null",
     )  # fmt: skip
     result = train(cfg)
     gaps = opt_gaps(result)
@@ -167,6 +168,7 @@ def test_with_an_l2_penalty_the_gap_is_to_the_penalized_minimum(quiet_config, mo
     cfg = quiet_config(
         f"data={data}", f"model={model}", "model.bias=true", "regularization.l2=0.1", "optimizer=gd",
         f"optimizer.lr={lr}", "trainer.dtype=float64", "trainer.max_epochs=200", "trainer.patience=1000",
+        "trainer.stopping_threshold=null",
     )  # fmt: skip
     result = train(cfg)
     gaps = opt_gaps(result)

@@ -128,3 +128,15 @@ def test_a_full_batch_run_stopped_right_after_its_step_resumes_identically(quiet
     assert [(m.train_loss, m.val_loss, m.lr, m.grad_norm) for m in resumed.history] == [
         (m.train_loss, m.val_loss, m.lr, m.grad_norm) for m in whole.history
     ]
+
+
+def test_a_requeued_slurm_job_finds_the_snapshot_in_its_run_dir(tmp_path, monkeypatch):
+    from src.checkpoint import SNAPSHOT, requeued_snapshot
+
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    (tmp_path / SNAPSHOT).write_bytes(b"")
+    assert requeued_snapshot(tmp_path) is None  # a first start never resumes by itself
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued_snapshot(tmp_path) == tmp_path
+    assert requeued_snapshot(tmp_path / "elsewhere") is None  # requeued before its first snapshot
+    assert requeued_snapshot(None) is None

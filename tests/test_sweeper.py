@@ -515,7 +515,7 @@ def test_submitit_local_runs_trials_and_the_slurm_config_composes(cli, tmp_path)
     assert all(len(t.intermediate_values) == 10 for t in trials)
     proc = cli("--cfg", "hydra", "--package", "hydra.launcher", *SWEEP[1:], "hydra/launcher=slurm")
     assert proc.returncode == 0, proc.stderr
-    assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in proc.stdout
+    assert "_target_: hydra_plugins.descentlab_slurm.launcher.Launcher" in proc.stdout
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -617,6 +617,5 @@ def test_the_optimizer_choice_sweep_gives_each_optimizer_its_own_lr_range(cli, t
     }
     for trial in finished(journal(tmp_path, "optimizer_sweep")):
         params = runs[str(trial.number)].data.params  # what the job really ran
-        expected = "torch.optim.Adam" if trial.params["optimizer"] == "adam" else "torch.optim.SGD"
-        assert params["optimizer._target_"] == expected
+        assert params["optimizer"] == trial.params["optimizer"]
         assert float(params["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from src import compare, tracking
 from src.loop import EpochMetrics
 from src.train import train
-from tests.conftest import all_runs, cli_env, interrupt_midway, make_config, run_cli
+from tests.conftest import all_runs, interrupt_midway, make_config, mlflow_server_on, run_cli
 
 EPOCH_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "param_error", "epoch_time")
 
@@ -37,24 +38,47 @@ def test_a_cli_run_records_everything(cli, tmp_path):
     (run,) = all_runs(uri)
     client = MlflowClient(uri)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "nesterov-linear-lr0.05"
+    assert run.info.run_name == "nesterov max_epochs=30 lr=0.05"  # what its command line set
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["optimizer"] == "nesterov" and params["schedule"] == "constant"
     assert params["optimizer.lr"] == "0.05" and params["optimizer.nesterov"] == "True"
     assert params["trainer.sampling"] == "shuffle" and params["data.n"] == "1000"
+    assert not [k for k in params if "_target_" in k or k.startswith(("tracking", "resume"))]
+    assert "None" not in params.values() and len(params) <= 25
     assert tags["choice.optimizer"] == "nesterov" and tags["choice.schedule"] == "constant"
     assert "optimizer=nesterov" in tags["overrides"]
     assert tags["stop_reason"] == "max_epochs"
     assert len(tags["mlflow.source.git.commit"]) == 40
+    # MLflow's own Source, User and Description fields.
+    assert tags["mlflow.source.name"] == "src.train" and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.user"] and tags["mlflow.note.content"].startswith(
+        "python -m src.train optimizer=nesterov"
+    )
     for key in EPOCH_METRICS:
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, 31))
+    # Run-level results: one point each, at step 0 (MLflow's charts draw them as bars).
+    for key in ("best_val_loss", "test_loss", "epochs", "best_epoch", "wall_time"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0]
     assert metrics["epochs"] == 30 and 1 <= metrics["best_epoch"] <= 30
     assert metrics["best_val_loss"] == min(
         m.value for m in client.get_metric_history(run.info.run_id, "val_loss")
     )
+    # The data as an MLflow dataset input, with its rows per split.
+    (dataset_input,) = run.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    assert dataset.name == "linear" and len(dataset.digest) == 8 and dataset.source_type == "code"
+    assert json.loads(dataset.profile) == {
+        "train_rows": 700,
+        "val_rows": 150,
+        "test_rows": 150,
+        "features": 2,
+    }
     assert {
         "config.yaml",
         "loss_curve.png",
         "model/model.pt",
+        "model/MLmodel",
+        "estimates.csv",  # a linear model: its table of estimates
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",
         ".hydra/hydra.yaml",
@@ -64,6 +88,32 @@ def test_a_cli_run_records_everything(cli, tmp_path):
     evaluated = run_cli(tmp_path, run.info.run_id, "--uri", uri, module="src.evaluate")
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test_loss {metrics['test_loss']!r}" in evaluated.stdout
+
+    # The model is an MLflow model: the run lists it, and pyfunc predicts x·θ with its weights.
+    (output,) = run.outputs.model_outputs
+    assert client.get_logged_model(output.model_id).source_run_id == run.info.run_id
+    weights = torch.load(
+        client.download_artifacts(run.info.run_id, "model/model.pt", str(tmp_path)), weights_only=True
+    )["state_dict"]["weight"]
+    X = np.random.default_rng(0).normal(size=(5, 2))
+    mlflow.set_tracking_uri(uri)
+    for model_uri in (f"runs:/{run.info.run_id}/model", f"models:/{output.model_id}"):
+        predicted = mlflow.pyfunc.load_model(model_uri).predict(X)
+        np.testing.assert_allclose(predicted, X @ weights.double().numpy(), rtol=1e-6)
+
+
+def test_a_default_run_logs_at_most_25_params_a_reader_compares_by(sqlite_uri):
+    train(make_config("trainer.progress=false", "trainer.max_epochs=2"))
+    (run,) = all_runs(sqlite_uri)
+    assert set(run.data.params) == {
+        "seed", "optimizer", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum",
+        "optimizer.dampening", "optimizer.nesterov", "schedule", "schedule.interval",
+        "data", "data.n", "data.dim", "data.noise_std", "data.train_prop", "data.val_prop",
+        "model", "model.bias", "trainer.max_epochs", "trainer.batch_size", "trainer.sampling",
+        "trainer.patience", "trainer.min_delta", "trainer.stopping_threshold", "trainer.dtype",
+        "regularization.l2",
+    }  # fmt: skip
+    assert run.info.run_name == "sgd lr=0.1"  # outside Hydra: named by its optimizer and lr
 
 
 def test_a_run_that_raises_ends_failed_with_the_error(sqlite_uri):
@@ -128,19 +178,36 @@ def test_ctrl_c_ends_a_sweep_and_its_parent_killed(tmp_path):
 
 
 def test_multirun_is_one_parent_with_a_child_per_job(cli, tmp_path):
-    proc = cli("--multirun", "optimizer=sgd,nesterov,adam", "trainer.max_epochs=20")
+    proc = cli("--multirun", "optimizer=sgd,nesterov", "trainer.batch_size=1,32,null", "trainer.max_epochs=5")
     assert proc.returncode == 0, proc.stderr
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = all_runs(uri)
     parents = [r for r in runs if "descentlab.sweep_dir" in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 3 and len(runs) == 4
+    assert len(parents) == 1 and len(children) == 6 and len(runs) == 7
     (parent,) = parents
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {r.info.status for r in runs} == {"FINISHED"}
-    assert {c.data.tags["choice.optimizer"] for c in children} == {"sgd", "nesterov", "adam"}
+    # Each child is named by the values its sweep varies.
+    assert sorted(c.info.run_name for c in children) == [
+        "nesterov bs=1", "nesterov bs=32", "nesterov bs=full", "sgd bs=1", "sgd bs=32", "sgd bs=full"
+    ]  # fmt: skip
+    # The parent carries the best child's results, so its row in the runs table is not blank.
+    best = min(children, key=lambda c: c.data.metrics["best_val_loss"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_val_loss"] == best.data.metrics["best_val_loss"]
+    assert parent.data.metrics["test_loss"] == best.data.metrics["test_loss"]
     assert "compare.png" in artifact_paths(MlflowClient(uri), parent.info.run_id)
     assert "best_val_loss" in proc.stdout  # the comparison table printed at the end
+    # ... and where everything is.
+    experiment = parent.info.experiment_id
+    assert f"sweep dir:   {tmp_path / 'multirun'}" in proc.stdout
+    assert f"compare.png: {tmp_path / 'multirun' / 'compare.png'}" in proc.stdout
+    assert f"parent run:  {parent.info.run_id}" in proc.stdout
+    assert (
+        f"mlflow ui --backend-store-uri {uri}  then open  "
+        f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    ) in proc.stdout
 
 
 def test_compare_orders_runs_and_overlays_their_curves(tmp_path):
@@ -160,49 +227,25 @@ def test_compare_orders_runs_and_overlays_their_curves(tmp_path):
         client.set_terminated(run_id)
     runs = compare.child_runs(client, parent)
     lines = compare.table(runs).splitlines()
-    assert lines[0].split()[:2] == ["run", "optimizer"]
+    assert lines[0].split()[:3] == ["run", "best_val_loss", "test_loss"]
     assert [line.split()[0] for line in lines[1:]] == ["fast", "mid", "slow"]
-    assert lines[1].split()[4] == "0.01"
+    assert lines[1].split()[1] == "0.01"
     fig = compare.overlay_figure(client, runs)
     plotted = {line.get_label(): np.asarray(line.get_ydata()).tolist() for line in fig.axes[0].lines}
     assert plotted == curves
+    assert fig.axes[0].get_yscale() == "log"  # the values span two decades
 
     proc = run_cli(tmp_path, "--experiment", "known", "--uri", uri, "--out", "c.png", module="src.compare")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1, serving artifacts itself (clients upload over HTTP)."""
     root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        cwd=root, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with mlflow_server_on(f"sqlite:///{root / 'server.db'}", root) as url:
+        yield url
 
 
 def test_runs_reach_a_remote_mlflow_server(mlflow_server, monkeypatch, tmp_path):

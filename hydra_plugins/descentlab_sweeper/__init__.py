@@ -5,6 +5,6 @@ same, with Hydra's exclusive `range` stop).
 Jobs find their trial with `current_trial()`.
 """
 
-from ._trial import current_trial
+from ._trial import current_trial, reports
 
-__all__ = ["current_trial"]
+__all__ = ["current_trial", "reports"]

@@ -33,8 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from src import signals
+from src.tracking import SWEPT_ENV
 
-from . import _report, _space, _storage, _trial, _warm
+from . import _repeats, _report, _space, _storage, _trial, _warm
 from .config import UPSTREAM_NAME, upstream_installed
 
 if TYPE_CHECKING:
@@ -240,13 +241,15 @@ class Sweep:
             *self.parent.env_overrides(),
             f"++hydra.job.env_set.{_trial.STUDY_ENV}={_space.override_value(self.study_name)}",
             f"++hydra.job.env_set.{_trial.TRIAL_ENV}={trial._trial_id}",
+            f"++hydra.job.env_set.{SWEPT_ENV}={_space.override_value(self._swept(trial))}",
         ]
         key = (self.study_name, trial._trial_id)
         _trial.live[key] = trial  # a job in this process uses the live trial
         try:
-            (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            ret = _repeats.launch(self, trial, overrides)
         finally:
             _trial.live.pop(key, None)
+        self.parent.link(trial)
         state, values, reason = self._judge(trial, ret)
         if reason is not None:
             trial.set_user_attr("fail_reason", reason)
@@ -258,6 +261,10 @@ class Sweep:
         self._log_outcome(trial.number, state, values, reason, trial.params)
         self.parent.tag_child(trial.number, state.name)
         self._check_failure_rate()
+
+    def _swept(self, trial: Trial) -> str:
+        """The keys that name the trial's runs: its parameters, and `seed` with repeats."""
+        return ",".join([*trial.params, *(["seed"] if self.sweeper.repeats > 1 else [])])
 
     def _tell(self, trial: Trial, values: list[float] | None, state: TrialState) -> None:
         try:

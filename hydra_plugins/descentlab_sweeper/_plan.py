@@ -28,6 +28,7 @@ def check(sweeper: DescentlabOptunaSweeper, arguments: list[str], cwd: str) -> P
     rules = [
         (sweeper.n_trials >= 1, f"hydra.sweeper.n_trials={sweeper.n_trials} is not allowed: must be >= 1"),
         (sweeper.n_jobs >= 1, f"hydra.sweeper.n_jobs={sweeper.n_jobs} is not allowed: must be >= 1"),
+        (sweeper.repeats >= 1, f"hydra.sweeper.repeats={sweeper.repeats} is not allowed: must be >= 1"),
         (
             0 <= sweeper.max_failure_rate <= 1,
             f"hydra.sweeper.max_failure_rate={sweeper.max_failure_rate} is not allowed: must be in [0, 1]",

@@ -4,7 +4,9 @@ file), Optuna's plots, and the MLflow parent run the trials' runs are nested und
 from __future__ import annotations
 
 import logging
+import math
 import os
+import statistics
 import time
 import warnings
 from collections import Counter
@@ -14,11 +16,14 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from src.tracking import PARENT_RUN_ENV, run_name
+
 from . import _storage
 
 log = logging.getLogger(__name__)
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+LOSS_AXES = ("optimization_history", "intermediate_values")  # plots whose y axis is the objective
 PARETO_PLOTS = ("pareto_front",)  # multi-objective: Optuna's Pareto plot (two or three objectives)
 
 
@@ -90,6 +95,10 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
     from optuna.visualization import matplotlib as plots
 
     folder.mkdir(parents=True, exist_ok=True)
+    values = [t.value for t in study.get_trials(deepcopy=False) if t.value is not None]
+    values += [v for t in study.get_trials(deepcopy=False) for v in t.intermediate_values.values()]
+    positive = [v for v in values if v > 0]
+    log_scale = bool(positive) and len(positive) == len(values) and max(positive) / min(positive) > 10
     saved = []
     chosen: tuple[str, ...] = PARETO_PLOTS if len(study.directions) > 1 else PLOTS
     if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
@@ -99,6 +108,8 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
             with warnings.catch_warnings(), plt.style.context("default"):
                 warnings.simplefilter("ignore")  # "experimental" warnings on every call
                 axes = getattr(plots, f"plot_{name}")(study)
+                if log_scale and name in LOSS_AXES:  # losses spanning decades
+                    axes.set_yscale("log")
             figure = getattr(axes, "figure", None) or axes.flat[0].figure
             figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
             plt.close(figure)
@@ -126,13 +137,12 @@ class ParentRun:
 
             self.uri = tracking_uri(tracking.get("uri"))
             self.experiment = str(tracking.experiment)
+        self.optimizer = str(config.hydra.runtime.choices.get("optimizer", "optimizer"))
 
     def start(self) -> None:
         if not self.enabled:
             return
         from mlflow.tracking import MlflowClient
-
-        from src.tracking import PARENT_RUN_ENV
 
         self.client = MlflowClient(tracking_uri=self.uri)
         # src.tracking.MultirunParent (a Hydra callback) made the sweep's parent run; it also ends it.
@@ -144,10 +154,67 @@ class ParentRun:
         """The parent id for each job, also where a launcher does not pass the environment on."""
         if not self.enabled:
             return []
-        from src.tracking import PARENT_RUN_ENV
 
         parent = os.environ.get(PARENT_RUN_ENV)
         return [f"++hydra.job.env_set.{PARENT_RUN_ENV}={parent}"] if parent else []
+
+    def _trial_runs(self, number: int) -> list[Any]:
+        """The trial's run (its job's, or with repeats the trial's own), found by the parent's id,
+        not the study's name, which may hold any character."""
+        assert self.run_id is not None
+        return self.client.search_runs(
+            [self.client.get_run(self.run_id).info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`optuna.trial` = '{number}'",
+        )
+
+    def start_trial(self, trial: optuna.Trial, repeats: int) -> str | None:
+        """With repeats: the trial's own run (named by its parameters), under which its seeds nest."""
+        if self.run_id is None:
+            return None
+        from src.compare import REPEATS_TAG
+
+        optimizer = str(trial.params.get("optimizer", self.optimizer))
+        tags = {
+            "mlflow.parentRunId": self.run_id,
+            "optuna.study": self.study_name,
+            "optuna.trial": str(trial.number),
+            REPEATS_TAG: str(repeats),
+        }
+        experiment = self.client.get_run(self.run_id).info.experiment_id
+        name = run_name(optimizer, trial.params, trial.number)
+        run = self.client.create_run(experiment, run_name=name, tags=tags)
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        return str(run.info.run_id)
+
+    def end_trial(self, run_id: str | None, completed: bool) -> None:
+        """The trial's run gets the mean over its seeds of each result, and the standard error."""
+        if run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        from src.compare import child_runs
+
+        seeds = child_runs(self.client, run_id)
+        results: list[tuple[str, float]] = []
+        for key in ("best_val_loss", "test_loss", "epochs"):
+            values = [s.data.metrics[key] for s in seeds if key in s.data.metrics]
+            results += [(key, statistics.mean(values))] if values else []
+            if len(values) > 1:
+                results += [(f"{key}_se", statistics.stdev(values) / math.sqrt(len(values)))]
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in results if math.isfinite(v)]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, "FINISHED" if completed else "FAILED")
+
+    def link(self, trial: optuna.Trial) -> None:
+        """The trial's MLflow run id as its user attribute `mlflow_run_id` (the trial's own run
+        with repeats, else its job's run)."""
+        if self.run_id is None or "mlflow_run_id" in trial.user_attrs:
+            return
+        runs = self._trial_runs(trial.number)
+        if runs:
+            trial.set_user_attr("mlflow_run_id", runs[0].info.run_id)
 
     def tag_child(self, number: int, state: str, killed: bool = False) -> None:
         """Tag the trial's job run with its final state (and end it if its process was killed)."""
@@ -155,12 +222,7 @@ class ParentRun:
             return
         from src.tracking import end_killed
 
-        runs = self.client.search_runs(
-            [self.client.get_run(self.run_id).info.experiment_id],
-            # by the parent's id, not the study's name, which may hold any character
-            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`optuna.trial` = '{number}'",
-        )
-        for run in runs:
+        for run in self._trial_runs(number):
             self.client.set_tag(run.info.run_id, "optuna.state", state)
             if killed and run.info.status == "RUNNING":
                 why = f"its process died (trial {number} had no heartbeat)"

@@ -46,3 +46,12 @@ def current_trial() -> optuna.Trial | None:
         sampler=optuna.samplers.RandomSampler(),  # the job samples nothing; keep it cheap
     )
     return optuna.trial.Trial(study, int(trial_id))
+
+
+REPEAT_ENV = "DESCENTLAB_OPTUNA_REPEAT"  # with hydra.sweeper.repeats: which of the trial's seeds a job is
+
+
+def reports() -> bool:
+    """Whether this job reports to the pruner: with repeats only the first seed does, so what the
+    pruner compares is the same seed's curve in every trial."""
+    return os.environ.get(REPEAT_ENV, "0") == "0"

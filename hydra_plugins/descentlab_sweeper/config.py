@@ -148,6 +148,7 @@ class DescentlabOptunaSweeperConf:
     grace_period: float = 60.0  # a running trial with no mark for this long belongs to a dead process
     params: dict[str, str] | None = None  # key: Hydra sweep syntax, e.g. tag(log, interval(1e-4, 1e-2))
     custom_search_space: str | None = None  # dotted path of fn(cfg, trial) adding conditional params
+    repeats: int = 1  # seeds per trial (seed, seed + 1, ...): the objective is their mean
     # points evaluated first, once per study: [{optimizer.lr: 0.1, trainer.batch_size: 32}, ...]
     enqueue: Any = None
     # a finished study (name in this storage, or a storage path/URL) whose trials seed this one

@@ -37,6 +37,7 @@ class DescentlabOptunaSweeper(Sweeper):
         custom_search_space: str | None,
         enqueue: Any,
         warm_start_from: str | None,
+        repeats: int = 1,
     ) -> None:
         self.sampler, self.pruner = sampler, pruner
         self.direction, self.objectives = direction, objectives
@@ -48,6 +49,7 @@ class DescentlabOptunaSweeper(Sweeper):
         self.custom_search_space = custom_search_space
         self.enqueue = list(enqueue or [])
         self.warm_start_from = warm_start_from
+        self.repeats = repeats
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config

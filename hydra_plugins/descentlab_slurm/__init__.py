@@ -1,0 +1,1 @@
+"""descentlab's SLURM launcher: `hydra/launcher=slurm` (conf/hydra/launcher/slurm.yaml)."""

@@ -1,0 +1,281 @@
+"""Inference after an estimation: the table of estimates, their standard errors, and how converged.
+
+For the convex models (least squares, logit) and their unpenalized objectives, everything follows
+statsmodels' conventions, so a table here reads as `OLS(y, X).fit(cov_type=...)` or
+`Logit(y, X).fit(cov_type=...)` would print it (checked to 1e-6 in tests/test_inference.py):
+
+- OLS: classical s²(X'X)⁻¹ with s² = e'e / (n − k); HC0 (X'X)⁻¹ X' diag(e²) X (X'X)⁻¹, HC1 = HC0 ×
+  n / (n − k), HC2 and HC3 with e² / (1 − h_ii) and e² / (1 − h_ii)²; the statistic is t(n − k) for
+  classical and z (normal) for the robust choices, as statsmodels' default `use_t`.
+- Logit: classical the inverse observed information (X' diag(p(1 − p)) X)⁻¹; HC0 the sandwich
+  H⁻¹ (Σ s_i s_i') H⁻¹ with scores s_i = (y_i − p_i) x_i; statsmodels' HC1–HC3 for Logit are the
+  same HC0 (no leverage or small-sample correction), and so are these; the statistic is z.
+- cluster: the scores summed within each group, Σ_g s_g s_g', times statsmodels' correction
+  G / (G − 1) × (n − 1) / (n − k).
+
+Standard errors are evaluated at the run's estimate (its restored parameters), on the training split
+it was fitted on, in the coordinates it was trained in, and then mapped, with the estimates and θ*,
+back to the data's own units through the training split's standardization (intercept included):
+with x̃_j = (x_j − m_j) / s_j, b_j = θ_j / s_j and b_const = θ_const − Σ_j θ_j m_j / s_j, a linear
+map A, so Cov(b) = A Cov(θ) A'. (Every covariance here is equivariant under such a map, so this
+equals computing it on the data in natural units, without that design's conditioning.)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parameters_to_vector
+
+from src.config import ConfigError, Cov
+from src.data import Data
+from src.models import LinearRegression, LogisticRegression
+from src.reference import design
+
+Columns = dict[str, list[Any]]  # a table: column name → its values, row by row (no pandas: startup time)
+
+COLUMNS = ["term", "estimate", "reference", "std_error", "statistic", "p_value", "ci_low", "ci_high"]
+ARTIFACT = "estimates.csv"
+MAX_HESSIAN = 200  # parameters up to which the Hessian's condition number is reported
+DIGITS = 16.0  # float64 agreement: where θ equals θ* to the last bit
+WANTED_DIGITS = 6.0  # fewer digits of agreement with θ* than this, and the table warns
+
+
+def to_csv(table: Columns) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table)
+    writer.writerows(zip(*table.values(), strict=True))
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Estimates:
+    table: Columns  # COLUMNS, one row per term, in the data's own units
+    certificate: dict[str, float]  # how converged: grad_norm, rel_opt_gap, digits, hessian_cond
+    footer: list[str]  # what the covariance is, on which rows, and the certificate, in words
+    converged: bool
+    standardization: Columns | None = None  # column, mean, std: the map back to the data's units
+    warnings: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        """The table as statsmodels' summary shows it, right-aligned, then the footer (warnings apart)."""
+        formats = {"term": "{}", "estimate": "{:.10g}", "reference": "{:.10g}", "p_value": "{:.3g}"}
+        cells = {
+            column: [
+                "-" if isinstance(v, float) and math.isnan(v) else formats.get(column, "{:.4g}").format(v)
+                for v in values
+            ]
+            for column, values in self.table.items()
+        }
+        widths = {column: max(len(column), *map(len, shown)) for column, shown in cells.items()}
+        lines = [[c.rjust(widths[c]) for c in cells]]
+        lines += [
+            [cell.rjust(widths[c]) for c, cell in zip(cells, row, strict=True)]
+            for row in zip(*cells.values(), strict=True)
+        ]
+        return "\n".join([*(" ".join(line) for line in lines), *self.footer])
+
+
+def unavailable(model: nn.Module, l2: float) -> str | None:
+    """Why `model` gets no standard errors, or None if it gets them."""
+    if not isinstance(model, LinearRegression):
+        name = type(model).__name__
+        return f"{name} is not an estimator with a sampling theory here (not convex, not identified)"
+    if l2 > 0:
+        return (
+            f"regularization.l2={l2:g} penalizes the estimate: it is biased, and the classical and "
+            "sandwich formulas describe the unpenalized estimator"
+        )
+    return None
+
+
+def check(cov: Cov | None, model: nn.Module, l2: float) -> None:
+    """Refuse standard errors asked for (inference.cov given) where there are none; before any run."""
+    reason = unavailable(model, l2)
+    if cov is not None and reason is not None:
+        raise ConfigError(
+            f"inference.cov={cov.value}: no standard errors: {reason}; leave inference.cov unset"
+        )
+
+
+def natural_units(data: Data, bias: bool) -> tuple[list[str], Tensor]:
+    """The terms in the data's own units and the map A from the trained parameters to them."""
+    names = list(data.columns)
+    k = len(names)
+    scaling = data.standardization
+    mean = torch.zeros(k, dtype=torch.float64) if scaling is None else scaling.mean.double()
+    std = torch.ones(k, dtype=torch.float64) if scaling is None else scaling.std.double()
+    p = k + bias
+    A = torch.zeros(p, p, dtype=torch.float64)
+    A[:k, :k] = torch.diag(1 / std)
+    if bias:
+        names.append("bias" if "const" in names else "const")
+        A[k, k] = 1.0
+    shift = -mean / std  # what centring moved into the intercept
+    if "const" in names:
+        A[names.index("const"), :k] += shift
+    elif bool((mean != 0).any()):  # centred without an intercept: the fit still has one, implied
+        names.append("const")
+        A = torch.cat([A, torch.cat([shift, torch.zeros(p - k, dtype=torch.float64)])[None]])
+    return names, A
+
+
+def covariance(cov: Cov, logit: bool, Z: Tensor, y: Tensor, theta: Tensor, groups: Tensor | None) -> Tensor:
+    """Cov(θ̂) in the coordinates of Z, by statsmodels' definitions (see the module's docstring)."""
+    n, k = Z.shape
+    if logit:
+        prob = torch.sigmoid(Z @ theta)
+        residual = y - prob
+        bread = torch.linalg.inv((Z.T * (prob * (1 - prob))) @ Z)  # inverse observed information
+        if cov is Cov.classical:
+            return bread
+        weights = residual**2  # statsmodels' HC1–HC3 for Logit are HC0
+    else:
+        Q, R = torch.linalg.qr(Z)
+        R_inv = torch.linalg.solve_triangular(R, torch.eye(k, dtype=Z.dtype), upper=True)
+        bread = R_inv @ R_inv.T  # (Z'Z)⁻¹ without forming Z'Z
+        residual = y - Z @ theta
+        leverage = (Q**2).sum(1)
+        if cov is Cov.classical:
+            return bread * float(residual @ residual) / (n - k)
+        weights = {
+            Cov.HC0: residual**2,
+            Cov.HC1: residual**2 * n / (n - k),
+            Cov.HC2: residual**2 / (1 - leverage),
+            Cov.HC3: residual**2 / (1 - leverage) ** 2,
+        }.get(cov, residual**2)
+    if cov is Cov.cluster:
+        assert groups is not None
+        labels, index = groups.unique(return_inverse=True)
+        scores = torch.zeros(len(labels), k, dtype=Z.dtype).index_add_(0, index, Z * residual[:, None])
+        G = len(labels)
+        correction = G / (G - 1) * (n - 1) / (n - k)
+        return correction * bread @ (scores.T @ scores) @ bread
+    return bread @ ((Z.T * weights) @ Z) @ bread
+
+
+def objective_terms(
+    logit: bool, Z: Tensor, y: Tensor, theta: Tensor, l2: float
+) -> tuple[float, Tensor, Tensor]:
+    """The training objective L(θ), its gradient and its Hessian, in float64 and closed form."""
+    n, k = Z.shape
+    eye = torch.eye(k, dtype=Z.dtype)
+    if logit:
+        prob = torch.sigmoid(Z @ theta)
+        loss = F.binary_cross_entropy_with_logits(Z @ theta, y)
+        grad, hessian = Z.T @ (prob - y) / n, (Z.T * (prob * (1 - prob))) @ Z / n
+    else:
+        residual = Z @ theta - y
+        loss, grad, hessian = residual @ residual / n, 2 * Z.T @ residual / n, 2 * Z.T @ Z / n
+    return float(loss + l2 / 2 * theta @ theta), grad + l2 * theta, hessian + l2 * eye
+
+
+def digits(theta: Tensor, reference: Tensor) -> float:
+    """min_j −log10(|θ_j − θ*_j| / |θ*_j|) over the coefficients with θ*_j ≠ 0, at most DIGITS."""
+    nonzero = reference != 0
+    if not bool(nonzero.any()):
+        return math.nan
+    relative = ((theta - reference).abs() / reference.abs())[nonzero]
+    return float(torch.clamp(-torch.log10(relative), max=DIGITS).min())
+
+
+def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reason: str) -> Estimates | None:
+    """The table of estimates for a linear or logistic model (None for other models)."""
+    from scipy import special  # statsmodels' own t and normal distributions; lighter than scipy.stats
+
+    if not isinstance(model, LinearRegression):
+        return None
+    logit = isinstance(model, LogisticRegression)
+    bias = model.bias is not None
+    train, reference = data.train, data.reference
+    Z, y = design(train.X, bias), train.y.double()
+    theta = parameters_to_vector(model.parameters()).detach().double().cpu()
+    Z, y = Z.cpu(), y.cpu()
+    n, k = Z.shape
+    names, A = natural_units(data, bias)
+    b = A @ theta
+    b_ref = A @ reference.theta.cpu() if reference is not None else torch.full_like(b, math.nan)
+
+    reason = unavailable(model, l2)
+    if reason is None and logit and reference is None:
+        reason = "the logit MLE does not exist on these data (classes separable on the training split)"
+    if reason is None and n <= k:
+        reason = f"{n} rows leave no residual degrees of freedom for {k} parameters"
+    cov = cov or Cov.classical
+    use_t = not logit and cov is Cov.classical  # statsmodels' default use_t
+    if reason is None:
+        V = A @ covariance(cov, logit, Z, y, theta, train.groups) @ A.T
+        se = V.diagonal().clamp(min=0).sqrt()
+        statistic = b / se
+        minus = -statistic.abs().numpy()
+        p_value = torch.from_numpy(2 * (special.stdtr(n - k, minus) if use_t else special.ndtr(minus)))
+        q = float(special.stdtrit(n - k, 0.975) if use_t else special.ndtri(0.975))
+        ci_low, ci_high = b - q * se, b + q * se
+    else:
+        se = statistic = p_value = ci_low = ci_high = torch.full_like(b, math.nan)
+    values = (b, b_ref, se, statistic, p_value, ci_low, ci_high)
+    table: Columns = {"term": names, **{c: v.tolist() for c, v in zip(COLUMNS[1:], values, strict=True)}}
+
+    loss, grad, hessian = objective_terms(logit, Z, y, theta, l2)
+    certificate = {"estimate_grad_norm": float(torch.linalg.vector_norm(grad))}
+    if reference is not None:
+        certificate["estimate_rel_opt_gap"] = (loss - reference.loss) / max(1.0, abs(reference.loss))
+        certificate["estimate_digits"] = digits(b, b_ref)
+    if k <= MAX_HESSIAN:
+        certificate["hessian_cond"] = float(torch.linalg.cond(hessian))
+
+    model_name = "logit (MLE)" if logit else "OLS"
+    full = len(data.val) == 0 and len(data.test) == 0
+    rows = f"{n} rows ({'the full sample' if full else 'the training split'})"
+    if reason is None:
+        kind = cov.value
+        if train.groups is not None and cov is Cov.cluster:
+            kind += f" ({len(train.groups.unique())} groups)"
+        test = f"t({n - k})" if use_t else "z (normal)"
+        footer = [f"{model_name} on {rows}; covariance: {kind}; statistic: {test}; 95% CI"]
+    else:
+        footer = [f"{model_name} on {rows}; no standard errors: {reason}"]
+    if data.standardization is not None:
+        footer.append(
+            "estimates, reference and standard errors in the data's own units "
+            "(mapped back from the standardized features)"
+        )
+    words = [f"||grad L|| = {certificate['estimate_grad_norm']:.3g}"]
+    if reference is not None:
+        words += [
+            f"(L - L*)/max(1,|L*|) = {certificate['estimate_rel_opt_gap']:.3g}",
+            f"digits of agreement with theta* = {certificate['estimate_digits']:.1f}",
+        ]
+    if "hessian_cond" in certificate:
+        words.append(f"cond(Hessian) = {certificate['hessian_cond']:.3g}")
+    footer.append(f"stopped: {stop_reason}; {', '.join(words)}")
+    warnings = []
+    if stop_reason != "converged":
+        warnings.append(
+            f"WARNING: the run did not converge (stopped: {stop_reason}); these are the optimizer's "
+            "numbers, not yet the estimator's: train longer (trainer.max_epochs, trainer.patience), "
+            "in float64, or with optimizer=newton or optimizer=lbfgs"
+        )
+    elif certificate.get("estimate_digits", DIGITS) < WANTED_DIGITS:
+        warnings.append(
+            f"WARNING: the loss converged, but the estimates agree with theta* to only "
+            f"{certificate['estimate_digits']:.1f} digits (on an ill-conditioned problem a tiny loss gap "
+            "leaves the coefficients loose): lower trainer.stopping_threshold (e.g. 1e-15) "
+            "or use optimizer=newton"
+        )
+    standardization = None
+    if data.standardization is not None:
+        standardization = {
+            "column": list(data.columns),
+            "mean": data.standardization.mean.tolist(),
+            "std": data.standardization.std.tolist(),
+        }
+    return Estimates(table, certificate, footer, not warnings, standardization, warnings)

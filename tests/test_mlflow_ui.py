@@ -1,0 +1,125 @@
+"""What a user sees in the MLflow UI, in a real browser: Debian's headless Chromium, driven over the
+Chrome DevTools Protocol, on a real `mlflow server` over the store a real `--multirun` wrote."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import all_runs, free_port, mlflow_server_on
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+GENAI_OVERVIEW = "Token Usage"  # text of MLflow 3's GenAI experiment overview, absent from the runs table
+
+
+class Browser:
+    """One headless Chromium tab, spoken to over CDP (websocket-client)."""
+
+    def __init__(self, profile: Path) -> None:
+        import websocket
+
+        assert CHROMIUM is not None
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "--remote-allow-origins=*",
+             "--window-size=1600,1000", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as response:
+                    pages = [t for t in json.load(response) if t["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            assert self.proc.poll() is None and time.monotonic() < deadline, "chromium did not start"
+            time.sleep(0.3)
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=120)
+        self.calls = 0
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.calls += 1
+        self.ws.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.calls:
+                assert "error" not in message, message["error"]
+                return dict(message.get("result", {}))
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+
+    def js(self, expression: str) -> Any:
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def text_once(self, ready: Callable[[str], bool], timeout: float = 120) -> str:
+        """The page's visible text once `ready` holds for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.js("document.body ? document.body.innerText : ''") or ""
+            if ready(text):
+                return str(text)
+            assert time.monotonic() < deadline, f"the page never got ready; it shows:\n{text[:2000]}"
+            time.sleep(0.5)
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self) -> None:
+        self.ws.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    if CHROMIUM is None:
+        pytest.skip("needs Debian's chromium (.ci/run installs it)")
+    session = Browser(tmp_path / "profile")
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def test_the_printed_links_show_the_runs_table_and_the_sweeps_distinct_run_names(cli, tmp_path, browser):
+    proc = cli("--multirun", "trainer.batch_size=1,32,null", "trainer.max_epochs=3")
+    assert proc.returncode == 0, proc.stderr
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    names = sorted(r.info.run_name for r in all_runs(store) if "mlflow.parentRunId" in r.data.tags)
+    assert names == ["sgd bs=1", "sgd bs=32", "sgd bs=full"]
+    # The links the sweep printed, for `mlflow ui` on its default port.
+    (table_link,) = re.findall(r"MLflow UI:.*then open  (\S+)", proc.stdout)
+    (compare_link,) = re.findall(r"compare: +(\S+)", proc.stdout)
+    with mlflow_server_on(store, tmp_path) as url:
+        # A fresh browser profile: MLflow 3 would show its GenAI overview unless the link says otherwise.
+        browser.open(table_link.replace("http://127.0.0.1:5000", url))
+        # The runs table, with the sweep's parent row (a GenAI overview would never show these).
+        text = browser.text_once(lambda t: "Run Name" in t and "sweep trainer.batch_size=1,32,null" in t)
+        assert GENAI_OVERVIEW not in text
+        # Expand the parent row: its children are listed by their distinct names.
+        browser.js("document.querySelector(\"button[data-component-id*='runnamecellrenderer']\").click()")
+        text = browser.text_once(lambda t: all(name in t for name in names))
+        browser.screenshot(tmp_path / "runs_table.png")
+
+        browser.open(compare_link.replace("http://127.0.0.1:5000", url))
+        text = browser.text_once(lambda t: "Comparing 3 Runs" in t and all(n in t for n in names))
+        assert "Parallel Coordinates Plot" in text
+        assert "_target_" not in text  # the params a reader compares by, not Hydra's plumbing
+        browser.screenshot(tmp_path / "compare_runs.png")
+    assert (tmp_path / "runs_table.png").stat().st_size > 10_000
