@@ -28,11 +28,18 @@ def residuals(model: nn.Module, X: torch.Tensor, Y: torch.Tensor) -> torch.Tenso
     return torch.mean(r**2)
 
 
-def lecture_sgd(X: torch.Tensor, Y: torch.Tensor, epochs: int, batch_size: int = 32, lr: float = 0.1):
+def lecture_sgd(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    epochs: int,
+    batch_size: int = 32,
+    lr: float = 0.1,
+    method=torch.optim.SGD,
+):
     """Returns (model, steps)."""
     train_loader = DataLoader(TensorDataset(X, Y), batch_size=batch_size, shuffle=True)
     model = nn.Linear(X.shape[1], 1, bias=False)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    optimizer = method(model.parameters(), lr=lr)
     steps = 0
     for _epoch in range(epochs):
         for X_batch, Y_batch in train_loader:
@@ -42,6 +49,11 @@ def lecture_sgd(X: torch.Tensor, Y: torch.Tensor, epochs: int, batch_size: int =
             optimizer.step()
             steps += 1
     return model, steps
+
+
+def lecture_adam(X: torch.Tensor, Y: torch.Tensor, epochs: int, batch_size: int = 32, lr: float = 1e-3):
+    """The same loop with torch.optim.Adam. Returns (model, steps)."""
+    return lecture_sgd(X, Y, epochs, batch_size, lr, method=torch.optim.Adam)
 
 
 if __name__ == "__main__":

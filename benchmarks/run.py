@@ -1,34 +1,45 @@
-"""Benchmarks P1–P5, each measured side by side in the same run so that ratios hold on a noisy machine.
+"""Benchmarks P1, P2, P2b, P4, P5, P6, each measured side by side in the same run so that ratios hold on
+a noisy machine (alternating repetitions, medians).
 
     python -m benchmarks.run            # full sizes; prints a table, writes bench-results/bench.json
     python -m benchmarks.run --smoke    # tiny sizes: proves the suite still works (CI)
 
-P1 training-loop steps/s: the lecture's loop vs descentlab's loop vs a hand-written floor.
-P2 whole-process wall time of `python -m src.train` vs the lecture's script, same work.
-P3 sweep trials/min: one process for all trials vs one process per trial.
-P4 full-batch GD on N×M float32: bytes moved per second vs a copy's bandwidth.
-P5 MLflow logging overhead on a 300-epoch run.
+P1  training-loop steps/s, SGD and Adam: the lecture's loop vs descentlab's loop vs a hand-written floor.
+P2  whole-process wall time of a default `python -m src.train` (MLflow on) vs the lecture's SGD script.
+P2b the lecture's plain Adam script vs descentlab on the same problem, MLflow on: wall, CPU, memory
+    (memory: the sum of the peak RSS of every process the run starts).
+P4  full-batch GD on N×M float32: bytes moved per second vs a copy's bandwidth.
+P5  MLflow's whole cost on a 300-epoch run: P2's process with MLflow vs with `tracking=none`.
+P6  a 20-trial Optuna sweep (+experiment=lecture_sweep, pruning, joblib with 2 workers) vs the same
+    trials run one process per trial (two at a time, unpruned), both tracked in MLflow: trials per
+    minute, and the best value reached.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import statistics
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.lecture import lecture_sgd, make_problem
+from benchmarks.lecture import lecture_adam, lecture_sgd, make_problem
 
 ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["trainer.progress=false", "trainer.patience=1000000", "trainer.stopping_threshold=null"]
 
 
 Timed = Callable[[], float]  # runs the work once, returns the seconds that count
@@ -43,17 +54,19 @@ def timed(fn: Callable[[], Any]) -> Timed:
     return run
 
 
-def interleaved(fns: dict[str, Timed], repeats: int) -> dict[str, float]:
-    """Median seconds of each fn, alternating between them so that machine noise hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up: imports, allocator, first-call overheads
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, key: Callable[[Any], float] = float) -> dict:
+    """The median result of each fn (by `key`), alternating between them so that machine noise hits
+    all alike. One repetition (smoke) goes without the warm-up: it only proves the work runs."""
+    results: dict[str, list[Any]] = {name: [] for name in fns}
+    for fn in fns.values() if repeats > 1 else ():
+        fn()  # warm-up: imports, allocator, first-call overheads, page cache, a new MLflow store
     for _ in range(repeats):
         for name, fn in fns.items():
-            times[name].append(fn())
-    return {name: statistics.median(t) for name, t in times.items()}
+            results[name].append(fn())
+    return {name: sorted(r, key=key)[(len(r) - 1) // 2] for name, r in results.items()}
 
 
+# ------------------------------------------------------------------------------------------- P1
 def floor_sgd(
     X: torch.Tensor, Y: torch.Tensor, epochs: int, batch_size: int = 32, lr: float = 0.1
 ) -> tuple[torch.Tensor, int]:
@@ -71,13 +84,35 @@ def floor_sgd(
     return theta, steps
 
 
+def floor_adam(
+    X: torch.Tensor, Y: torch.Tensor, epochs: int, batch_size: int = 32, lr: float = 1e-3
+) -> tuple[torch.Tensor, int]:
+    """The floor for Adam: the analytic gradient and Adam's update written out in place.
+
+    Returns (θ̂, steps)."""
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    g = torch.Generator().manual_seed(0)
+    theta = torch.zeros(X.shape[1])
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+    steps = 0
+    for _ in range(epochs):
+        for rows in torch.randperm(len(Y), generator=g).split(batch_size):
+            xb, yb = X[rows], Y[rows]
+            grad = (xb.T @ (xb @ theta - yb)).mul_(2 / len(rows))
+            steps += 1
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = v.sqrt().div_(math.sqrt(1 - beta2**steps)).add_(eps)
+            theta.addcdiv_(m, denom, value=-lr / (1 - beta1**steps))
+    return theta, steps
+
+
 def descentlab_fit(*overrides: str) -> Timed:
     """descentlab's loop on a freshly built run; only `fit` is timed, not data generation."""
     from src.loop import fit
     from src.train import build, compose
 
-    cfg = compose("tracking=none", "trainer.progress=false", "trainer.stopping_threshold=null",
-                  "trainer.patience=1000000", *overrides)  # fmt: skip
+    cfg = compose("tracking=none", *QUIET, *overrides)
 
     def run() -> float:
         parts = build(cfg)
@@ -92,72 +127,137 @@ def p1_loop(epochs: int, repeats: int) -> dict[str, Any]:
     _, X, Y = make_problem()
     X, Y = X[:700], Y[:700]
     steps = epochs * -(-700 // 32)
-    times = interleaved(
-        {
-            "lecture": timed(lambda: lecture_sgd(X, Y, epochs)),
-            "descentlab": descentlab_fit(f"trainer.max_epochs={epochs}"),
-            "floor": timed(lambda: floor_sgd(X, Y, epochs)),
-        },
-        repeats,
-    )
-    rate = {name: steps / t for name, t in times.items()}
-    return {
-        "steps_per_s": rate,
-        "descentlab_vs_lecture": rate["descentlab"] / rate["lecture"],
-        "floor_vs_descentlab": rate["floor"] / rate["descentlab"],
-        "target": "descentlab >= 5x lecture and floor <= 2x descentlab",
-    }
+    out: dict[str, Any] = {}
+    methods: list[tuple[str, Callable[..., Any], Callable[..., Any], float]] = [
+        ("sgd", lecture_sgd, floor_sgd, 0.1),
+        ("adam", lecture_adam, floor_adam, 1e-3),
+    ]
+    for method, lecture, floor, lr in methods:
+        ours = descentlab_fit(f"optimizer={method}", f"optimizer.lr={lr}", f"trainer.max_epochs={epochs}")
+        times = interleaved(
+            {
+                "lecture": timed(partial(lecture, X, Y, epochs)),
+                "descentlab": ours,
+                "floor": timed(partial(floor, X, Y, epochs)),
+            },
+            repeats,
+        )
+        rate = {name: steps / t for name, t in times.items()}
+        vs_lecture, floor_ahead = rate["descentlab"] / rate["lecture"], rate["floor"] / rate["descentlab"]
+        out[method] = {
+            "steps_per_s": rate,
+            "descentlab_vs_lecture": vs_lecture,
+            "floor_vs_descentlab": floor_ahead,
+            "met": vs_lecture >= 5 and floor_ahead <= 2,
+        }
+    out["target"] = "descentlab >= 5x lecture and floor <= 2x descentlab, SGD and Adam"
+    out["met"] = all(out[m]["met"] for m in ("sgd", "adam"))
+    return out
 
 
-def process_seconds(args: list[str], cwd: Path) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+# -------------------------------------------------------------------------------- whole processes
+@dataclass
+class Process:
+    wall: float  # seconds
+    cpu: float  # user + system seconds of the process and every process it started
+    peak_mb: float  # sum over those processes of each one's peak resident memory
+
+
+def tree_peaks(root: int, peaks: dict[int, int]) -> None:
+    """Record VmHWM (peak RSS, kB) of `root` and its descendants, found through /proc."""
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                hwm = re.search(r"VmHWM:\s+(\d+)", f.read())
+            for task in os.listdir(f"/proc/{pid}/task"):  # children are listed per thread
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    frontier.extend(int(child) for child in f.read().split())
+        except OSError:  # it just ended
+            continue
+        if hwm:
+            peaks[pid] = max(peaks.get(pid, 0), int(hwm.group(1)))
+
+
+def run_process(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Process:
+    """`python <args>` in `cwd`, measured: wall time, CPU time and the sum of peak memories of its
+    process tree (sampled every 20 ms from /proc; the root's own peak is exact, from wait4)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    peaks: dict[int, int] = {}
     start = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=cwd, env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            tree_peaks(proc.pid, peaks)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()  # until the process closes it
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args} failed ({proc.returncode}): {stderr.decode()[-2000:]}")
+    peaks[proc.pid] = usage.ru_maxrss  # kB
+    # wait4's rusage counts the process and the children it waited for (a tracking sidecar, joblib)
+    return Process(wall=wall, cpu=usage.ru_utime + usage.ru_stime, peak_mb=sum(peaks.values()) / 1024)
+
+
+def processes(fns: dict[str, Callable[[], Process]], repeats: int) -> dict[str, Process]:
+    return interleaved(fns, repeats, key=lambda p: p.wall)
 
 
 def p2_process(epochs: int, repeats: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        train = ["-m", "src.train", f"trainer.max_epochs={epochs}", "trainer.patience=1000000",
-                 "trainer.stopping_threshold=null", "trainer.progress=false",
-                 f"hydra.run.dir={tmp}/out"]  # fmt: skip
-        times = interleaved(
+        train = ["-m", "src.train", f"trainer.max_epochs={epochs}", *QUIET, f"hydra.run.dir={tmp}/out"]
+        runs = processes(
             {
-                "lecture": lambda: process_seconds(["-m", "benchmarks.lecture", str(epochs)], cwd),
-                "descentlab": lambda: process_seconds(train, cwd),
-                "descentlab_no_tracking": lambda: process_seconds([*train, "tracking=none"], cwd),
+                "lecture": lambda: run_process(["-m", "benchmarks.lecture", str(epochs)], cwd),
+                "descentlab": lambda: run_process(train, cwd),
+                "descentlab_no_tracking": lambda: run_process([*train, "tracking=none"], cwd),
             },
             repeats,
         )
-    return {
-        "seconds": times,
-        "descentlab_vs_lecture": times["descentlab"] / times["lecture"],
-        "target": "<= 1.0",
-    }
+    seconds = {name: p.wall for name, p in runs.items()}
+    ratio = seconds["descentlab"] / seconds["lecture"]
+    return {"seconds": seconds, "descentlab_vs_lecture": ratio, "target": "<= 0.7x", "met": ratio <= 0.7}
 
 
-def p3_sweep(trials: int, epochs: int) -> dict[str, Any]:
+def p2b_adam(epochs: int, repeats: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        lrs = [f"{0.01 + 0.01 * i:.2f}" for i in range(trials)]
-        common = [f"trainer.max_epochs={epochs}", "trainer.progress=false", "tracking=none"]
-        one = process_seconds(["-m", "src.train", "--multirun", f"optimizer.lr={','.join(lrs)}", *common,
-                               f"hydra.sweep.dir={tmp}/sweep"], cwd)  # fmt: skip
-        each = sum(
-            process_seconds(
-                ["-m", "src.train", f"optimizer.lr={lr}", *common, f"hydra.run.dir={tmp}/r{lr}"], cwd
-            )
-            for lr in lrs
+        train = ["-m", "src.train", "optimizer=adam", "optimizer.lr=1e-3", "schedule=step",
+                 "schedule.step_size=20", "schedule.gamma=0.95", "trainer.batch_size=16",
+                 f"trainer.max_epochs={epochs}", *QUIET, f"hydra.run.dir={tmp}/out"]  # fmt: skip
+        runs = processes(
+            {
+                "lecture": lambda: run_process(["-m", "benchmarks.lecture_adam", str(epochs)], cwd),
+                "descentlab": lambda: run_process(train, cwd),
+            },
+            repeats,
         )
-    per_minute = {"one_process": 60 * trials / one, "process_per_trial": 60 * trials / each}
+    ours, theirs = runs["descentlab"], runs["lecture"]
+    wall, cpu, memory = ours.wall / theirs.wall, ours.cpu / theirs.cpu, ours.peak_mb / theirs.peak_mb
     return {
-        "trials_per_min": per_minute,
-        "ratio": per_minute["one_process"] / per_minute["process_per_trial"],
-        "target": ">= 3",
+        "runs": {name: asdict(p) for name, p in runs.items()},
+        "wall_ratio": wall,
+        "cpu_ratio": cpu,
+        "memory_ratio": memory,
+        "target": "wall <= 0.6x, memory <= 1.5x",
+        "met": wall <= 0.6 and memory <= 1.5,
     }
 
 
+# ------------------------------------------------------------------------------------------- P4
 def p4_bandwidth(n: int, m: int, epochs: int, repeats: int) -> dict[str, Any]:
     X = torch.randn(n, m)
     dst = torch.empty_like(X)
@@ -169,50 +269,105 @@ def p4_bandwidth(n: int, m: int, epochs: int, repeats: int) -> dict[str, Any]:
     # One GD step must read X_train twice: X θ (forward) and Xᵀ r (backward).
     useful_bytes = 2 * X.nbytes * epochs
     gd_bw = useful_bytes / fit_s
+    fraction = gd_bw / copy_bw
     return {
         "copy_GBps": copy_bw / 1e9,
         "gd_GBps": gd_bw / 1e9,
-        "fraction": gd_bw / copy_bw,
-        "target": ">= 0.5",
+        "fraction": fraction,
+        "target": ">= 50%",
+        "met": fraction >= 0.5,
     }
 
 
-def p5_logging(epochs: int, repeats: int) -> dict[str, Any]:
-    from src.train import compose, train
+# ------------------------------------------------------------------------------------------- P5
+def p5_logging(p2: dict[str, Any]) -> dict[str, Any]:
+    """From P2's runs: the same process with and without MLflow, imports and all."""
+    seconds = {"none": p2["seconds"]["descentlab_no_tracking"], "mlflow": p2["seconds"]["descentlab"]}
+    overhead = seconds["mlflow"] / seconds["none"] - 1
+    return {"seconds": seconds, "overhead": overhead, "target": "< 10%", "met": overhead < 0.1}
 
+
+# ------------------------------------------------------------------------------------------- P6
+SWEPT = ("optimizer.lr", "schedule.step_size", "trainer.batch_size")
+
+
+def p6_sweep(trials: int, max_epochs: int) -> dict[str, Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        common = ["trainer.progress=false", f"trainer.max_epochs={epochs}", "trainer.patience=1000000",
-                  "trainer.stopping_threshold=null"]  # fmt: skip
+        cwd = Path(tmp)
+        common = ["+experiment=lecture_sweep", "trainer.progress=false", f"trainer.max_epochs={max_epochs}"]
+        sweep = run_process(["-m", "src.train", "--multirun", *common, "hydra/launcher=joblib",
+                             "hydra.sweeper.n_jobs=2", f"hydra.sweeper.n_trials={trials}",
+                             "hydra.sweeper.sampler.seed=0",
+                             f"hydra.sweeper.pruner.max_resource={max_epochs}",
+                             f"hydra.sweep.dir={tmp}/sweep"], cwd)  # fmt: skip
+        study = optuna.load_study(
+            study_name="lecture_sweep",
+            storage=optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(str(cwd / "multirun" / "optuna.journal"))
+            ),
+        )
+        finished = [t for t in study.trials if t.state.is_finished()]
+        sweep_best = study.best_value
 
-        def run(mode: str) -> Callable[[], Any]:
-            return timed(lambda: train(compose(*common, f"tracking={mode}")))
+        def one(trial: optuna.trial.FrozenTrial) -> float:
+            overrides = [f"{key}={trial.params[key]}" for key in SWEPT]
+            out = cwd / f"trial{trial.number}"
+            run_process(["-m", "src.train", *common, *overrides, f"hydra.run.dir={out}"], cwd)
+            return float(re.findall(r"best val loss (\S+)", (out / "train.log").read_text())[-1])
 
-        times = interleaved({"none": run("none"), "mlflow": run("mlflow")}, repeats)
-        del os.environ["MLFLOW_TRACKING_URI"]
-    return {"seconds": times, "overhead": times["mlflow"] / times["none"] - 1, "target": "< 0.05"}
+        start = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:  # the same two at a time as the sweep's workers
+            each_best = min(pool.map(one, finished))
+        each = time.perf_counter() - start
+    per_minute = {"sweep": 60 * len(finished) / sweep.wall, "process_per_trial": 60 * len(finished) / each}
+    ratio = per_minute["sweep"] / per_minute["process_per_trial"]
+    return {
+        "trials": len(finished),
+        "trials_per_min": per_minute,
+        "ratio": ratio,
+        "best_value": {"sweep": sweep_best, "process_per_trial": each_best},
+        "target": ">= 5x, best value no worse",
+        "met": ratio >= 5 and sweep_best <= each_best * (1 + 1e-3),
+    }
+
+
+FIGURES = ("P1", "P2", "P2b", "P4", "P5", "P6")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the suite works")
+    parser.add_argument("--only", default=",".join(FIGURES), help="the figures to measure, e.g. P2,P2b")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if only - set(FIGURES):
+        parser.error(f"--only {args.only}: the figures are {', '.join(FIGURES)}")
+    if "P5" in only:
+        only.add("P2")  # P5 is read from P2's runs
     torch.set_num_threads(max(1, torch.get_num_threads()))
     smoke = args.smoke
-    results = {
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "P1": p1_loop(epochs=2 if smoke else 50, repeats=1 if smoke else 5),
-        "P2": p2_process(epochs=5 if smoke else 300, repeats=1 if smoke else 3),
-        "P3": p3_sweep(trials=2 if smoke else 20, epochs=2 if smoke else 50),
-        "P4": p4_bandwidth(
+    measure: dict[str, Callable[[], dict[str, Any]]] = {
+        "P1": lambda: p1_loop(epochs=2 if smoke else 50, repeats=1 if smoke else 5),
+        "P2": lambda: p2_process(epochs=5 if smoke else 300, repeats=1 if smoke else 3),
+        "P2b": lambda: p2b_adam(epochs=5 if smoke else 500, repeats=1 if smoke else 3),
+        "P4": lambda: p4_bandwidth(
             n=10_000 if smoke else 1_000_000,
             m=5 if smoke else 50,
             epochs=2 if smoke else 20,
             repeats=1 if smoke else 3,
         ),
-        "P5": p5_logging(epochs=10 if smoke else 300, repeats=1 if smoke else 5),
+        "P6": lambda: p6_sweep(trials=2 if smoke else 20, max_epochs=10 if smoke else 300),
     }
+    machine = {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    results: dict[str, Any] = {"machine": {**machine, "load_before": os.getloadavg()}}
+    results |= {name: fn() for name, fn in measure.items() if name in only}
+    if "P5" in only:
+        results["P5"] = p5_logging(results["P2"])
+    results["machine"]["load_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(report(results))
@@ -220,25 +375,75 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def verdict(figure: dict[str, Any]) -> str:
+    return f"{figure['target']}: {'met' if figure['met'] else 'NOT met'}"
+
+
+def process(name: str, p: dict[str, float]) -> str:
+    return f"{name} {p['wall']:.2f} s, {p['cpu']:.2f} s CPU, {p['peak_mb']:.0f} MB"
+
+
+def rows(name: str, f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The table's rows of one figure: what was measured, the comparison, the verdict."""
+    if name == "P1":
+        return [
+            (
+                f"P1 {m} steps/s",
+                " | ".join(f"{k} {v:,.0f}" for k, v in f[m]["steps_per_s"].items()),
+                f"{f[m]['descentlab_vs_lecture']:.2f}x lecture, floor {f[m]['floor_vs_descentlab']:.2f}x",
+                f">= 5x, floor <= 2x: {'met' if f[m]['met'] else 'NOT met'}",
+            )
+            for m in ("sgd", "adam")
+        ]
+    if name == "P2":
+        return [
+            (
+                "P2 process s",
+                " | ".join(f"{k} {v:.2f}" for k, v in f["seconds"].items()),
+                f"{f['descentlab_vs_lecture']:.2f}x lecture",
+                verdict(f),
+            )
+        ]
+    if name == "P2b":
+        runs = f["runs"]
+        return [
+            (
+                "P2b Adam process",
+                f"{process('lecture', runs['lecture'])} | {process('descentlab', runs['descentlab'])}",
+                f"{f['wall_ratio']:.2f}x wall, {f['cpu_ratio']:.2f}x CPU, {f['memory_ratio']:.2f}x memory",
+                verdict(f),
+            )
+        ]
+    if name == "P4":
+        return [
+            (
+                "P4 GB/s",
+                f"copy {f['copy_GBps']:.2f} | GD {f['gd_GBps']:.2f}",
+                f"{100 * f['fraction']:.0f}% of copy",
+                verdict(f),
+            )
+        ]
+    if name == "P5":
+        return [
+            (
+                "P5 process s",
+                " | ".join(f"{k} {v:.2f}" for k, v in f["seconds"].items()),
+                f"{100 * f['overhead']:+.1f}%",
+                verdict(f),
+            )
+        ]
+    best = " | ".join(f"{v:.3g}" for v in f["best_value"].values())
+    rates = " | ".join(f"{k} {v:.1f}" for k, v in f["trials_per_min"].items())
+    return [(f"P6 trials/min ({f['trials']})", rates, f"{f['ratio']:.2f}x; best {best}", verdict(f))]
+
+
 def report(r: dict[str, Any]) -> str:
-    p1, p2, p3, p4, p5 = (r[k] for k in ("P1", "P2", "P3", "P4", "P5"))
-    s = p1["steps_per_s"]
-    rows = [
-        ("P1 loop steps/s", " | ".join(f"{k} {v:,.0f}" for k, v in s.items()),
-         f"{p1['descentlab_vs_lecture']:.2f}x lecture, floor {p1['floor_vs_descentlab']:.2f}x", p1["target"]),
-        ("P2 process s", " | ".join(f"{k} {v:.2f}" for k, v in p2["seconds"].items()),
-         f"{p2['descentlab_vs_lecture']:.2f}x lecture", p2["target"]),
-        ("P3 trials/min", " | ".join(f"{k} {v:.1f}" for k, v in p3["trials_per_min"].items()),
-         f"{p3['ratio']:.2f}x", p3["target"]),
-        ("P4 GB/s", f"copy {p4['copy_GBps']:.2f} | GD {p4['gd_GBps']:.2f}",
-         f"{100 * p4['fraction']:.0f}% of copy", p4["target"]),
-        ("P5 run s", " | ".join(f"{k} {v:.3f}" for k, v in p5["seconds"].items()),
-         f"+{100 * p5['overhead']:.1f}%", p5["target"]),
-    ]  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
+    table = [row for name in FIGURES if name in r for row in rows(name, r[name])]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    load = r["machine"]
+    lines.append(f"load average before {load['load_before'][0]:.2f}, after {load['load_after'][0]:.2f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
