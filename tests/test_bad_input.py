@@ -14,7 +14,7 @@ CATALOG = [
     (["optimizer=nope"], "optimizer=nope is not a choice; available: adagrad, adam, adamw, gd, lbfgs"),
     (["schedule=nope"], "schedule=nope is not a choice; available: constant, cosine, exponential"),
     (["optimizer.lrr=0.1"], "optimizer.lrr: Key 'lrr' not in 'SGDConf'"),
-    (["+foo=1"], "foo=1 is not allowed: not a config key; the keys are data, model, optimizer"),
+    (["+foo=1"], "foo=1 is not allowed: not a config key; the keys are data, inference, model, optimizer"),
     (["optimizer.lr=abc"], "optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
     (["seed=abc"], "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     (["trainer.sampling=sometimes"], "trainer.sampling: Invalid value 'sometimes', expected one of [shuffle"),
