@@ -287,6 +287,8 @@ def params(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
     run was computed with; no `_target_`, nothing null, no bookkeeping (NOT_PARAMS)."""
     out = {group: choice(cfg, choices, group) for group in GROUPS if group in cfg}
     for key, value in flatten(cfg).items():
+        if key == "trainer.batch_size" and value == "None":
+            value = "full"  # the whole training split: a value to compare by, as in run names
         dropped = key.endswith("._target_") or value == "None"
         if not dropped and not any(key == k or key.startswith(f"{k}.") for k in NOT_PARAMS):
             out[key] = value

@@ -255,7 +255,7 @@ def test_bundled_spector_runs_by_name_as_a_logit_and_reports_opt_gap(cli, tmp_pa
     (run,) = all_runs(uri)
     assert run.info.status == "FINISHED"
     assert run.data.tags["choice.data"] == "spector" and run.data.tags["choice.model"] == "logistic"
-    assert run.data.params["trainer.batch_size"] == "None"  # 22 training rows: one full batch
+    assert run.data.params["trainer.batch_size"] == "full"  # 22 training rows: one full batch
     gaps = [m.value for m in MlflowClient(uri).get_metric_history(run.info.run_id, "opt_gap")]
     # Gradient descent with η below 2/L on a convex smooth loss: the gap falls every epoch.
     assert len(gaps) == 20 and all(0 < b < a for a, b in pairwise(gaps))
