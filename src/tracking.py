@@ -644,11 +644,11 @@ class MultirunParent(HydraCallback):
         if tracking is None or not str(tracking.get("_target_", "")).endswith("MlflowTracker"):
             return
         try:
-            self.client, experiment_id = client_and_experiment(tracking.get("uri"), tracking.experiment)
+            self.uri = tracking_uri(tracking.get("uri"))
+            self.client, self.experiment_id = client_and_experiment(self.uri, tracking.experiment)
         except ConfigError:  # Hydra would only warn; the first job says it, in one line, and exits 2
+            self.client = None
             return
-        self.uri = tracking_uri(tracking.get("uri"))
-        self.client, self.experiment_id = client_and_experiment(self.uri, tracking.experiment)
         writers = int(config.hydra.sweeper.get("n_jobs") or 1)
         if writers > SQLITE_WRITERS and self.uri.startswith("sqlite"):
             log.warning(
@@ -662,7 +662,6 @@ class MultirunParent(HydraCallback):
         tags[PROCESS_TAG] = this_process()
         if commit := git_commit():
             tags["mlflow.source.git.commit"] = commit
-        run = self.client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
         tags |= source_tags()
         run = self.client.create_run(self.experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
         self.run_id = run.info.run_id
