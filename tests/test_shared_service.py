@@ -137,7 +137,7 @@ def test_sweeps_on_many_workers_log_to_one_server_and_share_one_study(tmp_path, 
     ]
     outputs = [worker.communicate(timeout=400)[0] for worker in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
-    ran = [{int(n) for n in re.findall(r"trial (\d+) (?:value|pruned|failed)", out)} for out in outputs]
+    ran = [{int(n) for n in re.findall(r"trial (\d+) (?:COMPLETE|PRUNED|FAIL)", out)} for out in outputs]
     assert not ran[0] & ran[1] and ran[0] | ran[1] == set(range(n_trials)), ran  # each trial run once
 
     os.environ["PGPASSFILE"] = str(pgpass)  # the test reads the study as a worker would

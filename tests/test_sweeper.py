@@ -566,7 +566,7 @@ def test_two_processes_on_one_postgresql_study_share_its_budget(tmp_path, postgr
     workers = [sweep_process(tmp_path, *args, sweep_dir=f"worker{i}") for i in range(2)]
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
-    ran = [{int(n) for n in re.findall(r"trial (\d+) (?:value|pruned|failed)", out)} for out in outputs]
+    ran = [{int(n) for n in re.findall(r"trial (\d+) (?:COMPLETE|PRUNED|FAIL)", out)} for out in outputs]
     assert all(ran), f"each process ran trials: {ran}"
     assert not ran[0] & ran[1] and ran[0] | ran[1] == set(range(n_trials))  # each trial run once
     study = optuna.load_study(
