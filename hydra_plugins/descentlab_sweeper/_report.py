@@ -95,7 +95,8 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
     from optuna.visualization import matplotlib as plots
 
     folder.mkdir(parents=True, exist_ok=True)
-    values = [t.value for t in study.get_trials(deepcopy=False) if t.value is not None]
+    single = len(study.directions) == 1  # a multi-objective trial has no single .value
+    values = [t.values[0] for t in study.get_trials(deepcopy=False) if single and t.values]
     values += [v for t in study.get_trials(deepcopy=False) for v in t.intermediate_values.values()]
     positive = [v for v in values if v > 0]
     log_scale = bool(positive) and len(positive) == len(values) and max(positive) / min(positive) > 10
