@@ -40,7 +40,7 @@ def test_the_floor_adam_is_torchs_adam():
 def test_a_process_trees_memory_is_the_sum_of_its_processes(tmp_path):
     # A parent holding ~200 MB that starts a child holding ~200 MB: the tree's peak counts both.
     hold = "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096])"  # touch every page
-    child = f"import time; {hold}; time.sleep(1)"
+    child = f"import time; {hold}; time.sleep(3)"  # long enough for a sampler on a busy machine
     parent = f"import subprocess, sys; {hold}; subprocess.run([sys.executable, '-c', {child!r}])"
     measured = run_process(["-c", parent], tmp_path)
     alone = run_process(["-c", child], tmp_path)
