@@ -182,7 +182,7 @@ def tree_peaks(root: int, peaks: dict[int, int]) -> None:
 
 def run_process(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Process:
     """`python <args>` in `cwd`, measured: wall time, CPU time and the sum of peak memories of its
-    process tree (sampled every 20 ms from /proc; the root's own peak is exact, from wait4)."""
+    process tree (VmHWM, a high-water mark, sampled every 20 ms from /proc)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     peaks: dict[int, int] = {}
@@ -206,8 +206,9 @@ def run_process(args: list[str], cwd: Path, env: dict[str, str] | None = None) -
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{args} failed ({proc.returncode}): {stderr.decode()[-2000:]}")
-    peaks[proc.pid] = usage.ru_maxrss  # kB
-    # wait4's rusage counts the process and the children it waited for (a tracking sidecar, joblib)
+    # Peaks come from /proc's VmHWM only: wait4's ru_maxrss would also count the RSS this (large)
+    # measuring process had when it forked the child, which Linux carries across exec.
+    # wait4's CPU times count the process and the children it waited for (joblib workers).
     return Process(wall=wall, cpu=usage.ru_utime + usage.ru_stime, peak_mb=sum(peaks.values()) / 1024)
 
 
