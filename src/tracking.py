@@ -171,9 +171,17 @@ def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClien
         if found is not None:
             experiment_id = found.experiment_id
         else:  # MLflow 3's "Model training" kind, not its GenAI default
-            experiment_id = client.create_experiment(
-                experiment, tags={"mlflow.experimentKind": "custom_model_development"}
-            )
+            from mlflow.exceptions import MlflowException
+
+            try:
+                experiment_id = client.create_experiment(
+                    experiment, tags={"mlflow.experimentKind": "custom_model_development"}
+                )
+            except MlflowException as exc:  # another process created it first (a server has no lock)
+                found = client.get_experiment_by_name(experiment)
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+                    raise
+                experiment_id = found.experiment_id
     end_dead_runs(client, experiment_id)
     return client, experiment_id
 
