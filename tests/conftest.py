@@ -118,31 +118,35 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server_on(store: str, root: Path) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 over `store`, serving artifacts itself; yields its URL."""
+def mlflow_server_on(store: str, root: Path, **env: str) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 over `store`, serving artifacts itself (under
+    root/artifacts, its log in root/server.log); yields its URL. `env` goes to the server."""
     port = free_port()
+    log = (root / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", store, "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        cwd=root, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--backend-store-uri", store, "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"],  # one process: uvicorn restarts workers that start slowly on a busy machine
+        cwd=root, env=cli_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300  # ≈10 s on an idle machine; minutes on a crowded one
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-        time.sleep(0.5)
     try:
+        deadline = time.monotonic() + 300  # ≈10 s on an idle machine; minutes on a crowded one
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()
+            time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()  # it takes ≈10 s to stop, longer on a busy machine
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers; ≈10 s to stop
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        log.close()

@@ -8,12 +8,9 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +18,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import cli_env
+from tests.conftest import cli_env, mlflow_server_on
 
 pytestmark = pytest.mark.slow
 
-PORTS = range(5170, 5180)  # this project's ports for a test server
 QUICK = ("trainer.max_epochs=30", "trainer.progress=false")
 
 
@@ -59,53 +55,13 @@ def database(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         psql(f"DROP ROLE IF EXISTS {role}")
 
 
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    pytest.skip(f"no free port in {PORTS}")
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path, database: tuple[str, Path]) -> Iterator[str]:
     """`mlflow server` backed by the role's MLflow database; yields its URL."""
     role, pgpass = database
-    port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1",  # one process: uvicorn restarts workers that start slowly on a busy machine
-        "--backend-store-uri", f"postgresql+psycopg2://{role}@127.0.0.1:5432/{role}_mlflow",
-        "--artifacts-destination", str(tmp_path / "artifacts"),
-    ]  # fmt: skip
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        command, cwd=tmp_path, env=cli_env(PGPASSFILE=str(pgpass)), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "server.log"
-            ).read_text()
-            time.sleep(0.5)
+    store = f"postgresql+psycopg2://{role}@127.0.0.1:5432/{role}_mlflow"
+    with mlflow_server_on(store, tmp_path, PGPASSFILE=str(pgpass)) as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
 
 
 def test_sweeps_on_many_workers_log_to_one_server_and_share_one_study(tmp_path, database, mlflow_server):
