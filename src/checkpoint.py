@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.loop import EpochMetrics, Progress
 
 FORMAT = 1  # bump when the snapshot's layout changes

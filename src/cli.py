@@ -11,7 +11,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
 from src import signals
-from src.config import CallbackConfigError, ConfigError
+from src.errors import CallbackConfigError, ConfigError
 
 USAGE_ERROR = 2  # the input was wrong: nothing ran
 RUN_ERROR = 1  # the run itself failed

@@ -1,10 +1,11 @@
 """Structured-config schemas: what each config group accepts, with types and allowed values.
 
 Hydra merges each YAML under `conf/` onto its schema here, so a misspelt key or a wrong type fails
-at compose time, naming the key. Value rules (lr > 0, proportions that leave a test split, ...) are
-checked by `validate` before anything is built or logged. Each group's schemas live in ConfigStore
-group `schema/<group>`; the YAML for a choice pulls its schema in with
-`defaults: [/schema/<group>/<name>@_here_, _self_]`.
+at compose time, naming the key. Value rules (lr > 0, proportions that leave a test split, ...) sit
+next to each field (`checked(default, rule, ...)`), rules between fields in the schema's
+`relations`; `validate` checks them all, through `check`, before anything is built or logged. Each
+group's schemas live in ConfigStore group `schema/<group>`; the YAML for a choice pulls its schema in
+with `defaults: [/schema/<group>/<name>@_here_, _self_]`.
 """
 
 from __future__ import annotations
@@ -12,29 +13,34 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
 
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from src.optim.preconditioned import PRECONDITIONERS
+from src.rules import Checked, Rule, bound, check, checked, numbers, one_of, require
 
-class ConfigError(ValueError):
-    """A config value outside what is allowed; the message is one line naming key and rule."""
-
-
-class CallbackConfigError(BaseException):
-    """A ConfigError found in a Hydra callback, which would turn an Exception into a warning and go
-    on; the CLI reports it as any ConfigError."""
+T = TypeVar("T")
 
 
-def require(ok: bool, key: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {rule}")
+SCHEMAS: dict[str, dict[str, type]] = {}  # config group → choice → its schema (register stores them)
+
+
+@dataclass_transform(field_specifiers=(field,))
+def schema(group: str, name: str) -> Callable[[type[T]], type[T]]:
+    """A dataclass that is the schema of choice `name` in config group `group`."""
+
+    def declare(cls: type[T]) -> type[T]:
+        SCHEMAS.setdefault(group, {})[name] = dataclass(cls)
+        return cls
+
+    return declare
 
 
 # --------------------------------------------------------------------------------------- trainer
@@ -49,270 +55,151 @@ class DType(Enum):
     float64 = "float64"
 
 
+def is_device(name: str) -> bool:
+    return name == "cpu" or re.fullmatch(r"cuda(:\d+)?", name) is not None
+
+
 @dataclass
-class TrainerConf:
-    max_epochs: int = 300
-    batch_size: int | None = 32  # null: the whole training split is one batch (gradient descent)
+class TrainerConf(Checked):
+    max_epochs: int = checked(300, bound(">= 1"))
+    # null: the whole training split is one batch (gradient descent)
+    batch_size: int | None = checked(32, bound(">= 1", ", or null for the full training split"))
     sampling: Sampling = Sampling.shuffle
     # Early stopping on val_loss, with the lecture's Lightning defaults, made scale-free (src/loop.py:
     # should_stop): the thresholds are relative, so data in dollars behave as standardized data do.
-    patience: int = 50
-    min_delta: float = 0.0
-    stopping_threshold: float | None = 1e-8  # converged: L − L* below it × |L*| (src/loop.py)
-    divergence_threshold: float | None = 1e5  # diverged: monitored loss above it × the starting loss
-    grad_tol: float | None = None  # stop ("converged") once ‖∇L_train(θ)‖ < grad_tol
+    patience: int = checked(50, bound(">= 1"))
+    min_delta: float = checked(0.0, bound(">= 0"))
+    # converged: L − L* below it × |L*| (src/loop.py)
+    stopping_threshold: float | None = checked(1e-8, bound(">= 0", " or null"))
+    # diverged: monitored loss above it × the starting loss
+    divergence_threshold: float | None = checked(1e5, bound("> 0", " or null"))
+    grad_tol: float | None = checked(None, bound("> 0", " or null"))  # "converged" once ‖∇L_train(θ)‖ < it
     grad_variance: bool = False  # log E‖g_B − ∇L‖² each epoch: a per-example gradient pass, so opt-in
-    max_time: float | None = None  # seconds of training before stopping
-    checkpoint_every: int | None = 50  # epochs between snapshots (null: only on interrupt)
+    max_time: float | None = checked(None, bound("> 0", " seconds or null"))  # seconds of training
+    # epochs between snapshots (null: only on interrupt)
+    checkpoint_every: int | None = checked(
+        50, bound(">= 1", " epochs, or null for snapshots only on interrupt")
+    )
     dtype: DType = DType.float32
-    device: str = "cpu"
+    device: str = checked(
+        "cpu",
+        Rule(is_device, "must be 'cpu' or 'cuda[:N]'"),
+        Rule(lambda d: d == "cpu" or torch.cuda.is_available(), "no CUDA device here; use 'cpu'"),
+    )
     progress: bool = True  # tqdm bar; always off inside --multirun
-
-    def validate(self, key: str) -> None:
-        require(self.max_epochs >= 1, f"{key}.max_epochs", self.max_epochs, "must be >= 1")
-        require(
-            self.batch_size is None or self.batch_size >= 1,
-            f"{key}.batch_size",
-            self.batch_size,
-            "must be >= 1, or null for the full training split",
-        )
-        require(self.patience >= 1, f"{key}.patience", self.patience, "must be >= 1")
-        require(self.min_delta >= 0, f"{key}.min_delta", self.min_delta, "must be >= 0")
-        require(
-            self.stopping_threshold is None or self.stopping_threshold >= 0,
-            f"{key}.stopping_threshold",
-            self.stopping_threshold,
-            "must be >= 0 or null",
-        )
-        require(
-            self.divergence_threshold is None or self.divergence_threshold > 0,
-            f"{key}.divergence_threshold",
-            self.divergence_threshold,
-            "must be > 0 or null",
-        )
-        require(
-            self.grad_tol is None or self.grad_tol > 0,
-            f"{key}.grad_tol",
-            self.grad_tol,
-            "must be > 0 or null",
-        )
-        require(
-            self.max_time is None or self.max_time > 0,
-            f"{key}.max_time",
-            self.max_time,
-            "must be > 0 seconds or null",
-        )
-        require(
-            self.checkpoint_every is None or self.checkpoint_every >= 1,
-            f"{key}.checkpoint_every",
-            self.checkpoint_every,
-            "must be >= 1 epochs, or null for snapshots only on interrupt",
-        )
-        require(
-            self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
-            f"{key}.device",
-            self.device,
-            "must be 'cpu' or 'cuda[:N]'",
-        )
-        require(
-            self.device == "cpu" or torch.cuda.is_available(),
-            f"{key}.device",
-            self.device,
-            "no CUDA device here; use 'cpu'",
-        )
 
 
 # ------------------------------------------------------------------------------------- optimizer
 @dataclass
-class OptimizerConf:
+class OptimizerConf(Checked):
     """An optimizer's constructor arguments; `_partial_` because parameters come later."""
 
     _target_: str = MISSING
     _partial_: bool = True
     _convert_: str = "all"
-    lr: float = MISSING
-
-    def validate(self, key: str) -> None:
-        require(self.lr > 0, f"{key}.lr", self.lr, "must be > 0")
+    lr: float = checked(MISSING, bound("> 0"))
 
 
 @dataclass
 class WeightDecayConf(OptimizerConf):
     """torch.optim's first-order methods, which all take a weight_decay (L-BFGS does not)."""
 
-    weight_decay: float = 0.0
-
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, "must be >= 0")
+    weight_decay: float = checked(0.0, bound(">= 0"))
 
 
-@dataclass
+@schema("optimizer", "sgd")
 class SGDConf(WeightDecayConf):
     _target_: str = "torch.optim.SGD"
-    momentum: float = 0.0
+    momentum: float = checked(0.0, bound("in [0, 1)"))
     dampening: float = 0.0
     nesterov: bool = False
 
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "must be in [0, 1)")
-        require(
-            self.dampening == 0 or not self.nesterov,
-            f"{key}.dampening",
-            self.dampening,
-            "must be 0 with nesterov",
-        )
-        require(
-            self.momentum > 0 or not self.nesterov,
-            f"{key}.momentum",
-            self.momentum,
-            "must be > 0 with nesterov",
-        )
+    def relations(self) -> Iterator[tuple[bool, str, str]]:
+        yield self.dampening == 0 or not self.nesterov, "dampening", "must be 0 with nesterov"
+        yield self.momentum > 0 or not self.nesterov, "momentum", "must be > 0 with nesterov"
 
 
-@dataclass
+@schema("optimizer", "adam")
 class AdamConf(WeightDecayConf):
     _target_: str = "torch.optim.Adam"
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    betas: tuple[float, float] = checked(
+        (0.9, 0.999),
+        Rule(lambda b: len(b) == 2, "must be two numbers [β₁, β₂]"),
+        bound("in [0, 1)", each=True),
+    )
+    eps: float = checked(1e-8, bound("> 0"))
     amsgrad: bool = False
 
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(len(self.betas) == 2, f"{key}.betas", list(self.betas), "must be two numbers [β₁, β₂]")
-        for i, beta in enumerate(self.betas):
-            require(0 <= beta < 1, f"{key}.betas[{i}]", beta, "must be in [0, 1)")
-        require(self.eps > 0, f"{key}.eps", self.eps, "must be > 0")
 
-
-@dataclass
+@schema("optimizer", "adamw")
 class AdamWConf(AdamConf):
     """Adam with decoupled weight decay: θ ← θ − ηλθ apart from the gradient step (not an L2 loss)."""
 
     _target_: str = "torch.optim.AdamW"
-    weight_decay: float = 0.01
+    weight_decay: float = checked(0.01, bound(">= 0"))
 
 
-@dataclass
+@schema("optimizer", "rmsprop")
 class RMSpropConf(WeightDecayConf):
     _target_: str = "torch.optim.RMSprop"
-    alpha: float = 0.99
-    eps: float = 1e-8
-    momentum: float = 0.0
+    alpha: float = checked(0.99, bound("in [0, 1)"))
+    eps: float = checked(1e-8, bound("> 0"))
+    momentum: float = checked(0.0, bound("in [0, 1)"))
     centered: bool = False
 
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(0 <= self.alpha < 1, f"{key}.alpha", self.alpha, "must be in [0, 1)")
-        require(self.eps > 0, f"{key}.eps", self.eps, "must be > 0")
-        require(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "must be in [0, 1)")
 
-
-@dataclass
+@schema("optimizer", "adagrad")
 class AdagradConf(WeightDecayConf):
     _target_: str = "torch.optim.Adagrad"
-    lr_decay: float = 0.0
-    initial_accumulator_value: float = 0.0
-    eps: float = 1e-10
-
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(self.lr_decay >= 0, f"{key}.lr_decay", self.lr_decay, "must be >= 0")
-        require(
-            self.initial_accumulator_value >= 0,
-            f"{key}.initial_accumulator_value",
-            self.initial_accumulator_value,
-            "must be >= 0",
-        )
-        require(self.eps > 0, f"{key}.eps", self.eps, "must be > 0")
+    lr_decay: float = checked(0.0, bound(">= 0"))
+    initial_accumulator_value: float = checked(0.0, bound(">= 0"))
+    eps: float = checked(1e-10, bound("> 0"))
 
 
-@dataclass
+@schema("optimizer", "lbfgs")
 class LBFGSConf(OptimizerConf):
     """torch.optim.LBFGS; each optimizer step runs up to `max_iter` quasi-Newton iterations."""
 
     _target_: str = "torch.optim.LBFGS"
-    max_iter: int = 20
-    max_eval: int | None = None
-    tolerance_grad: float = 1e-7
-    tolerance_change: float = 1e-9
-    history_size: int = 100
-    line_search_fn: str | None = None  # null: fixed steps of size lr; "strong_wolfe": a line search
-
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(self.max_iter >= 1, f"{key}.max_iter", self.max_iter, "must be >= 1")
-        require(self.max_eval is None or self.max_eval >= 1, f"{key}.max_eval", self.max_eval, "must be >= 1")
-        require(self.tolerance_grad >= 0, f"{key}.tolerance_grad", self.tolerance_grad, "must be >= 0")
-        require(self.tolerance_change >= 0, f"{key}.tolerance_change", self.tolerance_change, "must be >= 0")
-        require(self.history_size >= 1, f"{key}.history_size", self.history_size, "must be >= 1")
-        require(
-            self.line_search_fn in (None, "strong_wolfe"),
-            f"{key}.line_search_fn",
-            self.line_search_fn,
-            "must be null or strong_wolfe",
-        )
+    max_iter: int = checked(20, bound(">= 1"))
+    max_eval: int | None = checked(None, bound(">= 1"))
+    tolerance_grad: float = checked(1e-7, bound(">= 0"))
+    tolerance_change: float = checked(1e-9, bound(">= 0"))
+    history_size: int = checked(100, bound(">= 1"))
+    # null: fixed steps of size lr; "strong_wolfe": a line search
+    line_search_fn: str | None = checked(None, one_of(None, "strong_wolfe"))
 
 
-@dataclass
+@schema("optimizer", "newton")
 class NewtonConf(OptimizerConf):
     """src.optim.Newton: θ ← θ − η [∇²L(θ) + λI]⁻¹ ∇L(θ), optionally with backtracking (Armijo)."""
 
     _target_: str = "src.optim.Newton"
-    damping: float = 0.0
-    line_search: str | None = None  # null: the step η; "armijo": backtrack from η until L decreases
-    armijo_c: float = 1e-4
-    backtrack: float = 0.5
-    max_backtracks: int = 30
-
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(self.damping >= 0, f"{key}.damping", self.damping, "must be >= 0")
-        require(
-            self.line_search in (None, "armijo"),
-            f"{key}.line_search",
-            self.line_search,
-            "must be null or armijo",
-        )
-        require(0 < self.armijo_c < 1, f"{key}.armijo_c", self.armijo_c, "must be in (0, 1)")
-        require(0 < self.backtrack < 1, f"{key}.backtrack", self.backtrack, "must be in (0, 1)")
-        require(self.max_backtracks >= 1, f"{key}.max_backtracks", self.max_backtracks, "must be >= 1")
+    damping: float = checked(0.0, bound(">= 0"))
+    # null: the step η; "armijo": backtrack from η until L decreases
+    line_search: str | None = checked(None, one_of(None, "armijo"))
+    armijo_c: float = checked(1e-4, bound("in (0, 1)"))
+    backtrack: float = checked(0.5, bound("in (0, 1)"))
+    max_backtracks: int = checked(30, bound(">= 1"))
 
 
-PRECONDITIONERS = ("identity", "jacobi", "inverse_hessian", "diagonal")
-
-
-@dataclass
+@schema("optimizer", "preconditioned")
 class PreconditionedConf(OptimizerConf):
     """src.optim.Preconditioned: θ ← θ − η C ∇L(θ) with C chosen by `preconditioner`."""
 
     _target_: str = "src.optim.Preconditioned"
-    preconditioner: str = "jacobi"  # identity | jacobi | inverse_hessian | diagonal
-    diagonal: list[float] | None = None  # C's diagonal, for preconditioner=diagonal
-    damping: float = 0.0
+    preconditioner: str = checked("jacobi", one_of(*PRECONDITIONERS))
+    # C's diagonal, for preconditioner=diagonal
+    diagonal: list[float] | None = checked(
+        None, Rule(lambda d: all(c > 0 for c in d or []), "every entry must be > 0")
+    )
+    damping: float = checked(0.0, bound(">= 0"))
 
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(
-            self.preconditioner in PRECONDITIONERS,
-            f"{key}.preconditioner",
-            self.preconditioner,
-            f"must be one of {', '.join(PRECONDITIONERS)}",
-        )
-        require(self.damping >= 0, f"{key}.damping", self.damping, "must be >= 0")
-        given = self.preconditioner == "diagonal"
-        require(
-            (self.diagonal is not None) == given,
-            f"{key}.diagonal",
-            self.diagonal,
+    def relations(self) -> Iterator[tuple[bool, str, str]]:
+        yield (
+            (self.diagonal is not None) == (self.preconditioner == "diagonal"),
+            "diagonal",
             "must be a list of positive numbers exactly when preconditioner=diagonal",
-        )
-        require(
-            all(c > 0 for c in self.diagonal or []),
-            f"{key}.diagonal",
-            self.diagonal,
-            "every entry must be > 0",
         )
 
 
@@ -323,200 +210,144 @@ class Interval(Enum):
 
 
 @dataclass
-class ScheduleConf:
+class ScheduleConf(Checked):
     """A torch.optim.lr_scheduler constructor; `interval` says what t counts."""
 
     _target_: str = MISSING
     _partial_: bool = True
     interval: Interval = Interval.epoch
 
-    def validate(self, key: str) -> None:
-        pass
 
-
-@dataclass
+@schema("schedule", "constant")
 class ConstantConf(ScheduleConf):
     """η_t = η₀: nothing to set (so nothing to log as a param)."""
 
     _target_: str = "src.schedules.constant"
 
 
-@dataclass
+@schema("schedule", "step")
 class StepConf(ScheduleConf):
     _target_: str = "torch.optim.lr_scheduler.StepLR"
-    step_size: int = 100
-    gamma: float = 0.5
-
-    def validate(self, key: str) -> None:
-        require(self.step_size >= 1, f"{key}.step_size", self.step_size, "must be >= 1")
-        require(0 < self.gamma <= 1, f"{key}.gamma", self.gamma, "must be in (0, 1]")
+    step_size: int = checked(100, bound(">= 1"))
+    gamma: float = checked(0.5, bound("in (0, 1]"))
 
 
-@dataclass
+@schema("schedule", "exponential")
 class ExponentialConf(ScheduleConf):
     _target_: str = "torch.optim.lr_scheduler.ExponentialLR"
-    gamma: float = 0.99
-
-    def validate(self, key: str) -> None:
-        require(0 < self.gamma <= 1, f"{key}.gamma", self.gamma, "must be in (0, 1]")
+    gamma: float = checked(0.99, bound("in (0, 1]"))
 
 
-@dataclass
+@schema("schedule", "cosine")
 class CosineConf(ScheduleConf):
     _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
-    T_max: int = MISSING  # t at which η reaches eta_min; the YAML ties it to trainer.max_epochs
-    eta_min: float = 0.0
-
-    def validate(self, key: str) -> None:
-        require(self.T_max >= 1, f"{key}.T_max", self.T_max, "must be >= 1")
-        require(self.eta_min >= 0, f"{key}.eta_min", self.eta_min, "must be >= 0")
+    # t at which η reaches eta_min; the YAML ties it to trainer.max_epochs
+    T_max: int = checked(MISSING, bound(">= 1"))
+    eta_min: float = checked(0.0, bound(">= 0"))
 
 
-@dataclass
+@schema("schedule", "warmup_cosine")
 class WarmupCosineConf(CosineConf):
     _target_: str = "src.schedules.warmup_cosine"
     warmup: int = 10  # linear warm-up from start_factor·η₀ to η₀ over this many t
-    start_factor: float = 0.1
+    start_factor: float = checked(0.1, bound("in (0, 1]"))
 
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(
-            1 <= self.warmup < self.T_max,
-            f"{key}.warmup",
-            self.warmup,
-            f"must be in [1, T_max={self.T_max})",
-        )
-        require(0 < self.start_factor <= 1, f"{key}.start_factor", self.start_factor, "must be in (0, 1]")
+    def relations(self) -> Iterator[tuple[bool, str, str]]:
+        yield 1 <= self.warmup < self.T_max, "warmup", f"must be in [1, T_max={self.T_max})"
 
 
-@dataclass
+@schema("schedule", "robbins_monro")
 class RobbinsMonroConf(ScheduleConf):
     _target_: str = "src.schedules.RobbinsMonroLR"
     interval: Interval = Interval.step
-    tau: float = 100.0
+    tau: float = checked(100.0, bound("> 0"))
     # Any κ > 0 is a decaying schedule; whether it meets the Robbins–Monro conditions (exactly for
     # κ ∈ (0.5, 1]) is the check's verdict, logged at the start of a run, not a config error: a
     # student should be able to run κ = 0.4 and watch it fail.
-    kappa: float = 1.0
-
-    def validate(self, key: str) -> None:
-        require(self.tau > 0, f"{key}.tau", self.tau, "must be > 0")
-        require(self.kappa > 0, f"{key}.kappa", self.kappa, "must be > 0")
+    kappa: float = checked(1.0, bound("> 0"))
 
 
 # ------------------------------------------------------------------------------------------ data
 @dataclass
-class DataConf:
+class DataConf(Checked):
     """Where the data comes from, and how it is split into train / validation / test."""
 
     _target_: str = MISSING
-    train_prop: float = 0.70
-    val_prop: float = 0.15  # the rest is the test split
+    # train_prop=1, val_prop=0 is full-sample estimation: no validation or test split at all.
+    train_prop: float = checked(0.70, bound("in (0, 1]"))
+    val_prop: float = checked(0.15, bound("in [0, 1)"))  # the rest is the test split
 
-    def validate(self, key: str) -> None:
-        # train_prop=1, val_prop=0 is full-sample estimation: no validation or test split at all.
-        require(0 < self.train_prop <= 1, f"{key}.train_prop", self.train_prop, "must be in (0, 1]")
-        require(0 <= self.val_prop < 1, f"{key}.val_prop", self.val_prop, "must be in [0, 1)")
-        require(
-            self.train_prop + self.val_prop <= 1 + 1e-12,
-            f"{key}.train_prop",
-            self.train_prop,
-            f"train_prop + val_prop = {self.train_prop + self.val_prop:g} must be <= 1 "
-            "(the rest is the test split)",
+    def relations(self) -> Iterator[tuple[bool, str, str]]:
+        total = self.train_prop + self.val_prop
+        yield (
+            total <= 1 + 1e-12,
+            "train_prop",
+            f"train_prop + val_prop = {total:g} must be <= 1 (the rest is the test split)",
         )
 
 
-@dataclass
+@schema("data", "linear")
 class LinearDataConf(DataConf):
     """The lecture's y = x·θ + σε with x, θ, ε ~ N(0, I)."""
 
     _target_: str = "src.data.simulate_linear"
-    n: int = 1000
-    dim: int = 2
-    noise_std: float = 0.001
-
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(self.n >= 3, f"{key}.n", self.n, "must be >= 3")
-        require(self.dim >= 1, f"{key}.dim", self.dim, "must be >= 1")
-        require(self.noise_std >= 0, f"{key}.noise_std", self.noise_std, "must be >= 0")
+    n: int = checked(1000, bound(">= 3"))
+    dim: int = checked(2, bound(">= 1"))
+    noise_std: float = checked(0.001, bound(">= 0"))
 
 
-@dataclass
+@schema("data", "ill_conditioned")
 class IllConditionedConf(LinearDataConf):
     """y = x·θ + σε on a training design whose X'X has condition number `condition_number` exactly."""
 
     _target_: str = "src.data.simulate_ill_conditioned"
-    dim: int = 10
-    condition_number: float = 100.0
+    dim: int = checked(10, bound(">= 1"))
+    condition_number: float = checked(
+        100.0, bound(">= 1", " (the ratio of X'X's largest to smallest eigenvalue)")
+    )
     rotate: bool = False  # false: badly scaled columns; true: a random rotation of them (collinearity)
 
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(
-            self.condition_number >= 1,
-            f"{key}.condition_number",
-            self.condition_number,
-            "must be >= 1 (the ratio of X'X's largest to smallest eigenvalue)",
-        )
-        require(
-            self.dim >= 2 or self.condition_number == 1,
-            f"{key}.condition_number",
-            self.condition_number,
-            "must be 1 when dim = 1",
-        )
+    def relations(self) -> Iterator[tuple[bool, str, str]]:
+        yield from super().relations()
+        yield self.dim >= 2 or self.condition_number == 1, "condition_number", "must be 1 when dim = 1"
         n_train = round(self.n * self.train_prop)
-        require(
+        yield (
             n_train >= self.dim,
-            f"{key}.n",
-            self.n,
+            "n",
             f"must give at least dim={self.dim} training rows (it gives {n_train})",
         )
 
 
-@dataclass
+@schema("data", "polynomial")
 class PolynomialConf(DataConf):
     """y = Σ_{k≤true_degree} θ_k x^k + σε, x ~ U(−1, 1), fitted on the features 1, x, …, x^degree."""
 
     _target_: str = "src.data.simulate_polynomial"
-    n: int = 40
-    degree: int = 12
+    n: int = checked(40, bound(">= 3"))
+    degree: int = checked(12, bound(">= 1"))
     true_degree: int = 3
-    noise_std: float = 0.3
+    noise_std: float = checked(0.3, bound(">= 0"))
 
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(self.n >= 3, f"{key}.n", self.n, "must be >= 3")
-        require(self.degree >= 1, f"{key}.degree", self.degree, "must be >= 1")
-        require(
-            0 <= self.true_degree <= self.degree,
-            f"{key}.true_degree",
-            self.true_degree,
-            f"must be in [0, degree={self.degree}]",
-        )
-        require(self.noise_std >= 0, f"{key}.noise_std", self.noise_std, "must be >= 0")
+    def relations(self) -> Iterator[tuple[bool, str, str]]:
+        yield from super().relations()
+        yield 0 <= self.true_degree <= self.degree, "true_degree", f"must be in [0, degree={self.degree}]"
 
 
-@dataclass
+@schema("data", "logistic")
 class LogisticDataConf(DataConf):
     """Simulated binary choice: y ~ Bernoulli(σ(x·θ)) with x, θ ~ N(0, I)."""
 
     _target_: str = "src.data.simulate_logistic"
-    n: int = 1000
-    dim: int = 2
-
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(self.n >= 3, f"{key}.n", self.n, "must be >= 3")
-        require(self.dim >= 1, f"{key}.dim", self.dim, "must be >= 1")
+    n: int = checked(1000, bound(">= 3"))
+    dim: int = checked(2, bound(">= 1"))
 
 
-@dataclass
+@schema("data", "nonlinear")
 class NonlinearDataConf(LinearDataConf):
     """y = sin(x·θ) + σε with x, θ, ε ~ N(0, I): a single-index curve a linear model cannot fit."""
 
     _target_: str = "src.data.simulate_nonlinear"
-    noise_std: float = 0.1
+    noise_std: float = checked(0.1, bound(">= 0"))
 
 
 @dataclass
@@ -530,20 +361,20 @@ class TableDataConf(DataConf):
     drop_missing: bool = False  # drop rows with NaN / ±inf in the used columns instead of refusing
 
 
-@dataclass
+@schema("data", "csv")
 class CsvDataConf(TableDataConf):
     """A CSV or Parquet file (by extension); a relative path is relative to where you launch from."""
 
     _target_: str = "src.data.load_file"
     path: str | None = None  # required; null so that its absence gets a clear line from validate
 
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        require(self.path is not None, f"{key}.path", self.path, "give the file, data.path=<file.csv>")
-        require(self.target is not None, f"{key}.target", self.target, "name the column to predict")
+    def relations(self) -> Iterator[tuple[bool, str, str]]:
+        yield from super().relations()
+        yield self.path is not None, "path", "give the file, data.path=<file.csv>"  # first: the file
+        yield self.target is not None, "target", "name the column to predict"
 
 
-@dataclass
+@schema("data", "statsmodels")
 class StatsmodelsDataConf(TableDataConf):
     """A data set shipped inside statsmodels (`statsmodels.datasets.<name>`): nothing is downloaded."""
 
@@ -553,23 +384,20 @@ class StatsmodelsDataConf(TableDataConf):
 
 # ----------------------------------------------------------------------------------------- model
 @dataclass
-class ModelConf:
+class ModelConf(Checked):
     """A hypothesis class; it owns its loss. Input size comes from the data."""
 
     _target_: str = MISSING
     _partial_: bool = True
 
-    def validate(self, key: str) -> None:
-        pass
 
-
-@dataclass
+@schema("model", "linear")
 class LinearModelConf(ModelConf):
     _target_: str = "src.models.LinearRegression"
     bias: bool = False
 
 
-@dataclass
+@schema("model", "logistic")
 class LogisticModelConf(LinearModelConf):
     _target_: str = "src.models.LogisticRegression"
 
@@ -582,16 +410,12 @@ class Activation(Enum):
     silu = "silu"
 
 
-@dataclass
+@schema("model", "mlp")
 class MLPModelConf(ModelConf):
     _target_: str = "src.models.MLP"
     _convert_: str = "all"
-    hidden: list[int] = field(default_factory=lambda: [32, 32])
+    hidden: list[int] = checked([32, 32], bound(">= 1", each=True))
     activation: Activation = Activation.tanh
-
-    def validate(self, key: str) -> None:
-        for i, width in enumerate(self.hidden):
-            require(width >= 1, f"{key}.hidden[{i}]", width, "must be >= 1")
 
 
 # ------------------------------------------------------------------------------------- inference
@@ -607,31 +431,25 @@ class Cov(Enum):
 
 
 @dataclass
-class InferenceConf:
+class InferenceConf(Checked):
     """Standard errors for the table of estimates printed after a linear or logistic fit."""
 
     cov: Cov | None = None  # null: classical where the model has standard errors, none elsewhere
     cluster: str | None = None  # the data's column holding the groups, for cov=cluster
 
-    def validate(self, key: str) -> None:
+    def relations(self) -> Iterator[tuple[bool, str, str]]:
         clustered = self.cov is Cov.cluster
-        require(
-            clustered or self.cluster is None,
-            f"{key}.cluster",
-            self.cluster,
-            "is only used with inference.cov=cluster",
-        )
-        require(
+        yield clustered or self.cluster is None, "cluster", "is only used with inference.cov=cluster"
+        yield (
             not clustered or bool(self.cluster),
-            f"{key}.cluster",
-            self.cluster,
+            "cluster",
             "inference.cov=cluster needs the column that holds the groups, inference.cluster=<column>",
         )
 
 
 # ----------------------------------------------------------------------------------------- top
 @dataclass
-class RegularizationConf:
+class RegularizationConf(Checked):
     """The lecture's explicit penalty: the training objective is L(θ) + (α/2)‖θ‖², α = `l2`.
 
     Unlike decoupled weight decay (AdamW's `weight_decay`), the penalty is part of the loss, so every
@@ -639,13 +457,10 @@ class RegularizationConf:
     data loss alone.
     """
 
-    l2: float = 0.0
-
-    def validate(self, key: str) -> None:
-        require(self.l2 >= 0, f"{key}.l2", self.l2, "must be >= 0")
+    l2: float = checked(0.0, bound(">= 0"))
 
 
-@dataclass
+@schema("tracking", "none")
 class TrackingConf:
     """Where a run is recorded; the target is a loop callback and a context manager.
 
@@ -660,7 +475,7 @@ class TrackingConf:
     sort_by: str = "best_val_loss"
 
 
-@dataclass
+@schema("tracking", "mlflow")
 class MlflowConf(TrackingConf):
     _target_: str = "src.tracking.MlflowTracker"
 
@@ -688,18 +503,6 @@ GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization",
 SEEDS = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 
 
-def numbers(node: Any, key: str = "") -> Iterator[tuple[str, float]]:
-    """Every float in a config container, with its dotted key (list items as key[i])."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from numbers(v, f"{key}.{k}" if key else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from numbers(v, f"{key}[{i}]")
-    elif isinstance(node, float):
-        yield key, node
-
-
 def validate(cfg: DictConfig) -> None:
     """Check every value rule before anything is built; raises ConfigError naming the key."""
     known = {f.name for f in dataclasses.fields(Config)}
@@ -718,8 +521,7 @@ def validate(cfg: DictConfig) -> None:
         node = cfg[group]
         if OmegaConf.get_type(node) is dict:
             continue  # a group without a schema (a user's own YAML) is checked by its target
-        schema: Any = OmegaConf.to_object(node)
-        schema.validate(group)
+        check(OmegaConf.to_object(node), group)  # type: ignore[arg-type]
     cluster = cfg.inference.cluster
     table = OmegaConf.get_type(cfg.data)
     require(
@@ -734,38 +536,7 @@ def validate(cfg: DictConfig) -> None:
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    schemas: dict[str, dict[str, type]] = {
-        "optimizer": {
-            "sgd": SGDConf,
-            "adam": AdamConf,
-            "adamw": AdamWConf,
-            "rmsprop": RMSpropConf,
-            "adagrad": AdagradConf,
-            "lbfgs": LBFGSConf,
-            "newton": NewtonConf,
-            "preconditioned": PreconditionedConf,
-        },
-        "schedule": {
-            "constant": ConstantConf,
-            "step": StepConf,
-            "exponential": ExponentialConf,
-            "cosine": CosineConf,
-            "warmup_cosine": WarmupCosineConf,
-            "robbins_monro": RobbinsMonroConf,
-        },
-        "data": {
-            "linear": LinearDataConf,
-            "ill_conditioned": IllConditionedConf,
-            "polynomial": PolynomialConf,
-            "logistic": LogisticDataConf,
-            "nonlinear": NonlinearDataConf,
-            "csv": CsvDataConf,
-            "statsmodels": StatsmodelsDataConf,
-        },
-        "model": {"linear": LinearModelConf, "logistic": LogisticModelConf, "mlp": MLPModelConf},
-        "tracking": {"mlflow": MlflowConf, "none": TrackingConf},
-    }
-    for group, nodes in schemas.items():
+    for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
     # experiments/<name>.yaml become `+experiment=<name>`: recipes live at the top of the repo.

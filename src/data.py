@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from src.config import ConfigError
+from src.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd

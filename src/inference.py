@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector
 
-from src.config import ConfigError, Cov
+from src.config import Cov
+from src.errors import ConfigError
 from src.data import Data
 from src.models import LinearRegression, LogisticRegression
 from src.reference import design

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.config import ConfigError
+from src.errors import ConfigError
 
 
 class LinearRegression(nn.Module):

@@ -38,7 +38,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 from src import mlflow_model, signals
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.data import Data
 from src.loop import EpochMetrics, FitResult
 
@@ -641,7 +641,7 @@ class MultirunParent(HydraCallback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.errors import HydraException
 
-        from src.config import CallbackConfigError
+        from src.errors import CallbackConfigError
         from src.hpo import check_sweep
 
         try:

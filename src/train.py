@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import checkpoint, cli, config, hpo, inference, reference
 from src.config import Interval
 from src.data import Data, check_fit
+from src.errors import ConfigError
 from src.loop import Callback, FitResult, Progress, fit
 from src.schedules import robbins_monro_verdict
 from src.tracking import hydra_context
@@ -51,7 +52,7 @@ def load_data(node: DictConfig, generator: torch.Generator, **extra: Any) -> Dat
     try:
         return instantiate(node, generator=generator, **extra)
     except InstantiationException as exc:
-        if isinstance(exc.__cause__, config.ConfigError):
+        if isinstance(exc.__cause__, ConfigError):
             raise exc.__cause__ from None
         raise
 
@@ -62,7 +63,7 @@ def checked(group: str, make: Callable[[], T]) -> T:
     try:
         return make()
     except (ValueError, TypeError) as exc:
-        raise config.ConfigError(f"{group}: {str(exc).strip().splitlines()[0]}") from exc
+        raise ConfigError(f"{group}: {str(exc).strip().splitlines()[0]}") from exc
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
@@ -160,7 +161,7 @@ def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
     except RuntimeError as exc:  # other parameter names or shapes
         reason = str(exc).strip().splitlines()[-1].strip()
         message = f"warm_start={cfg.warm_start}: its parameters do not fit this model: {reason}"
-        raise config.ConfigError(message) from exc
+        raise ConfigError(message) from exc
 
 
 def train(

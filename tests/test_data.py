@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.train import build
 from tests.conftest import all_runs
 

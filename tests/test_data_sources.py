@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.train import build
 
 

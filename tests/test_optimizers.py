@@ -210,14 +210,14 @@ def test_adamw_decays_apart_from_the_gradient_while_l2_enters_it(quiet_config):
     ],
 )
 def test_preconditioner_config_errors_name_the_key(quiet_config, override, expected):
-    from src.config import ConfigError
+    from src.errors import ConfigError
 
     with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("]", r"\]")):
         build(quiet_config("optimizer=preconditioned", override))
 
 
 def test_a_diagonal_of_the_wrong_length_is_a_config_error(quiet_config):
-    from src.config import ConfigError
+    from src.errors import ConfigError
 
     overrides = ("optimizer=preconditioned", "optimizer.preconditioner=diagonal", "optimizer.diagonal=[1.0]")
     with pytest.raises(ConfigError, match=r"optimizer\.diagonal has 1 entries; the model has 2 parameters"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.loop import fit
 from src.train import build
 from tests.test_optimizers import FULL_BATCH, Trajectory

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.schedules import robbins_monro_verdict
 from src.train import build, train
 from tests.conftest import all_runs, make_config

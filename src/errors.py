@@ -1,0 +1,13 @@
+"""The errors a user's input can cause, apart from the schemas (src/config.py), so that any layer can
+raise them without importing the config: each is reported as one line and exit 2 (src/cli.py)."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config value outside what is allowed; the message is one line naming key and rule."""
+
+
+class CallbackConfigError(BaseException):
+    """A ConfigError found in a Hydra callback, which would turn an Exception into a warning and go
+    on; the CLI reports it as any ConfigError."""
