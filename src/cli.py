@@ -7,7 +7,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src import signals
@@ -15,6 +17,7 @@ from src.errors import CallbackConfigError, ConfigError
 
 USAGE_ERROR = 2  # the input was wrong: nothing ran
 RUN_ERROR = 1  # the run itself failed
+FULL_ERROR = "HYDRA_FULL_ERROR"  # =1: Hydra's own report, with the traceback
 
 
 def one_line(exc: BaseException) -> str:
@@ -28,6 +31,17 @@ def one_line(exc: BaseException) -> str:
         return f"{cause.full_key}: {msg}"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines) if lines else type(exc).__name__
+
+
+def choices() -> str:
+    """The config groups a user picks from, for --help (conf/config.yaml's hydra.help.template):
+    Hydra's $APP_CONFIG_GROUPS lists every group, the internal schema/* ones too, with no filter."""
+    hydra = GlobalHydra.instance()
+    if not hydra.is_initialized():  # resolved outside a Hydra app (no --help there)
+        return ""
+    loader = hydra.config_loader()
+    groups = sorted(set(loader.list_groups("")) - {"hydra", "schema"})
+    return "".join(f"{g}: {', '.join(sorted(loader.get_group_options(g)))}\n" for g in groups)
 
 
 class _WithoutHydraJobLine:
@@ -46,14 +60,21 @@ class _WithoutHydraJobLine:
 
 
 def run(main: Callable[[], Any]) -> None:
-    """Call a @hydra.main function, reporting errors as one line unless HYDRA_FULL_ERROR is set."""
+    """Call a @hydra.main function, reporting errors as one line unless HYDRA_FULL_ERROR=1 is set."""
     signals.install()  # from here on a signal is a stop request, honoured at a safe point
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    OmegaConf.register_new_resolver("app_choices", choices, replace=True)
+    if os.environ.get(FULL_ERROR) == "1":  # the caller asked for Hydra's own report: leave it be
         signals.check()
         main()
         signals.check()
         return
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise, so that we can word the error
+    # Hydra has no public switch for either: it hands an error to its caller only when
+    # HYDRA_FULL_ERROR=1 (else it prints its own report and exits 1), and it writes "Error executing
+    # job with overrides: ..." to stderr itself just before re-raising a job's error. So for the length
+    # of the call we set the variable and drop that one line, then restore exactly what was there:
+    # the caller's value (or its absence) and the caller's stderr.
+    before = os.environ.get(FULL_ERROR)
+    os.environ[FULL_ERROR] = "1"
     stderr, sys.stderr = sys.stderr, _WithoutHydraJobLine(sys.stderr)
     try:
         signals.check()  # a signal during the imports
@@ -70,4 +91,7 @@ def run(main: Callable[[], Any]) -> None:
         sys.exit(RUN_ERROR)
     finally:
         sys.stderr = stderr
-        del os.environ["HYDRA_FULL_ERROR"]
+        if before is None:
+            os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = before

@@ -35,10 +35,10 @@ from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector
 
 from src.config import Cov
-from src.errors import ConfigError
 from src.data import Data
+from src.errors import ConfigError
 from src.models import LinearRegression, LogisticRegression
-from src.reference import design
+from src.reference import Reference, design
 
 Columns = dict[str, list[Any]]  # a table: column name → its values, row by row (no pandas: startup time)
 
@@ -188,59 +188,90 @@ def digits(theta: Tensor, reference: Tensor) -> float:
     return float(torch.clamp(-torch.log10(relative), max=DIGITS).min())
 
 
-def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reason: str) -> Estimates | None:
-    """The table of estimates for a linear or logistic model (None for other models)."""
-    from scipy import special  # statsmodels' own t and normal distributions; lighter than scipy.stats
+@dataclass(frozen=True)
+class Fit:
+    """A fitted linear or logistic model, in float64 on the CPU, with the map to the data's units."""
 
-    if not isinstance(model, LinearRegression):
-        return None
-    logit = isinstance(model, LogisticRegression)
+    logit: bool
+    Z: Tensor  # the training design (with a column of ones for the model's bias)
+    y: Tensor
+    theta: Tensor  # the trained parameters
+    names: list[str]  # the terms in the data's own units
+    A: Tensor  # θ → b, the estimates in the data's own units
+    b: Tensor
+    b_ref: Tensor  # θ* mapped the same way (NaN without a reference)
+
+
+def fitted(model: LinearRegression, data: Data) -> Fit:
     bias = model.bias is not None
-    train, reference = data.train, data.reference
-    Z, y = design(train.X, bias), train.y.double()
+    Z, y = design(data.train.X, bias).cpu(), data.train.y.double().cpu()
     theta = parameters_to_vector(model.parameters()).detach().double().cpu()
-    Z, y = Z.cpu(), y.cpu()
-    n, k = Z.shape
     names, A = natural_units(data, bias)
     b = A @ theta
+    reference = data.reference
     b_ref = A @ reference.theta.cpu() if reference is not None else torch.full_like(b, math.nan)
+    return Fit(isinstance(model, LogisticRegression), Z, y, theta, names, A, b, b_ref)
 
+
+def no_errors(model: nn.Module, data: Data, fit: Fit, l2: float) -> str | None:
+    """Why this fit gets no standard errors, or None if it gets them."""
+    n, k = fit.Z.shape
     reason = unavailable(model, l2)
-    if reason is None and logit and reference is None:
+    if reason is None and fit.logit and data.reference is None:
         reason = "the logit MLE does not exist on these data (classes separable on the training split)"
     if reason is None and n <= k:
         reason = f"{n} rows leave no residual degrees of freedom for {k} parameters"
-    cov = cov or Cov.classical
-    use_t = not logit and cov is Cov.classical  # statsmodels' default use_t
+    return reason
+
+
+def uses_t(fit: Fit, cov: Cov) -> bool:
+    return not fit.logit and cov is Cov.classical  # statsmodels' default use_t
+
+
+def table_of(fit: Fit, cov: Cov, groups: Tensor | None, reason: str | None) -> Columns:
+    """COLUMNS: estimates, reference, and, unless `reason`, standard errors, statistics, p-values, CIs."""
+    from scipy import special  # statsmodels' own t and normal distributions; lighter than scipy.stats
+
+    b = fit.b
     if reason is None:
-        V = A @ covariance(cov, logit, Z, y, theta, train.groups) @ A.T
+        n, k = fit.Z.shape
+        V = fit.A @ covariance(cov, fit.logit, fit.Z, fit.y, fit.theta, groups) @ fit.A.T
         se = V.diagonal().clamp(min=0).sqrt()
         statistic = b / se
         minus = -statistic.abs().numpy()
+        use_t = uses_t(fit, cov)
         p_value = torch.from_numpy(2 * (special.stdtr(n - k, minus) if use_t else special.ndtr(minus)))
         q = float(special.stdtrit(n - k, 0.975) if use_t else special.ndtri(0.975))
         ci_low, ci_high = b - q * se, b + q * se
     else:
         se = statistic = p_value = ci_low = ci_high = torch.full_like(b, math.nan)
-    values = (b, b_ref, se, statistic, p_value, ci_low, ci_high)
-    table: Columns = {"term": names, **{c: v.tolist() for c, v in zip(COLUMNS[1:], values, strict=True)}}
+    values = (b, fit.b_ref, se, statistic, p_value, ci_low, ci_high)
+    return {"term": fit.names, **{c: v.tolist() for c, v in zip(COLUMNS[1:], values, strict=True)}}
 
-    loss, grad, hessian = objective_terms(logit, Z, y, theta, l2)
+
+def certify(fit: Fit, reference: Reference | None, l2: float) -> dict[str, float]:
+    """How converged: ‖∇L‖, the relative optimality gap and digits of agreement with θ*, cond(∇²L)."""
+    loss, grad, hessian = objective_terms(fit.logit, fit.Z, fit.y, fit.theta, l2)
     certificate = {"estimate_grad_norm": float(torch.linalg.vector_norm(grad))}
     if reference is not None:
         certificate["estimate_rel_opt_gap"] = (loss - reference.loss) / max(1.0, abs(reference.loss))
-        certificate["estimate_digits"] = digits(b, b_ref)
-    if k <= MAX_HESSIAN:
+        certificate["estimate_digits"] = digits(fit.b, fit.b_ref)
+    if fit.Z.shape[1] <= MAX_HESSIAN:
         certificate["hessian_cond"] = float(torch.linalg.cond(hessian))
+    return certificate
 
-    model_name = "logit (MLE)" if logit else "OLS"
+
+def footer_of(fit: Fit, data: Data, cov: Cov, reason: str | None) -> list[str]:
+    """What the covariance is, on which rows, and the units, in words."""
+    n, k = fit.Z.shape
+    model_name = "logit (MLE)" if fit.logit else "OLS"
     full = len(data.val) == 0 and len(data.test) == 0
     rows = f"{n} rows ({'the full sample' if full else 'the training split'})"
     if reason is None:
         kind = cov.value
-        if train.groups is not None and cov is Cov.cluster:
-            kind += f" ({len(train.groups.unique())} groups)"
-        test = f"t({n - k})" if use_t else "z (normal)"
+        if data.train.groups is not None and cov is Cov.cluster:
+            kind += f" ({len(data.train.groups.unique())} groups)"
+        test = f"t({n - k})" if uses_t(fit, cov) else "z (normal)"
         footer = [f"{model_name} on {rows}; covariance: {kind}; statistic: {test}; 95% CI"]
     else:
         footer = [f"{model_name} on {rows}; no standard errors: {reason}"]
@@ -249,34 +280,56 @@ def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reas
             "estimates, reference and standard errors in the data's own units "
             "(mapped back from the standardized features)"
         )
+    return footer
+
+
+def certificate_line(certificate: dict[str, float], stop_reason: str) -> str:
     words = [f"||grad L|| = {certificate['estimate_grad_norm']:.3g}"]
-    if reference is not None:
+    if "estimate_rel_opt_gap" in certificate:
         words += [
             f"(L - L*)/max(1,|L*|) = {certificate['estimate_rel_opt_gap']:.3g}",
             f"digits of agreement with theta* = {certificate['estimate_digits']:.1f}",
         ]
     if "hessian_cond" in certificate:
         words.append(f"cond(Hessian) = {certificate['hessian_cond']:.3g}")
-    footer.append(f"stopped: {stop_reason}; {', '.join(words)}")
-    warnings = []
+    return f"stopped: {stop_reason}; {', '.join(words)}"
+
+
+def warnings_for(certificate: dict[str, float], stop_reason: str) -> list[str]:
+    """Why these numbers are not yet the estimator's, if they are not."""
     if stop_reason != "converged":
-        warnings.append(
+        return [
             f"WARNING: the run did not converge (stopped: {stop_reason}); these are the optimizer's "
             "numbers, not yet the estimator's: train longer (trainer.max_epochs, trainer.patience), "
             "in float64, or with optimizer=newton or optimizer=lbfgs"
-        )
-    elif certificate.get("estimate_digits", DIGITS) < WANTED_DIGITS:
-        warnings.append(
+        ]
+    if certificate.get("estimate_digits", DIGITS) < WANTED_DIGITS:
+        return [
             f"WARNING: the loss converged, but the estimates agree with theta* to only "
             f"{certificate['estimate_digits']:.1f} digits (on an ill-conditioned problem a tiny loss gap "
             "leaves the coefficients loose): lower trainer.stopping_threshold (e.g. 1e-15) "
             "or use optimizer=newton"
-        )
+        ]
+    return []
+
+
+def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reason: str) -> Estimates | None:
+    """The table of estimates for a linear or logistic model (None for other models)."""
+    if not isinstance(model, LinearRegression):
+        return None
+    fit = fitted(model, data)
+    reason = no_errors(model, data, fit, l2)
+    cov = cov or Cov.classical
+    table = table_of(fit, cov, data.train.groups, reason)
+    certificate = certify(fit, data.reference, l2)
+    footer = [*footer_of(fit, data, cov, reason), certificate_line(certificate, stop_reason)]
+    warnings = warnings_for(certificate, stop_reason)
+    scaling = data.standardization
     standardization = None
-    if data.standardization is not None:
+    if scaling is not None:
         standardization = {
             "column": list(data.columns),
-            "mean": data.standardization.mean.tolist(),
-            "std": data.standardization.std.tolist(),
+            "mean": scaling.mean.tolist(),
+            "std": scaling.std.tolist(),
         }
     return Estimates(table, certificate, footer, not warnings, standardization, warnings)

@@ -19,8 +19,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
-from src.config import Interval, Sampling, TrainerConf
+from src.config import Sampling, TrainerConf
 from src.data import Data, Split
+from src.schemas import Interval
 from src.signals import StopRequest
 
 FAILED_STOPS = ("diverged", "non_finite")  # stop reasons of a run that failed, not converged

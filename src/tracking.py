@@ -38,8 +38,8 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 from src import mlflow_model, signals
-from src.errors import ConfigError
 from src.data import Data
+from src.errors import ConfigError
 from src.loop import EpochMetrics, FitResult
 
 if TYPE_CHECKING:

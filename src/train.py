@@ -27,11 +27,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src import checkpoint, cli, config, hpo, inference, reference
-from src.config import Interval
 from src.data import Data, check_fit
 from src.errors import ConfigError
 from src.loop import Callback, FitResult, Progress, fit
 from src.schedules import robbins_monro_verdict
+from src.schemas import Interval
 from src.tracking import hydra_context
 
 log = logging.getLogger(__name__)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from tests.conftest import all_runs
+from tests.conftest import all_runs, cli_env
 
 
 def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):
@@ -71,3 +74,48 @@ def test_full_error_shows_the_traceback(cli):
     proc = cli("optimizer.lr=-1", HYDRA_FULL_ERROR="1")
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_a_bad_override_is_one_error_line_and_exit_2_whatever_the_callers_hydra_full_error(cli):
+    proc = cli("optimizer.lr=abc", HYDRA_FULL_ERROR="0")  # set, but not to 1: one line still
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"
+    ]
+
+
+# cli.run sets HYDRA_FULL_ERROR=1 for the call (Hydra's only way to hand an error on): in the process
+# that called it, whatever the caller had is back afterwards.
+KEEPS_THE_CALLERS_VALUE = """
+import os, sys
+{setup}
+sys.argv = ["train", "optimizer.lr=-1", "hydra.run.dir=outputs/run"]
+from src import cli, train
+try:
+    cli.run(train.main)
+except SystemExit as exc:
+    print(exc.code, os.environ.get("HYDRA_FULL_ERROR", "<unset>"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("setup", "after"),
+    [('os.environ["HYDRA_FULL_ERROR"] = "0"', "0"), ('os.environ.pop("HYDRA_FULL_ERROR", None)', "<unset>")],
+)
+def test_a_callers_hydra_full_error_is_kept(tmp_path, setup, after):
+    script = KEEPS_THE_CALLERS_VALUE.format(setup=setup)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
+    )
+    assert proc.stdout.split() == ["2", after], proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: optimizer.lr=-1.0 is not allowed: must be > 0"]
+
+
+def test_help_lists_the_groups_to_pick_from_and_not_the_internal_schemas(cli):
+    proc = cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
+    assert listed == ["data", "experiment", "model", "optimizer", "schedule", "tracking"]
+    assert "optimizer: adagrad, adam, adamw, gd, lbfgs, momentum, nesterov, newton" in groups
+    assert "schema" not in proc.stdout
