@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import all_runs, cli_env
+from tests.helpers import all_runs, cli_env
 
 
 def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):
