@@ -87,12 +87,11 @@ def test_a_bad_override_is_one_error_line_and_exit_2_whatever_the_callers_hydra_
 # cli.run sets HYDRA_FULL_ERROR=1 for the call (Hydra's only way to hand an error on): in the process
 # that called it, whatever the caller had is back afterwards.
 KEEPS_THE_CALLERS_VALUE = """
-import os, sys
+import os, runpy, sys
 {setup}
 sys.argv = ["train", "optimizer.lr=-1", "hydra.run.dir=outputs/run"]
-from src import cli, train
 try:
-    cli.run(train.main)
+    runpy.run_module("src.train", run_name="__main__")  # python -m src.train, in this process
 except SystemExit as exc:
     print(exc.code, os.environ.get("HYDRA_FULL_ERROR", "<unset>"))
 """
