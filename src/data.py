@@ -28,8 +28,6 @@ from src.config import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from src.reference import Reference
-
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +56,6 @@ class Data:
     val: Split  # may be empty (val_prop = 0): the loop then monitors train loss
     test: Split  # may be empty (train_prop + val_prop = 1): no test_loss
     theta: Tensor | None = None  # the true coefficients, where the data are simulated
-    reference: Reference | None = None  # the exact minimizer of the training loss (src/reference.py)
     names: tuple[str, ...] = ()  # X's columns: `const`, the table's columns; x1..xM where unnamed
     standardization: Standardization | None = None  # None: X is in the data's own units
 
