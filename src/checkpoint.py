@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
@@ -140,8 +141,8 @@ def resumed_config(
     values Hydra parsed into `composed`); any other that differs from the snapshot's is refused."""
     cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(state["config"]))
     assert isinstance(cfg, DictConfig)
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group  # without the +, ++ or ~ prefix
         if key in ("resume", "warm_start") or key.startswith("hydra."):
             continue
         ours = OmegaConf.select(composed, key)

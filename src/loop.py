@@ -342,6 +342,22 @@ def result(run: Run, p: Progress, stop_reason: str, start: float) -> FitResult:
     )
 
 
+def safe_point(
+    run: Run, p: Progress, snapshot: Callable[[Progress], None] | None, start: float
+) -> Callable[[], None]:
+    """A check for `run.stop`, called where training could resume from exactly here: if a stop
+    was requested, snapshot the progress and raise `Stopped`."""
+
+    def halt_if_requested() -> None:
+        if run.stop.reason is not None:
+            p.elapsed = time.perf_counter() - start
+            if snapshot is not None:
+                snapshot(p)
+            run.stop.check()
+
+    return halt_if_requested
+
+
 def fit(
     run: Run,
     callbacks: Sequence[Callback] = (),
@@ -356,14 +372,7 @@ def fit(
     stop_reason, start = "max_epochs", time.perf_counter() - p.elapsed
     if p.epoch == 0 and not p.sizes:
         p.start_loss = evaluate(model, monitored(run.data))
-
-    def halt_if_requested() -> None:  # resumable from exactly here
-        if run.stop.reason is not None:
-            p.elapsed = time.perf_counter() - start
-            if snapshot is not None:
-                snapshot(p)
-            run.stop.check()
-
+    halt_if_requested = safe_point(run, p, snapshot, start)
     epochs = range(p.epoch + 1, trainer.max_epochs + 1)
     bar = tqdm(epochs, initial=p.epoch, total=trainer.max_epochs, disable=None if trainer.progress else True)
     for epoch in bar:  # (disable=None: a bar only on a terminal, so logs and CI stay clean)

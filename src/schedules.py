@@ -70,7 +70,10 @@ def robbins_monro_verdict(scheduler: LRScheduler) -> tuple[bool, str]:
     if isinstance(scheduler, SequentialLR):  # the last schedule runs forever: it decides the sums
         return robbins_monro_verdict(scheduler._schedulers[-1])
     if isinstance(scheduler, ConstantLR):  # η_t = η₀ once its `total_iters` (0 for ours) have passed
-        return False, "η_t stays at η₀: Σ η_t² = ∞, so with noisy gradients θ_t keeps a noise floor"
+        return False, (
+            "the step size stays at η₀ (Σ η_t² = ∞), so minibatch noise keeps θ_t moving around the "
+            "minimum; a decaying schedule (schedule=robbins_monro) lets it settle"
+        )
     if isinstance(scheduler, StepLR | ExponentialLR):
         gamma = float(scheduler.gamma)
         if gamma == 1:
