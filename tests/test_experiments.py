@@ -19,7 +19,7 @@ from src.loop import EpochMetrics, FitResult, evaluate, fit
 from src.models import LinearRegression
 from src.run import Run
 from src.train import CONF, build
-from tests.conftest import all_runs
+from tests.helpers import all_runs
 
 LESSONS = ["batch_size", "conditioning", "early_stopping", "momentum", "ridge", "robbins_monro"]
 
