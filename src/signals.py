@@ -111,7 +111,7 @@ def scoped(request: StopRequest | None = None) -> Iterator[StopRequest]:
     may raise), the handler records into the process again, a request left is handed back to the
     process, and the run's request is reset, so nothing of it stops a later run."""
     global _target
-    outer, request = _target, request or StopRequest()
+    outer, request = _target, request if request is not None else StopRequest()
     if outer.reason is not None:
         request.record(outer.reason)
         request.count = max(request.count, outer.count)
