@@ -202,22 +202,21 @@ class Fit:
     b_ref: Tensor  # θ* mapped the same way (NaN without a reference)
 
 
-def fitted(model: LinearRegression, data: Data) -> Fit:
+def fitted(model: LinearRegression, data: Data, reference: Reference | None) -> Fit:
     bias = model.bias is not None
     Z, y = design(data.train.X, bias).cpu(), data.train.y.double().cpu()
     theta = parameters_to_vector(model.parameters()).detach().double().cpu()
     names, A = natural_units(data, bias)
     b = A @ theta
-    reference = data.reference
     b_ref = A @ reference.theta.cpu() if reference is not None else torch.full_like(b, math.nan)
     return Fit(isinstance(model, LogisticRegression), Z, y, theta, names, A, b, b_ref)
 
 
-def no_errors(model: nn.Module, data: Data, fit: Fit, l2: float) -> str | None:
+def no_errors(model: nn.Module, fit: Fit, reference: Reference | None, l2: float) -> str | None:
     """Why this fit gets no standard errors, or None if it gets them."""
     n, k = fit.Z.shape
     reason = unavailable(model, l2)
-    if reason is None and fit.logit and data.reference is None:
+    if reason is None and fit.logit and reference is None:
         reason = "the logit MLE does not exist on these data (classes separable on the training split)"
     if reason is None and n <= k:
         reason = f"{n} rows leave no residual degrees of freedom for {k} parameters"
@@ -313,15 +312,17 @@ def warnings_for(certificate: dict[str, float], stop_reason: str) -> list[str]:
     return []
 
 
-def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reason: str) -> Estimates | None:
+def estimate(
+    model: nn.Module, data: Data, reference: Reference | None, cov: Cov | None, l2: float, stop_reason: str
+) -> Estimates | None:
     """The table of estimates for a linear or logistic model (None for other models)."""
     if not isinstance(model, LinearRegression):
         return None
-    fit = fitted(model, data)
-    reason = no_errors(model, data, fit, l2)
+    fit = fitted(model, data, reference)
+    reason = no_errors(model, fit, reference, l2)
     cov = cov or Cov.classical
     table = table_of(fit, cov, data.train.groups, reason)
-    certificate = certify(fit, data.reference, l2)
+    certificate = certify(fit, reference, l2)
     footer = [*footer_of(fit, data, cov, reason), certificate_line(certificate, stop_reason)]
     warnings = warnings_for(certificate, stop_reason)
     scaling = data.standardization
