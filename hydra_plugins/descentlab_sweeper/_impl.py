@@ -32,10 +32,10 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from src import signals
+from src import hpo, signals, studies
 from src.tracking import SWEPT_ENV
 
-from . import _repeats, _report, _space, _storage, _trial, _warm
+from . import _repeats, _report, _space, _storage, _warm
 from .config import UPSTREAM_NAME, upstream_installed
 
 if TYPE_CHECKING:
@@ -94,8 +94,8 @@ class Sweep:
         self.extend: Callable[[DictConfig, Trial], None] | None = (
             get_method(sweeper.custom_search_space) if sweeper.custom_search_space else None
         )
-        self.storage_path = _storage.resolve(sweeper.storage, self.config.hydra.runtime.cwd)
-        self.storage = _storage.open_storage(self.storage_path)
+        self.storage_path = studies.resolve(sweeper.storage, self.config.hydra.runtime.cwd)
+        self.storage = studies.open_storage(self.storage_path)
         self.study_name = sweeper.study_name or default_study_name(
             self.config.hydra.job.name, plan.arguments, sweeper.custom_search_space
         )
@@ -135,7 +135,7 @@ class Sweep:
             labels = names or [""] * len(directions)
             was = ", ".join(f"{d} {n}".strip() for d, n in zip(directions, labels, strict=True))
             raise HydraException(
-                f"study {self.study_name} in {_storage.redact(self.storage_path)} optimizes {was}, "
+                f"study {self.study_name} in {studies.redact(self.storage_path)} optimizes {was}, "
                 f"not {self.objectives.describe()}: set hydra.sweeper.study_name to start a new study"
             )
         if names is None:
@@ -167,7 +167,7 @@ class Sweep:
         log.info(
             "Optuna study %s in %s: %s, %s, %s; n_trials=%d for the study, %d in flight%s",
             self.study_name,
-            _storage.redact(self.storage_path),
+            studies.redact(self.storage_path),
             describe(self.study.sampler),
             describe(self.study.pruner),
             self.objectives.describe(),
@@ -238,17 +238,16 @@ class Sweep:
         overrides = [
             *self.fixed.values(),
             *(f"{name}={_space.override_value(value)}" for name, value in trial.params.items()),
-            *self.parent.env_overrides(),
-            f"++hydra.job.env_set.{_trial.STUDY_ENV}={_space.override_value(self.study_name)}",
-            f"++hydra.job.env_set.{_trial.TRIAL_ENV}={trial._trial_id}",
+            f"++hydra.job.env_set.{hpo.STUDY_ENV}={_space.override_value(self.study_name)}",
+            f"++hydra.job.env_set.{hpo.TRIAL_ENV}={trial._trial_id}",
             f"++hydra.job.env_set.{SWEPT_ENV}={_space.override_value(self._swept(trial))}",
         ]
         key = (self.study_name, trial._trial_id)
-        _trial.live[key] = trial  # a job in this process uses the live trial
+        hpo.live[key] = trial  # a job in this process uses the live trial
         try:
             ret = _repeats.launch(self, trial, overrides)
         finally:
-            _trial.live.pop(key, None)
+            hpo.live.pop(key, None)
         self.parent.link(trial)
         state, values, reason = self._judge(trial, ret)
         if reason is not None:

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import Trial, TrialState
 
+from src import hpo
 from src.tracking import PARENT_RUN_ENV
-
-from . import _trial
 
 if TYPE_CHECKING:
     from ._impl import Sweep
@@ -41,11 +40,10 @@ def launch(sweep: Sweep, trial: Trial, overrides: list[str]) -> JobReturn:
         (ret,) = sweep.launcher.launch([overrides], initial_job_idx=trial.number)
         return ret
     run_id = sweep.parent.start_trial(trial, k)
-    if run_id is not None:  # the seeds' runs nest under the trial's run, not the sweep's
-        overrides = [o for o in overrides if not o.startswith(f"++hydra.job.env_set.{PARENT_RUN_ENV}=")]
+    # The seeds' runs nest under the trial's run: a job's own env_set wins over the multirun's.
     nest = [f"++hydra.job.env_set.{PARENT_RUN_ENV}={run_id}"] if run_id else []
     jobs = [
-        [*overrides, f"seed={seed}", *nest, f"++hydra.job.env_set.{_trial.REPEAT_ENV}={i}"]
+        [*overrides, f"seed={seed}", *nest, f"++hydra.job.env_set.{hpo.REPEAT_ENV}={i}"]
         for i, seed in enumerate(seeds(sweep))
     ]
     first = sweep.launcher.launch(jobs[:1], initial_job_idx=trial.number * k)
