@@ -287,10 +287,10 @@ class MultirunParent(HydraCallback):
         tags |= source_tags()
         run = self.client.create_run(self.experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
         self.run_id = run.info.run_id
+        atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
         params = config.hydra.sweeper.get("params") or {}
         sweep = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
         pass_to_jobs(config, {PARENT_RUN_ENV: self.run_id, SWEPT_ENV: ",".join(swept_keys(sweep))})
-        atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
 
     def _warn_many_writers(self, writers: int) -> None:
         if writers > SQLITE_WRITERS and self.uri.startswith("sqlite"):

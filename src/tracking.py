@@ -251,7 +251,7 @@ def pass_to_jobs(config: DictConfig, env: dict[str, str]) -> None:
         if "'" in value or "\\" in value:  # run ids and config keys: quoted as they are
             raise ValueError(f"{key}={value!r}: no quotes or backslashes in a value passed to jobs")
     with open_dict(config.hydra.overrides), read_write(config.hydra.overrides):
-        config.hydra.overrides.hydra.extend(f"++{ENV_SET}{k}='{v}'" for k, v in env.items())
+        config.hydra.overrides.hydra.extend([f"++{ENV_SET}{k}='{v}'" for k, v in env.items()])
 
 
 def passed_to_jobs(config: DictConfig) -> dict[str, str]:
