@@ -55,6 +55,7 @@ from src.tracking import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
@@ -143,25 +144,34 @@ def _sort_key(metric: str) -> Callable[[Group], float]:
     return key
 
 
-def table(runs: list[Run], sort_by: str = "best_val_loss") -> str:
+def summary(runs: list[Run], sort_by: str = "best_val_loss") -> pd.DataFrame:
+    """One row per run, or per group of repeats (n, then mean [95% CI] of each summary metric),
+    best first by `sort_by`; cells as printed."""
+    import pandas as pd
+
     groups = sorted(group(runs), key=_sort_key(sort_by))
-    repeated = any(len(g.runs) > 1 for g in groups)
     metrics = list(dict.fromkeys([sort_by, *SUMMARY]))
-    if repeated:  # n, then mean [95% CI] per summary metric
-        head = ["run", "n", *metrics]
-        body = [[g.name, str(len(g.runs)), *(_cell(g.values(m)) for m in metrics)] for g in groups]
-    else:
-        head = ["run", *metrics, "stop_reason", "wall_s"]
-        body = []
-        for g in groups:
-            run = g.runs[0]
-            wall = run.data.metrics.get("wall_time")
-            status = run.data.tags.get("stop_reason", run.info.status.lower())
-            cells = [_cell(g.values(m)) for m in metrics]
-            body.append([g.name, *cells, status, "-" if wall is None else f"{wall:.2f}"])
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [head, *body]]
-    return "\n".join(line.rstrip() for line in lines)
+    if any(len(g.runs) > 1 for g in groups):
+        rows = [[g.name, str(len(g.runs)), *(_cell(g.values(m)) for m in metrics)] for g in groups]
+        return pd.DataFrame(rows, columns=["run", "n", *metrics])
+    rows = []
+    for g in groups:
+        run = g.runs[0]
+        wall = run.data.metrics.get("wall_time")
+        status = run.data.tags.get("stop_reason", run.info.status.lower())
+        cells = [_cell(g.values(m)) for m in metrics]
+        rows.append([g.name, *cells, status, "-" if wall is None else f"{wall:.2f}"])
+    return pd.DataFrame(rows, columns=["run", *metrics, "stop_reason", "wall_s"])
+
+
+def table(runs: list[Run], sort_by: str = "best_val_loss") -> str:
+    """`summary` as text: left-aligned columns two spaces apart."""
+    frame = summary(runs, sort_by)
+    # pandas right-aligns text cells: pad each to its column's width (+1: pandas adds one space)
+    widths = {c: 1 + max(len(c), *frame[c].str.len()) for c in frame.columns}
+    formatters = {c: f"{{:<{w}}}".format for c, w in widths.items()}
+    text = frame.to_string(index=False, justify="left", formatters=formatters)
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 def overlay(
@@ -359,7 +369,7 @@ class MultirunParent(HydraCallback):
             self.run_id = None
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", help="MLflow experiment name (default: any)")
     parser.add_argument("--parent", help="a sweep's parent run id (default: the latest sweep)")
@@ -371,24 +381,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sort", default="best_val_loss", help="the run-level metric to sort by")
     parser.add_argument("--out", type=Path, default=Path("compare.png"), help="where to write the PNG")
     parser.add_argument("--diff", nargs=2, metavar=("RUN_A", "RUN_B"), help="config keys that differ")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _print_diff(client: MlflowClient, runs: list[str], parser: argparse.ArgumentParser) -> None:
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = tracking_uri(args.uri)
-    client = MlflowClient(uri)
-    if args.diff:
-        try:
-            differences = config_diff(client, *args.diff)
-        except (MlflowException, OSError) as exc:
-            parser.exit(2, f"error: --diff {' '.join(args.diff)}: {str(exc).splitlines()[0]}\n")
-        for key, a, b in differences:
-            print(f"{key}: {a} -> {b}")
-        if not differences:
-            print("the two runs have the same config")
-        return
+    try:
+        differences = config_diff(client, *runs)
+    except (MlflowException, OSError) as exc:
+        parser.exit(2, f"error: --diff {' '.join(runs)}: {str(exc).splitlines()[0]}\n")
+    for key, a, b in differences:
+        print(f"{key}: {a} -> {b}")
+    if not differences:
+        print("the two runs have the same config")
+
+
+def _chosen(
+    client: MlflowClient, args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[list[Run], Run | None, str]:
+    """The runs the arguments name, their sweep's parent run (None with --all), their experiment id."""
+    from mlflow.exceptions import MlflowException
+
     experiments = list(client.search_experiments())
     if args.experiment is not None:
         experiments = [e for e in experiments if e.name == args.experiment]
@@ -405,18 +419,30 @@ def main(argv: list[str] | None = None) -> None:
         except MlflowException as exc:
             parser.exit(2, f"error: --parent {args.parent}: {str(exc).splitlines()[0]}\n")
     if parent is not None:
-        runs = sweep_runs(client, parent.info.run_id)
-    else:
-        runs = experiment_runs(client, ids[0]) if ids else []
+        return sweep_runs(client, parent.info.run_id), parent, parent.info.experiment_id
+    return (experiment_runs(client, ids[0]) if ids else []), None, ids[0] if ids else ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri(args.uri)
+    client = MlflowClient(uri)
+    if args.diff:
+        _print_diff(client, args.diff, parser)
+        return
+    runs, parent, experiment_id = _chosen(client, args, parser)
     if not runs:
         where = f"sweep {parent.info.run_id}" if parent else f"experiment '{args.experiment}'"
         parser.exit(1, f"error: no runs in {where}\n")
     if parent is not None:
-        experiment = client.get_experiment(parent.info.experiment_id).name
+        experiment = client.get_experiment(experiment_id).name
         print(f"sweep {parent.info.run_id} ({parent.info.run_name}) in experiment '{experiment}'")
     print(table(runs, args.sort))
     print(f"wrote {overlay(client, runs, args.out, args.metric, args.sort)}")
-    experiment_id = parent.info.experiment_id if parent else ids[0]
     print(f"MLflow UI: {ui_hint(uri, experiment_id)}")
 
 
