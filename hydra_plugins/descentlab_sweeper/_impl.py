@@ -119,7 +119,7 @@ class Sweep:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.deadline = None if sweeper.timeout is None else time.monotonic() + sweeper.timeout
-        self.parent = _report.ParentRun(self.config, self.study_name)
+        self.runs = _report.StudyRuns(self.config, self.study_name)
         if plan.enqueue or plan.warm_source is not None:
             with _storage.budget_lock(self.storage, self.storage_path, self.study_name):
                 self._warm_start()
@@ -175,7 +175,7 @@ class Sweep:
             self.sweeper.n_jobs if parallel else 1,
             "" if parallel or self.sweeper.n_jobs == 1 else " (the basic launcher runs jobs one by one)",
         )
-        self.parent.start()
+        self.runs.start()
         heartbeat = threading.Thread(target=self._heartbeat, name="optuna-heartbeat", daemon=True)
         heartbeat.start()
         try:
@@ -248,7 +248,7 @@ class Sweep:
             ret = _repeats.launch(self, trial, overrides)
         finally:
             hpo.live.pop(key, None)
-        self.parent.link(trial)
+        self.runs.link(trial)
         state, values, reason = self._judge(trial, ret)
         if reason is not None:
             trial.set_user_attr("fail_reason", reason)
@@ -258,7 +258,7 @@ class Sweep:
             self.outcomes[state] += 1
         self._tell(trial, values, state)
         self._log_outcome(trial.number, state, values, reason, trial.params)
-        self.parent.tag_child(trial.number, state.name)
+        self.runs.tag_child(trial.number, state.name)
         self._check_failure_rate()
 
     def _swept(self, trial: Trial) -> str:
@@ -335,7 +335,7 @@ class Sweep:
                 now - seen,
             )
             self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            self.parent.tag_child(trial.number, TrialState.FAIL.name, killed=True)
+            self.runs.tag_child(trial.number, TrialState.FAIL.name, killed=True)
 
     def _wait_for_other_processes(self) -> None:
         """Stay until trials other processes run are done (or found stale), so that the summary
@@ -386,7 +386,7 @@ class Sweep:
         results = sweep_dir / "optimization_results.yaml"
         _report.save_results(self.study, self.storage_path, counts, results)
         plots = _report.save_plots(self.study, sweep_dir / "optuna_plots")
-        self.parent.finish(self.study, self.storage_path, counts, plots, results)
+        self.runs.finish(self.study, self.storage_path, counts, plots, results)
         if self._failure_rate_exceeded():
             fails, done = self.outcomes[TrialState.FAIL], sum(self.outcomes.values())
             raise SweepFailed(

@@ -39,7 +39,7 @@ def launch(sweep: Sweep, trial: Trial, overrides: list[str]) -> JobReturn:
     if k == 1:
         (ret,) = sweep.launcher.launch([overrides], initial_job_idx=trial.number)
         return ret
-    run_id = sweep.parent.start_trial(trial, k)
+    run_id = sweep.runs.start_trial(trial, k)
     # The seeds' runs nest under the trial's run: a job's own env_set wins over the multirun's.
     nest = [f"++hydra.job.env_set.{PARENT_RUN_ENV}={run_id}"] if run_id else []
     jobs = [
@@ -51,7 +51,7 @@ def launch(sweep: Sweep, trial: Trial, overrides: list[str]) -> JobReturn:
     if sweep._judge(trial, first[0])[0] is TrialState.COMPLETE:
         rest = sweep.launcher.launch(jobs[1:], initial_job_idx=trial.number * k + 1)
         outcome = combine(trial, [*first, *rest], len(sweep.objectives.directions))
-    sweep.parent.end_trial(run_id, outcome.status == JobStatus.COMPLETED)
+    sweep.runs.end_trial(run_id, outcome.status == JobStatus.COMPLETED)
     return outcome
 
 

@@ -127,7 +127,7 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
     return saved
 
 
-class ParentRun:
+class StudyRuns:
     """The study on the sweep's MLflow parent run, and the trials' runs under it.
 
     The parent run belongs to src.compare.MultirunParent (a Hydra callback): it creates the run
