@@ -35,7 +35,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, dtype, sig):
     assert whole.returncode == 0, whole.stderr
     (whole_run,) = all_runs(uri)
 
-    cut = interrupt_midway(tmp_path, uri, sig, *common, f"hydra.run.dir={tmp_path}/cut")
+    cut = interrupt_midway(
+        tmp_path, uri, sig, *common, f"hydra.run.dir={tmp_path}/cut", after=tmp_path / "cut" / "snapshot.pt"
+    )
     assert cut.returncode == 130, cut.stderr
     cut_run = next(r for r in all_runs(uri) if r.info.run_id != whole_run.info.run_id)
     assert cut_run.info.status == "KILLED"
