@@ -22,6 +22,7 @@ def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):
     assert run.data.params["optimizer"] == "sgd"
 
 
+@pytest.mark.slow
 def test_multirun_over_optimizers_leaves_one_finished_run_each(cli, tmp_path):
     proc = cli("--multirun", "optimizer=sgd,momentum,nesterov,adam")
     assert proc.returncode == 0, proc.stderr
