@@ -7,6 +7,7 @@ import pytest
 from tests.helpers import all_runs
 
 
+@pytest.mark.slow
 def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):
     proc = cli()
     assert proc.returncode == 0, proc.stderr

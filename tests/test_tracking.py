@@ -31,6 +31,7 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
     return out
 
 
+@pytest.mark.slow
 def test_a_cli_run_records_everything(cli, tmp_path):
     proc = cli("optimizer=nesterov", "trainer.max_epochs=30")
     assert proc.returncode == 0, proc.stderr
