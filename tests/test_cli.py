@@ -37,6 +37,7 @@ def test_multirun_over_optimizers_leaves_one_finished_run_each(cli, tmp_path):
     assert choices == {"sgd": "False", "momentum": "False", "nesterov": "True", "adam": None}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
