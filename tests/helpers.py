@@ -56,7 +56,12 @@ def run_cli(
 
 
 def all_runs(uri: str, experiment: str = "descentlab") -> list:
+    """Every run of `experiment` in the store at `uri`. A sqlite store nobody created has none, and is
+    not opened: that would create it (seconds of schema migrations) and race a run creating it."""
     from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
 
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
