@@ -10,6 +10,7 @@ import pytest
 from tests.helpers import all_runs, cli_env
 
 
+@pytest.mark.slow
 def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):
     proc = cli()
     assert proc.returncode == 0, proc.stderr
@@ -25,6 +26,7 @@ def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):
     assert run.data.params["optimizer"] == "sgd"
 
 
+@pytest.mark.slow
 def test_multirun_over_optimizers_leaves_one_finished_run_each(cli, tmp_path):
     proc = cli("--multirun", "optimizer=sgd,momentum,nesterov,adam")
     assert proc.returncode == 0, proc.stderr
@@ -38,6 +40,7 @@ def test_multirun_over_optimizers_leaves_one_finished_run_each(cli, tmp_path):
     assert choices == {"sgd": "False", "momentum": "False", "nesterov": "True", "adam": None}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

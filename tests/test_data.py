@@ -46,6 +46,7 @@ def build_error(make, *overrides: str) -> str:
 
 
 # ------------------------------------------------------------------------------ files through the CLI
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("file", "extra"),
     [("wages.csv", ()), ("wages.parquet", ("hydra.job.chdir=true",))],  # chdir: still the launch dir
@@ -248,6 +249,7 @@ def test_unknown_statsmodels_data_set_lists_the_available_ones(quiet_config):
     assert "longley" in message and "spector" in message
 
 
+@pytest.mark.slow
 def test_bundled_spector_runs_by_name_as_a_logit_and_reports_opt_gap(cli, tmp_path):
     proc = cli("data=spector", "trainer.max_epochs=20")
     assert proc.returncode == 0, proc.stderr

@@ -153,6 +153,7 @@ def test_early_stopping_restores_the_best_validation_epoch():
     assert right.best_val_loss < overfit.history[-1].val_loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", ["early_stopping"])
 def test_a_lesson_runs_as_the_documented_command(cli, tmp_path, lesson):
     proc = cli("--multirun", f"+experiment={lesson}")

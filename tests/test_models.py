@@ -63,6 +63,7 @@ def test_mlp_initial_values_come_from_the_run_generator_only(quiet_config):
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.slow
 def test_mlp_fits_the_curve_a_linear_model_cannot(quiet_config):
     common = ("data=nonlinear", "optimizer=adam", "trainer.max_epochs=40")
     mlp = train(quiet_config(*common, "model=mlp"))

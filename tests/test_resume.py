@@ -27,6 +27,7 @@ def history(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
     return {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in METRICS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("dtype", "sig"), [("float64", signal.SIGINT), ("float32", signal.SIGTERM)])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, dtype, sig):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -35,7 +36,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, dtype, sig):
     assert whole.returncode == 0, whole.stderr
     (whole_run,) = all_runs(uri)
 
-    cut = interrupt_midway(tmp_path, uri, sig, *common, f"hydra.run.dir={tmp_path}/cut")
+    cut = interrupt_midway(
+        tmp_path, uri, sig, *common, f"hydra.run.dir={tmp_path}/cut", after=tmp_path / "cut" / "snapshot.pt"
+    )
     assert cut.returncode == 130, cut.stderr
     cut_run = next(r for r in all_runs(uri) if r.info.run_id != whole_run.info.run_id)
     assert cut_run.info.status == "KILLED"
@@ -57,6 +60,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, dtype, sig):
     assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
 
 
+@pytest.mark.slow
 def test_a_tampered_or_truncated_snapshot_is_refused(tmp_path):
     proc = run_cli(tmp_path, "trainer.max_epochs=3", "tracking=none", f"hydra.run.dir={tmp_path}/run")
     assert proc.returncode == 0, proc.stderr
@@ -72,6 +76,7 @@ def test_a_tampered_or_truncated_snapshot_is_refused(tmp_path):
         ]
 
 
+@pytest.mark.slow
 def test_resume_may_extend_training_but_not_change_the_method(tmp_path):
     proc = run_cli(tmp_path, "trainer.max_epochs=3", "tracking=none", f"hydra.run.dir={tmp_path}/run")
     assert proc.returncode == 0

@@ -98,6 +98,7 @@ def test_robbins_monro_verdict_agrees_with_the_partial_sums():
     assert q2 - q1 > 0.3 * q1
 
 
+@pytest.mark.slow
 def test_kappa_outside_the_conditions_runs_and_reports_the_verdict(cli, tmp_path):
     proc = cli("schedule=robbins_monro", "schedule.kappa=0.4", "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr
