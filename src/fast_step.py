@@ -50,7 +50,7 @@ def _sgd(opt: torch.optim.SGD) -> None:
                 else:
                     buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
                 grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-            p.add_(grad, alpha=-lr)
+            p.detach().add_(grad, alpha=-lr)  # detached: in place on a leaf, outside no_grad
 
 
 def _adam(opt: torch.optim.Adam) -> None:
@@ -63,6 +63,7 @@ def _adam(opt: torch.optim.Adam) -> None:
             state = opt.state[p]
             step_t, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
             step_t += 1
+            p = p.detach()  # in place on a leaf, without a no_grad block (its cost shows here)
             if wd != 0:
                 if group["decoupled_weight_decay"]:
                     p.mul_(1 - lr * wd)
@@ -115,7 +116,6 @@ def fast_step(optimizer: torch.optim.Optimizer) -> Step:
             first = False
             optimizer.step()
             return
-        with torch.no_grad():
-            update(optimizer)
+        update(optimizer)
 
     return step
