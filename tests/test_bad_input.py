@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import all_runs
+from tests.helpers import all_runs
 
 CATALOG = [
     # unknown choices, keys and types

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import all_runs
+from tests.helpers import all_runs
 
 
 def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):

@@ -17,7 +17,7 @@ from scipy import stats
 from src import compare
 from src.tracking import run_name, short_number
 from src.train import train
-from tests.conftest import all_runs, make_config, run_cli
+from tests.helpers import all_runs, make_config, run_cli
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from src.config import ConfigError
 from src.train import build
-from tests.conftest import all_runs
+from tests.helpers import all_runs
 
 N = 200
 

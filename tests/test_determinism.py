@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import all_runs, run_cli
+from tests.helpers import all_runs, run_cli
 
 METRICS = ("train_loss", "val_loss", "grad_norm", "param_error", "lr")
 

@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from src.loop import EpochMetrics, FitResult, evaluate, fit
 from src.train import CONF, build
-from tests.conftest import all_runs
+from tests.helpers import all_runs
 
 LESSONS = ["batch_size", "conditioning", "early_stopping", "momentum", "ridge", "robbins_monro"]
 

@@ -18,7 +18,7 @@ from src.config import Cov
 from src.data import split_sizes
 from src.loop import EpochMetrics, Progress, fit, should_stop
 from src.train import build
-from tests.conftest import all_runs, make_config, run_cli
+from tests.helpers import all_runs, make_config, run_cli
 
 FULL_SAMPLE = ("data.train_prop=1.0", "data.val_prop=0.0", "trainer.dtype=float64")
 # The default stops once L − L* < 1e-8 |L*|: about 4 digits in θ in general (the gap is quadratic in

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import all_runs, free_port, mlflow_server_on
+from tests.helpers import all_runs, free_port, mlflow_server_on
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -8,7 +8,7 @@ from collections import Counter
 
 import optuna
 
-from tests.conftest import all_runs, cli_env
+from tests.helpers import all_runs, cli_env
 
 
 def test_joblib_workers_and_independent_sweeps_share_one_store_and_study(tmp_path):

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from src import checkpoint
 from src.signals import Stopped, StopRequest
 from src.train import build, load_warm_start, train
-from tests.conftest import all_runs, interrupt_midway, make_config, run_cli
+from tests.helpers import all_runs, interrupt_midway, make_config, run_cli
 
 METRICS = ("train_loss", "val_loss", "grad_norm", "param_error", "lr")
 LONG_RUN = ("data.n=20000", "trainer.max_epochs=150", "trainer.patience=100000",

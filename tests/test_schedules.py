@@ -9,7 +9,7 @@ import pytest
 from src.config import ConfigError
 from src.schedules import robbins_monro_verdict
 from src.train import build, train
-from tests.conftest import all_runs, make_config
+from tests.helpers import all_runs, make_config
 
 ETA0 = 0.1
 T = 100

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import cli_env, mlflow_server_on
+from tests.helpers import cli_env, mlflow_server_on
 
 pytestmark = pytest.mark.slow
 

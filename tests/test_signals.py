@@ -18,7 +18,7 @@ from src.loop import fit
 from src.signals import Stopped, StopRequest
 from src.tracking import MlflowTracker
 from src.train import build, train
-from tests.conftest import all_runs, cli_env, make_config
+from tests.helpers import all_runs, cli_env, make_config
 
 
 @pytest.fixture

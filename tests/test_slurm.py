@@ -19,7 +19,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import all_runs, cli_env, run_cli
+from tests.helpers import all_runs, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 

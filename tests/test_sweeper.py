@@ -25,7 +25,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hydra_plugins.descentlab_sweeper import _space
-from tests.conftest import CONF, all_runs, cli_env, run_cli
+from tests.helpers import CONF, all_runs, cli_env, run_cli
 
 SWEEP = ("--multirun", "hydra/sweeper=descentlab_optuna")
 QUICK = ("trainer.patience=1000", "trainer.stopping_threshold=null")  # run every epoch asked for

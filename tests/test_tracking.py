@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from src import compare, tracking
 from src.loop import EpochMetrics
 from src.train import train
-from tests.conftest import all_runs, interrupt_midway, make_config, mlflow_server_on, run_cli
+from tests.helpers import all_runs, interrupt_midway, make_config, mlflow_server_on, run_cli
 
 EPOCH_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "param_error", "epoch_time")
 

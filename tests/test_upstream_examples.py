@@ -19,7 +19,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from tests.conftest import ROOT, cli_env
+from tests.helpers import ROOT, cli_env
 
 APP = ROOT / "tests" / "sphere" / "app.py"
 

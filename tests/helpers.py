@@ -1,0 +1,124 @@
+"""Plain helpers the tests import (fixtures live in conftest.py): run the real CLI in a
+subprocess, read MLflow, start a real `mlflow server`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from src.train import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+make_config = compose  # the config `python -m src.train <overrides>` would run (no hydra node)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    cwd: Path,
+    *args: str,
+    module: str = "src.train",
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> <args>` in `cwd`, as a user would type it; outputs land under cwd."""
+    hydra_dirs = []
+    if module == "src.train":  # keep outputs inside cwd unless the caller says where
+        if not any(a.startswith("hydra.run.dir=") for a in args):
+            hydra_dirs.append(f"hydra.run.dir={cwd}/outputs/run")
+        if not any(a.startswith("hydra.sweep.dir=") for a in args):
+            hydra_dirs.append(f"hydra.sweep.dir={cwd}/multirun")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args, *hydra_dirs],
+        cwd=cwd,
+        env=cli_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def all_runs(uri: str, experiment: str = "descentlab") -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return client.search_runs([found.experiment_id], max_results=1000)
+
+
+def interrupt_midway(
+    cwd: Path, uri: str, sig: signal.Signals, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Start a run, let it train a random while, send `sig`; returns the finished process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not [r for r in all_runs(uri) if r.info.status == "RUNNING"]:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(random.uniform(1.0, 2.5))
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mlflow_server_on(store: str, root: Path, **env: str) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 over `store`, serving artifacts itself (under
+    root/artifacts, its log in root/server.log); yields its URL. `env` goes to the server."""
+    port = free_port()
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", store, "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"],  # one process: uvicorn restarts workers that start slowly on a busy machine
+        cwd=root, env=cli_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300  # ≈10 s on an idle machine; minutes on a crowded one
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers; ≈10 s to stop
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
