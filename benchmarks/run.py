@@ -117,7 +117,7 @@ def descentlab_fit(*overrides: str) -> Timed:
     def run() -> float:
         parts = build(cfg)
         start = time.perf_counter()
-        fit(**parts)
+        fit(parts)
         return time.perf_counter() - start
 
     return run

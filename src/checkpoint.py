@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
 from src.loop import EpochMetrics, Progress
+from src.run import Run
 
 FORMAT = 1  # bump when the snapshot's layout changes
 SNAPSHOT = "snapshot.pt"  # in the run dir
@@ -65,29 +67,27 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
-def capture(
-    progress: Progress, parts: dict[str, Any], run_id: str | None, config_yaml: str
-) -> dict[str, Any]:
+def capture(progress: Progress, run: Run, run_id: str | None, config_yaml: str) -> dict[str, Any]:
     """Everything needed to continue the run exactly: loop progress, states, RNG, and its config."""
     p = dataclasses.asdict(progress)  # history entries become plain dicts
     return {
         "progress": p,
-        "model": parts["model"].state_dict(),
-        "optimizer": parts["optimizer"].state_dict(),
-        "scheduler": parts["scheduler"].state_dict(),
-        "generator": parts["generator"].get_state(),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "generator": run.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "mlflow_run_id": run_id,
         "config": config_yaml,
     }
 
 
-def restore(state: dict[str, Any], parts: dict[str, Any]) -> Progress:
-    """Load a snapshot's states into freshly built parts; returns the loop progress to resume."""
-    parts["model"].load_state_dict(state["model"])
-    parts["optimizer"].load_state_dict(state["optimizer"])
-    parts["scheduler"].load_state_dict(state["scheduler"])
-    parts["generator"].set_state(state["generator"])
+def restore(state: dict[str, Any], run: Run) -> Progress:
+    """Load a snapshot's states into a freshly built run; returns the loop progress to resume."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     p = dict(state["progress"])
     p["history"] = [EpochMetrics(**m) for m in p["history"]]
@@ -141,8 +141,8 @@ def resumed_config(
     values Hydra parsed into `composed`); any other that differs from the snapshot's is refused."""
     cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(state["config"]))
     assert isinstance(cfg, DictConfig)
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group  # without the +, ++ or ~ prefix
         if key in ("resume", "warm_start") or key.startswith("hydra."):
             continue
         ours = OmegaConf.select(composed, key)

@@ -28,8 +28,6 @@ from src.config import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from src.reference import Reference
-
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +56,6 @@ class Data:
     val: Split  # may be empty (val_prop = 0): the loop then monitors train loss
     test: Split  # may be empty (train_prop + val_prop = 1): no test_loss
     theta: Tensor | None = None  # the true coefficients, where the data are simulated
-    reference: Reference | None = None  # the exact minimizer of the training loss (src/reference.py)
     names: tuple[str, ...] = ()  # X's columns: `const`, the table's columns; x1..xM where unnamed
     standardization: Standardization | None = None  # None: X is in the data's own units
 
@@ -301,10 +298,34 @@ def from_frame(
     """Check the columns and values, split the rows, then standardize (on training statistics only)
     and prepend the intercept column: X = [1, x_1, …, x_M] in the order of `features`. `cluster`
     (inference.cluster) names a column whose values group the rows for clustered standard errors."""
-    import pandas as pd
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
     frame = frame.set_axis([str(c) for c in frame.columns], axis="columns")
+    check_table(frame, source, target, cluster)
+    features = chosen_features(frame, source, target, features, cluster)
+    values, groups = finite_rows(frame, source, [target, *features], cluster, drop_missing)
+    data = split(values[:, 1:], values[:, 0], train_prop, val_prop, generator, groups=groups)
+    if data.train.groups is not None and len(data.train.groups.unique()) < 2:
+        raise ConfigError(
+            f"inference.cluster={cluster!r} puts all {len(data.train)} training rows in one group; "
+            "clustered standard errors need at least 2 groups: choose another column or inference.cov"
+        )
+    names = ["const"] * intercept + features
+    data, scaling = scaled(data, features, standardize, intercept)
+    check_rank(data.train.X, names)
+    log.info(
+        "%s: %d train / %d val / %d test rows; y = %s; X = %s%s",
+        source,
+        len(data.train),
+        len(data.val),
+        len(data.test),
+        target,
+        ", ".join(names),
+        " (standardized)" * standardize,
+    )
+    return replace(data, names=tuple(names), standardization=scaling)
+
+
+def check_table(frame: pd.DataFrame, source: str, target: str, cluster: str | None) -> None:
+    """Refuse repeated column names, an empty table, and a target or cluster column it lacks."""
     columns = list(frame.columns)
     check_columns(columns, source)
     if len(frame) == 0:
@@ -316,6 +337,17 @@ def from_frame(
         )
     if cluster is not None and cluster not in columns:
         raise ConfigError(f"inference.cluster={cluster!r} is not a column of {source}; {available}")
+
+
+def chosen_features(
+    frame: pd.DataFrame, source: str, target: str, features: list[str] | None, cluster: str | None
+) -> list[str]:
+    """The feature columns: those named (checked), or null for every numeric one but the target
+    and the cluster column."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    columns = list(frame.columns)
+    available = f"available: {', '.join(columns)}"
 
     def numeric(column: str) -> bool:
         return is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column])
@@ -347,44 +379,55 @@ def from_frame(
         )
     for column in [target, *features]:
         if not numeric(column):
-            example = frame[column].dropna().iloc[0] if frame[column].notna().any() else None
-            fix = "choose a numeric data.target" if column == target else "leave it out of data.features"
-            raise ConfigError(
-                f"column {column!r} of {source} is not numeric (dtype {frame[column].dtype}, "
-                f"e.g. {example!r}); {fix} or encode it as numbers"
-            )
+            raise not_numeric(frame, source, column, target)
+    return features
 
-    used = [target, *features]
+
+def not_numeric(frame: pd.DataFrame, source: str, column: str, target: str) -> ConfigError:
+    """The error for a target or feature column that does not hold numbers, with an example value."""
+    example = frame[column].dropna().iloc[0] if frame[column].notna().any() else None
+    fix = "choose a numeric data.target" if column == target else "leave it out of data.features"
+    return ConfigError(
+        f"column {column!r} of {source} is not numeric (dtype {frame[column].dtype}, "
+        f"e.g. {example!r}); {fix} or encode it as numbers"
+    )
+
+
+def finite_rows(
+    frame: pd.DataFrame, source: str, used: list[str], cluster: str | None, drop_missing: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The `used` columns as float64 and the cluster labels as group numbers, for the rows with
+    every value present and finite (refusing others unless `drop_missing`)."""
+    import pandas as pd
+
     values = torch.from_numpy(frame[used].to_numpy(dtype="float64", na_value=math.nan))
     bad = ~torch.isfinite(values)
+    codes = None
     if cluster is not None:  # the group labels may be of any type; pandas numbers them (-1: missing)
         codes = torch.from_numpy(pd.factorize(frame[cluster])[0].astype("int64"))
         bad = torch.cat([bad, (codes < 0)[:, None]], dim=1)
         used = [*used, cluster]
-    if bad.any():
-        if not drop_missing:
-            counts = ", ".join(f"{int(k)} in {c!r}" for c, k in zip(used, bad.sum(0), strict=True) if k)
-            raise ConfigError(
-                f"{source} has missing or infinite values ({counts}); "
-                "clean them, or set data.drop_missing=true to drop those rows"
-            )
-        keep = ~bad.any(1)
-        log.info(
-            "%s: dropped %d of %d rows with missing or infinite values", source, int((~keep).sum()), len(keep)
-        )
-        values = values[keep]
-        if cluster is not None:
-            codes = codes[keep]
-    groups = codes if cluster is not None else None
-    data = split(values[:, 1:], values[:, 0], train_prop, val_prop, generator, groups=groups)
-    if data.train.groups is not None and len(data.train.groups.unique()) < 2:
+    if not bad.any():
+        return values, codes
+    if not drop_missing:
+        counts = ", ".join(f"{int(k)} in {c!r}" for c, k in zip(used, bad.sum(0), strict=True) if k)
         raise ConfigError(
-            f"inference.cluster={cluster!r} puts all {len(data.train)} training rows in one group; "
-            "clustered standard errors need at least 2 groups: choose another column or inference.cov"
+            f"{source} has missing or infinite values ({counts}); "
+            "clean them, or set data.drop_missing=true to drop those rows"
         )
+    keep = ~bad.any(1)
+    log.info(
+        "%s: dropped %d of %d rows with missing or infinite values", source, int((~keep).sum()), len(keep)
+    )
+    return values[keep], None if codes is None else codes[keep]
 
-    names = ["const"] * intercept + features
-    mean, std = torch.zeros(len(features), dtype=values.dtype), torch.ones(len(features), dtype=values.dtype)
+
+def scaled(
+    data: Data, features: list[str], standardize: bool, intercept: bool
+) -> tuple[Data, Standardization | None]:
+    """Standardize X on the training split's statistics (if asked), then prepend the intercept."""
+    dtype = data.train.X.dtype
+    mean, std = torch.zeros(len(features), dtype=dtype), torch.ones(len(features), dtype=dtype)
     if standardize:
         std, mean = torch.std_mean(data.train.X, dim=0, correction=0)
         constant = [c for c, s in zip(features, std.tolist(), strict=True) if s == 0]
@@ -399,19 +442,7 @@ def from_frame(
     if intercept:
         data = data.map_features(lambda X: torch.cat([torch.ones(len(X), 1, dtype=X.dtype), X], dim=1))
         mean, std = torch.cat([mean.new_zeros(1), mean]), torch.cat([std.new_ones(1), std])
-    check_rank(data.train.X, names)
-    log.info(
-        "%s: %d train / %d val / %d test rows; y = %s; X = %s%s",
-        source,
-        len(data.train),
-        len(data.val),
-        len(data.test),
-        target,
-        ", ".join(names),
-        " (standardized)" * standardize,
-    )
-    scaling = Standardization(mean, std) if standardize else None
-    return replace(data, names=tuple(names), standardization=scaling)
+    return data, Standardization(mean, std) if standardize else None
 
 
 def check_rank(X: Tensor, names: list[str]) -> None:

@@ -57,24 +57,23 @@ def main(argv: list[str] | None = None) -> None:
     register()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        run = MlflowClient(tracking_uri(args.uri)).get_run(args.run_id).data
-        logged, stop_reason = run.metrics.get("test_loss"), run.tags.get("stop_reason", "unknown")
+        recorded = MlflowClient(tracking_uri(args.uri)).get_run(args.run_id).data
+        logged, stop_reason = recorded.metrics.get("test_loss"), recorded.tags.get("stop_reason", "unknown")
         cfg, checkpoint = load_run(args.run_id, args.uri)
     except MlflowException as exc:
         sys.exit(f"error: run {args.run_id}: {str(exc).splitlines()[0]}")
     cfg.tracking = {"_target_": "src.tracking.NullTracker"}
-    parts = build(cfg)
-    model = parts["model"]
+    run = build(cfg)
+    model, data = run.model, run.data
     model.load_state_dict(checkpoint["state_dict"])
-    data = parts["data"]
     if len(data.test):
-        test_loss = evaluate(model, data.test)
+        test_loss = evaluate(run.learner, data.test)
         print(f"test_loss {test_loss!r} (logged {logged!r})")
         if logged is not None and test_loss != logged:
             sys.exit(f"error: recomputed test_loss {test_loss!r} differs from the logged {logged!r}")
     else:
         print("no test split (the run estimated on every row it was given): no test_loss")
-    estimates = inference.estimate(model, data, cfg.inference.cov, parts["l2"], stop_reason)
+    estimates = inference.estimate(model, data, run.reference, cfg.inference.cov, run.l2, stop_reason)
     if estimates is not None:
         print("\n".join([estimates.format(), *estimates.warnings]))
 

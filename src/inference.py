@@ -37,7 +37,7 @@ from torch.nn.utils import parameters_to_vector
 from src.config import ConfigError, Cov
 from src.data import Data
 from src.models import LinearRegression, LogisticRegression
-from src.reference import design
+from src.reference import Reference, design
 
 Columns = dict[str, list[Any]]  # a table: column name → its values, row by row (no pandas: startup time)
 
@@ -187,7 +187,9 @@ def digits(theta: Tensor, reference: Tensor) -> float:
     return float(torch.clamp(-torch.log10(relative), max=DIGITS).min())
 
 
-def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reason: str) -> Estimates | None:
+def estimate(
+    model: nn.Module, data: Data, reference: Reference | None, cov: Cov | None, l2: float, stop_reason: str
+) -> Estimates | None:
     """The table of estimates for a linear or logistic model (None for other models)."""
     from scipy import special  # statsmodels' own t and normal distributions; lighter than scipy.stats
 
@@ -195,7 +197,7 @@ def estimate(model: nn.Module, data: Data, cov: Cov | None, l2: float, stop_reas
         return None
     logit = isinstance(model, LogisticRegression)
     bias = model.bias is not None
-    train, reference = data.train, data.reference
+    train = data.train
     Z, y = design(train.X, bias), train.y.double()
     theta = parameters_to_vector(model.parameters()).detach().double().cpu()
     Z, y = Z.cpu(), y.cpu()

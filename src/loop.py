@@ -9,20 +9,18 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from src.config import Interval, Sampling, TrainerConf
 from src.data import Data, Split
 from src.fast_step import fast_step
-from src.signals import StopRequest
+from src.run import Model, Run
 
 FAILED_STOPS = ("diverged", "non_finite")  # stop reasons of a run that failed, not converged
 
@@ -81,17 +79,6 @@ class Progress:
     rows: Tensor | None = None
     losses: list[Tensor] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-
-
-class Model(Protocol):
-    """What the loop needs of a model: an nn.Module that owns its loss (optionally .coefficients())."""
-
-    def loss(self, X: Tensor, y: Tensor) -> Tensor: ...
-    def parameters(self) -> Iterator[nn.Parameter]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
-    def train(self, mode: bool = True) -> Any: ...
-    def eval(self) -> Any: ...
 
 
 def epoch_order(n: int, size: int, sampling: Sampling, generator: torch.Generator) -> Tensor | None:
@@ -246,115 +233,103 @@ def should_stop(
     return None
 
 
-def fit(
-    model: Model,
-    optimizer: Optimizer,
-    scheduler: LRScheduler,
-    interval: Interval,
-    data: Data,
-    trainer: TrainerConf,
-    generator: torch.Generator,
-    l2: float = 0.0,
-    callbacks: Sequence[Callback] = (),
-    progress: Progress | None = None,
-    snapshot: Callable[[Progress], None] | None = None,
-    stop: StopRequest | None = None,
-) -> FitResult:
-    """Train until a stop reason; `progress` resumes a snapshot, `snapshot` is handed the progress
-    every `trainer.checkpoint_every` epochs and when `stop` is requested (a signal, src/signals.py):
-    the loop then finishes its step or evaluation, snapshots and raises `Stopped`."""
-    p = progress or Progress(best_state=copy.deepcopy(model.state_dict()))
-    train, val, ref = data.train, data.val if len(data.val) else data.train, data.reference
-    size = len(train) if trainer.batch_size is None else min(trainer.batch_size, len(train))
-    # L-BFGS and line searches re-evaluate the loss within a step, so they need it as a closure.
-    needs_closure = isinstance(optimizer, torch.optim.LBFGS) or getattr(optimizer, "needs_closure", False)
-    # Full-batch steps reuse the gradient the epoch's end computed for grad_norm at the same θ.
-    reuse_gradient = size >= len(train) and trainer.sampling is not Sampling.replacement and not needs_closure
-    current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when it can be reused
-    stop_reason, start = "max_epochs", time.perf_counter() - p.elapsed
-    if p.epoch == 0 and not p.sizes:
-        p.start_loss = evaluate(model, val)
-    request = stop or StopRequest()
-    optimizer_step = fast_step(optimizer)  # optimizer.step(), bitwise, without its per-call overhead
+class Steps:
+    """How the optimizer steps, the same for every epoch of a run."""
 
-    def halt_if_requested() -> None:  # resumable from exactly here
-        if request.reason is not None:
-            p.elapsed = time.perf_counter() - start
-            if snapshot is not None:
-                snapshot(p)
-            request.check()
-
-    epochs = range(p.epoch + 1, trainer.max_epochs + 1)
-    bar = tqdm(epochs, initial=p.epoch, total=trainer.max_epochs, disable=None if trainer.progress else True)
-    for epoch in bar:  # (disable=None: a bar only on a terminal, so logs and CI stay clean)
-        epoch_start = time.perf_counter()
-        model.train()
-        if not p.sizes:  # a fresh epoch, not one resumed from a snapshot taken inside it
-            p.rows = epoch_order(len(train), size, trainer.sampling, generator)
-            p.lr = optimizer.param_groups[0]["lr"]
-        for xb, yb in batches(train, size, p.rows)[len(p.sizes) :]:
-            if needs_closure:
-                step = closure(model, xb, yb, l2)
-                p.losses.append(cast(Tensor, optimizer.step(step)))  # type: ignore[arg-type]
-            else:
-                p.losses.append(
-                    current_loss if current_loss is not None else loss_and_grad(model, xb, yb, l2)
-                )
-                optimizer_step()
-            current_loss = None
-            p.sizes.append(yb.shape[0])
-            if interval is Interval.step:
-                scheduler.step()
-            halt_if_requested()
-        if interval is Interval.epoch:
-            scheduler.step()
-
-        model.eval()
-        end_loss, grad_norm = gradient_norm(model, train, l2)
-        current_loss = end_loss if reuse_gradient else None
-        weights = torch.tensor(p.sizes, dtype=train.X.dtype, device=train.X.device)
-        metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=float(torch.stack(p.losses) @ weights) / sum(p.sizes),  # size-weighted mean
-            val_loss=evaluate(model, val),
-            lr=p.lr,
-            grad_norm=grad_norm,
-            grad_variance=gradient_variance(model, train, size, trainer.sampling)
-            if trainer.grad_variance
-            else None,
-            param_error=param_error(model, data.theta),
-            epoch_time=time.perf_counter() - epoch_start,
-            opt_gap=None if ref is None else float(end_loss) - ref.loss,
-            ref_error=None if ref is None else ref.error(model.parameters()),
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        # L-BFGS and line searches re-evaluate the loss within a step, so they need it as a closure.
+        self.needs_closure = isinstance(run.optimizer, torch.optim.LBFGS) or getattr(
+            run.optimizer, "needs_closure", False
         )
-        p.epoch, p.rows, p.losses, p.sizes = epoch, None, [], []
-        p.history.append(metrics)
-        bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{p.lr:.3g}")
+        # Full-batch steps reuse the gradient the epoch's end computed for grad_norm at the same θ.
+        self.reuse_gradient = not run.stochastic and not self.needs_closure
+        self.current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when reusable
+        self.optimizer_step = fast_step(run.optimizer)  # optimizer.step(), bitwise, minus its overhead
 
-        failed = should_stop(metrics, p, trainer) in FAILED_STOPS  # a diverged epoch is never the best
-        if not failed and metrics.val_loss < p.best_val - trainer.min_delta:  # early stopping's bookkeeping
-            p.best_val, p.best_epoch, p.stale_epochs = metrics.val_loss, epoch, 0
-            p.best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
+    def step(self, X: Tensor, y: Tensor) -> Tensor:
+        """One optimizer step on the batch (X, y); returns the batch objective at the θ it left."""
+        model, optimizer, l2 = self.run.learner, self.run.optimizer, self.run.l2
+        if self.needs_closure:
+            loss = cast(Tensor, optimizer.step(closure(model, X, y, l2)))  # type: ignore[arg-type]
         else:
-            p.stale_epochs += 1
-        p.elapsed = time.perf_counter() - start
-        try:
-            for callback in callbacks:
-                callback.on_epoch_end(metrics)  # the tracker buffers them: a snapshot flushes them
-        except StopTraining as asked:
-            stop_reason = str(asked)
-            break
-        halt_if_requested()  # a request made during the evaluation: stop at the epoch's end
-        if snapshot is not None and trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0:
-            snapshot(p)
-        if reason := should_stop(metrics, p, trainer, None if ref is None else ref.loss):
-            stop_reason = reason
-            break
-    bar.close()
-    if snapshot is not None:
-        snapshot(p)  # the end state, from which a resume can refine further
-    request.check()  # a request made during the last callbacks or snapshot: still an interruption
+            loss = self.current_loss if self.current_loss is not None else loss_and_grad(model, X, y, l2)
+            self.optimizer_step()
+        self.current_loss = None
+        return loss
 
+
+def train_epoch(run: Run, p: Progress, steps: Steps, halt_if_requested: Callable[[], None]) -> None:
+    """θ_{t+1} = θ_t − η_t g_t over the epoch's batches B_t, from where `p` left off."""
+    run.learner.train()
+    train = run.data.train
+    if not p.sizes:  # a fresh epoch, not one resumed from a snapshot taken inside it
+        p.rows = epoch_order(len(train), run.batch_size, run.trainer.sampling, run.generator)
+        p.lr = run.optimizer.param_groups[0]["lr"]
+    for xb, yb in batches(train, run.batch_size, p.rows)[len(p.sizes) :]:
+        p.losses.append(steps.step(xb, yb))
+        p.sizes.append(yb.shape[0])
+        if run.interval is Interval.step:
+            run.scheduler.step()
+        halt_if_requested()
+    if run.interval is Interval.epoch:
+        run.scheduler.step()
+
+
+def epoch_metrics(run: Run, p: Progress, steps: Steps, epoch: int, started: float) -> EpochMetrics:
+    """The epoch's metrics at the θ it ended with; leaves ∇L_train(θ) in .grad for the next step."""
+    model, train, ref = run.learner, run.data.train, run.reference
+    model.eval()
+    end_loss, grad_norm = gradient_norm(model, train, run.l2)
+    steps.current_loss = end_loss if steps.reuse_gradient else None
+    weights = torch.tensor(p.sizes, dtype=train.X.dtype, device=train.X.device)
+    return EpochMetrics(
+        epoch=epoch,
+        train_loss=float(torch.stack(p.losses) @ weights) / sum(p.sizes),  # size-weighted mean
+        val_loss=evaluate(model, monitored(run.data)),
+        lr=p.lr,
+        grad_norm=grad_norm,
+        grad_variance=gradient_variance(model, train, run.batch_size, run.trainer.sampling)
+        if run.trainer.grad_variance
+        else None,
+        param_error=param_error(model, run.data.theta),
+        epoch_time=time.perf_counter() - started,
+        opt_gap=None if ref is None else float(end_loss) - ref.loss,
+        ref_error=None if ref is None else ref.error(model.parameters()),
+    )
+
+
+def update_best(p: Progress, metrics: EpochMetrics, model: Model, trainer: TrainerConf) -> None:
+    """Close the epoch in `p`, and keep early stopping's books: the best-so-far θ and its loss."""
+    p.epoch, p.rows, p.losses, p.sizes = metrics.epoch, None, [], []
+    p.history.append(metrics)
+    failed = should_stop(metrics, p, trainer) in FAILED_STOPS  # a diverged epoch is never the best
+    if not failed and metrics.val_loss < p.best_val - trainer.min_delta:
+        p.best_val, p.best_epoch, p.stale_epochs = metrics.val_loss, metrics.epoch, 0
+        p.best_state = copy.deepcopy(model.state_dict())  # a copy: later steps must not touch it
+    else:
+        p.stale_epochs += 1
+
+
+def ask_callbacks(callbacks: Sequence[Callback], metrics: EpochMetrics) -> str | None:
+    """Hand the metrics to each callback (the tracker buffers them: a snapshot flushes them); the
+    reason of one that asks to stop."""
+    try:
+        for callback in callbacks:
+            callback.on_epoch_end(metrics)
+    except StopTraining as asked:
+        return str(asked)
+    return None
+
+
+def monitored(data: Data) -> Split:
+    """The split early stopping watches: validation, or the training split when there is none."""
+    return data.val if len(data.val) else data.train
+
+
+def result(run: Run, p: Progress, stop_reason: str, start: float) -> FitResult:
+    """Restore the best-val θ, then the one evaluation on the test split."""
+    model, data, ref = run.learner, run.data, run.reference
     model.load_state_dict(p.best_state)
     return FitResult(
         stop_reason=stop_reason,
@@ -367,3 +342,59 @@ def fit(
         reference_loss=None if ref is None else ref.loss,
         history=p.history,
     )
+
+
+def safe_point(
+    run: Run, p: Progress, snapshot: Callable[[Progress], None] | None, start: float
+) -> Callable[[], None]:
+    """A check for `run.stop`, called where training could resume from exactly here: if a stop
+    was requested, snapshot the progress and raise `Stopped`."""
+
+    def halt_if_requested() -> None:
+        if run.stop.reason is not None:
+            p.elapsed = time.perf_counter() - start
+            if snapshot is not None:
+                snapshot(p)
+            run.stop.check()
+
+    return halt_if_requested
+
+
+def fit(
+    run: Run,
+    callbacks: Sequence[Callback] = (),
+    progress: Progress | None = None,
+    snapshot: Callable[[Progress], None] | None = None,
+) -> FitResult:
+    """Train until a stop reason; `progress` resumes a snapshot, `snapshot` is handed the progress
+    every `trainer.checkpoint_every` epochs and when `run.stop` is requested (a signal,
+    src/signals.py): the loop then finishes its step or evaluation, snapshots and raises `Stopped`."""
+    model, trainer, steps = run.learner, run.trainer, Steps(run)
+    p = progress or Progress(best_state=copy.deepcopy(model.state_dict()))
+    stop_reason, start = "max_epochs", time.perf_counter() - p.elapsed
+    if p.epoch == 0 and not p.sizes:
+        p.start_loss = evaluate(model, monitored(run.data))
+    halt_if_requested = safe_point(run, p, snapshot, start)
+    epochs = range(p.epoch + 1, trainer.max_epochs + 1)
+    bar = tqdm(epochs, initial=p.epoch, total=trainer.max_epochs, disable=None if trainer.progress else True)
+    for epoch in bar:  # (disable=None: a bar only on a terminal, so logs and CI stay clean)
+        epoch_start = time.perf_counter()
+        train_epoch(run, p, steps, halt_if_requested)
+        metrics = epoch_metrics(run, p, steps, epoch, epoch_start)
+        update_best(p, metrics, model, trainer)
+        bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{p.lr:.3g}")
+        p.elapsed = time.perf_counter() - start
+        if reason := ask_callbacks(callbacks, metrics):
+            stop_reason = reason
+            break
+        halt_if_requested()  # a request made during the evaluation: stop at the epoch's end
+        if snapshot is not None and trainer.checkpoint_every and epoch % trainer.checkpoint_every == 0:
+            snapshot(p)
+        if reason := should_stop(metrics, p, trainer, None if run.reference is None else run.reference.loss):
+            stop_reason = reason
+            break
+    bar.close()
+    if snapshot is not None:
+        snapshot(p)  # the end state, from which a resume can refine further
+    run.stop.check()  # a request made during the last callbacks or snapshot: still an interruption
+    return result(run, p, stop_reason, start)

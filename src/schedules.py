@@ -6,11 +6,16 @@ optimizer first; t counts optimizer steps or epochs, as the schedule's `interval
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+    StepLR,
+)
 
 
 class RobbinsMonroLR(LRScheduler):
@@ -54,39 +59,47 @@ def warmup_cosine(
     )
 
 
-def robbins_monro_verdict(schedule: Mapping[str, Any]) -> tuple[bool, str]:
-    """Whether a schedule config meets the Robbins–Monro conditions Σ η_t = ∞ and Σ η_t² < ∞
-    (hence η_t → 0), decided analytically from its formula, and why.
+def robbins_monro_verdict(scheduler: LRScheduler) -> tuple[bool, str]:
+    """Whether a schedule meets the Robbins–Monro conditions Σ η_t = ∞ and Σ η_t² < ∞ (hence
+    η_t → 0), decided analytically from its class and parameters, and why, in words.
 
     The verdict is the same whether t counts steps or epochs: an epoch's η repeated over its B
     batches multiplies both sums by B. (The lecture writes the second condition as a ratio of the
     sums; the weaker Σ η_t² / Σ η_t → 0 is what a convergence bound for convex losses needs.)
     """
-    name = str(schedule.get("_target_", "")).rsplit(".", 1)[-1]
-    if name in ("constant", "ConstantLR"):
-        return False, "η_t = η₀: Σ η_t² = ∞, so with noisy gradients θ_t keeps a noise floor"
-    if name in ("StepLR", "ExponentialLR"):
-        gamma = float(schedule["gamma"])
+    if isinstance(scheduler, SequentialLR):  # the last schedule runs forever: it decides the sums
+        return robbins_monro_verdict(scheduler._schedulers[-1])
+    if isinstance(scheduler, ConstantLR):  # η_t = η₀ once its `total_iters` (0 for ours) have passed
+        return False, (
+            "the step size stays at η₀ (Σ η_t² = ∞), so minibatch noise keeps θ_t moving around the "
+            "minimum; a decaying schedule (schedule=robbins_monro) lets it settle"
+        )
+    if isinstance(scheduler, StepLR | ExponentialLR):
+        gamma = float(scheduler.gamma)
         if gamma == 1:
             return False, "γ = 1 keeps η_t constant: Σ η_t² = ∞"
         return False, (
             f"η_t shrinks geometrically (γ = {gamma:g} < 1): Σ η_t < ∞, so the steps cover a bounded "
             "distance and can stall short of the minimum"
         )
-    if name in ("CosineAnnealingLR", "warmup_cosine"):
+    if isinstance(scheduler, CosineAnnealingLR):
         return False, (
             "a finite-horizon schedule: torch's cosine climbs back after T_max (period 2·T_max) and "
             "stays ≥ eta_min, so η_t does not → 0 and Σ η_t² = ∞"
         )
-    if name == "RobbinsMonroLR":
-        kappa = float(schedule["kappa"])
-        if 0.5 < kappa <= 1:
-            return True, (
-                f"η₀/(1 + t/τ)^κ with κ = {kappa:g} ∈ (0.5, 1]: Σ η_t = ∞ (κ ≤ 1) and Σ η_t² < ∞ (2κ > 1)"
-            )
-        if kappa <= 0.5:
-            return False, (
-                f"η₀/(1 + t/τ)^κ with κ = {kappa:g} ≤ 0.5: Σ η_t² = ∞ (2κ ≤ 1), though Σ η_t² / Σ η_t → 0"
-            )
-        return False, f"η₀/(1 + t/τ)^κ with κ = {kappa:g} > 1: Σ η_t < ∞, the steps stop too soon"
-    return False, f"{name or 'this schedule'} is not one the check knows; no verdict"
+    if isinstance(scheduler, RobbinsMonroLR):
+        return kappa_verdict(scheduler.kappa)
+    return False, f"{type(scheduler).__name__} is not one the check knows; no verdict"
+
+
+def kappa_verdict(kappa: float) -> tuple[bool, str]:
+    """η_t = η₀/(1 + t/τ)^κ: Σ η_t = ∞ iff κ ≤ 1 and Σ η_t² < ∞ iff 2κ > 1."""
+    if 0.5 < kappa <= 1:
+        return True, (
+            f"η₀/(1 + t/τ)^κ with κ = {kappa:g} ∈ (0.5, 1]: Σ η_t = ∞ (κ ≤ 1) and Σ η_t² < ∞ (2κ > 1)"
+        )
+    if kappa <= 0.5:
+        return False, (
+            f"η₀/(1 + t/τ)^κ with κ = {kappa:g} ≤ 0.5: Σ η_t² = ∞ (2κ ≤ 1), though Σ η_t² / Σ η_t → 0"
+        )
+    return False, f"η₀/(1 + t/τ)^κ with κ = {kappa:g} > 1: Σ η_t < ∞, the steps stop too soon"

@@ -15,10 +15,11 @@ Before the work starts (during the imports) nothing can be left half-done, so a 
 the process at once (`install(at_once=True)`). Later, a second signal raises `Stopped` at once (the
 user insists); a third gets the default action (the process dies), which nothing can swallow.
 
-Each run owns its request (`train` opens `scoped()` and hands it to `fit`), so nothing of one run's
-stop state leaks into the next job of the same process. A request made before the run starts
-(while Hydra composes, say) is carried into it, and a request is handed back to the process when the run
-ends, so the process still knows it was asked to stop (a sweep's parent run then ends KILLED).
+Each run owns its request (`Run.stop`: `train` opens `scoped(run.stop)`, `fit` checks it), so
+nothing of one run's stop state leaks into the next job of the same process. A request made before
+the run starts (while Hydra composes, say) is carried into it, and a request is handed back to the
+process when the run ends, so the process still knows it was asked to stop (a sweep's parent run
+then ends KILLED).
 
 To add a signal: map it to a reason in REASONS (e.g. `signal.SIGUSR2: "preempted"`), and act on
 `request.reason` or `Stopped.reason` where behaviour should differ (e.g. snapshot and requeue when
@@ -104,11 +105,16 @@ def pending() -> str | None:
 
 
 @contextmanager
-def scoped() -> Iterator[StopRequest]:
-    """A fresh request for one run: signals record into it while the block runs. A request made
-    before the block is carried in; one left when it ends is handed back to the process."""
+def scoped(request: StopRequest | None = None) -> Iterator[StopRequest]:
+    """A run's request (a fresh one if none is given): signals record into it while the block runs.
+    A request made before the block is carried in. When the block ends, however it ends (a callback
+    may raise), the handler records into the process again, a request left is handed back to the
+    process, and the run's request is reset, so nothing of it stops a later run."""
     global _target
-    outer, request = _target, StopRequest(_target.reason, _target.count)
+    outer, request = _target, request if request is not None else StopRequest()
+    if outer.reason is not None:
+        request.record(outer.reason)
+        request.count = max(request.count, outer.count)
     outer.reason, outer.count = None, 0
     _target = request
     try:
@@ -118,3 +124,4 @@ def scoped() -> Iterator[StopRequest]:
         if request.reason is not None:
             outer.record(request.reason)
             outer.count = max(outer.count, request.count)
+        request.reason, request.count = None, 0

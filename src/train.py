@@ -14,7 +14,6 @@ if __name__ == "__main__":  # first: a signal during the imports below (seconds)
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +29,7 @@ from src import checkpoint, cli, config, hpo, inference, reference
 from src.config import Interval
 from src.data import Data, check_fit
 from src.loop import Callback, FitResult, Progress, fit
+from src.run import Run
 from src.schedules import robbins_monro_verdict
 from src.tracking import hydra_context
 
@@ -65,7 +65,7 @@ def checked(group: str, make: Callable[[], T]) -> T:
         raise config.ConfigError(f"{group}: {str(exc).strip().splitlines()[0]}") from exc
 
 
-def build(cfg: DictConfig) -> dict[str, Any]:
+def build(cfg: DictConfig) -> Run:
     """Everything a run needs, from a composed and validated config; nothing is logged yet."""
     config.validate(cfg)
     trainer: config.TrainerConf = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
@@ -77,23 +77,24 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     cluster = {"cluster": cfg.inference.cluster} if cfg.inference.cluster else {}
     data = load_data(cfg.data, generator, **cluster).to(dtype=dtype, device=device)
     explain_splits(data)
-    model = instantiate(cfg.model)(data.n_features, generator=generator)
+    model: torch.nn.Module = instantiate(cfg.model)(data.n_features, generator=generator)
     model.to(dtype=dtype, device=device)
     check_fit(data, model, trainer.batch_size)
-    inference.check(cfg.inference.cov, model, cfg.regularization.l2)
-    data = replace(data, reference=reference.exact(model, data.train, cfg.regularization.l2))
+    l2: float = cfg.regularization.l2
+    inference.check(cfg.inference.cov, model, l2)
+    exact = reference.exact(model, data.train, l2)
     optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
     schedule = {key: value for key, value in cfg.schedule.items() if key != "interval"}
-    scheduler = checked("schedule", lambda: instantiate(schedule)(optimizer))
-    return dict(
-        data=data,
+    return Run(
         model=model,
         optimizer=optimizer,
-        scheduler=scheduler,
+        scheduler=checked("schedule", lambda: instantiate(schedule)(optimizer)),
         interval=Interval(cfg.schedule.interval),
+        data=data,
+        reference=exact,
         trainer=trainer,
         generator=generator,
-        l2=cfg.regularization.l2,
+        l2=l2,
     )
 
 
@@ -124,8 +125,9 @@ def summarize(
         else "every epoch diverged, so the initial parameters are kept"
     )
     log.info(
-        "%d epochs, stopped: %s; %s; %s",
+        "%d epoch%s, stopped: %s; %s; %s",
         result.epochs,
+        "" if result.epochs == 1 else "s",
         result.stop_reason,
         best,
         test,
@@ -145,12 +147,20 @@ def summarize(
         log.info("see it: %s", where)
 
 
-def load_resume(cfg: DictConfig, resume: str, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
-    """`resume=<run dir or run id>`: that run's snapshot, and the config it ran with."""
+def resumed(
+    cfg: DictConfig, tags: dict[str, str]
+) -> tuple[DictConfig, dict[str, Any] | None, dict[str, str]]:
+    """The config to run, the snapshot to continue from (`resume=`, or a requeued SLURM job's own)
+    and the run's tags."""
+    _, overrides, run_dir = hydra_context()
+    resume = cfg.resume or checkpoint.requeued_snapshot(run_dir)
+    if not resume:
+        return cfg, None, tags
     uri = cfg.tracking.get("uri")
-    source = checkpoint.locate(resume, checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
+    source = checkpoint.locate(str(resume), checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
     state = checkpoint.load(source)
-    return checkpoint.resumed_config(state, cfg, overrides, config.Config), state
+    cfg = checkpoint.resumed_config(state, cfg, overrides, config.Config)
+    return cfg, state, tags | {"resumed_from": str(resume)}
 
 
 def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
@@ -163,58 +173,68 @@ def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
         raise config.ConfigError(message) from exc
 
 
+def step_size_check(run: Run) -> dict[str, str]:
+    """Whether η_t meets the Robbins–Monro conditions, logged and as tags: only where the gradients
+    are noisy (minibatches, or rows drawn with replacement); full-batch GD, Newton and L-BFGS have
+    no noise for a decaying η_t to average out."""
+    if not run.stochastic:
+        return {}
+    satisfied, reason = robbins_monro_verdict(run.scheduler)
+    verdict = "hold" if satisfied else "do not hold"
+    log.info("Robbins-Monro conditions (Σ η_t = ∞, Σ η_t² < ∞) %s: %s", verdict, reason)
+    return {"robbins_monro": str(satisfied).lower(), "robbins_monro.reason": reason}
+
+
 def train(
     cfg: DictConfig, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
 ) -> FitResult:
-    """One run. It owns its stop request (src/signals.py): a signal is honoured at the first step,
-    after each step and evaluation, and between the stages around training; MLflow's run ends KILLED."""
-    with signals.scoped() as stop:
-        return _train(cfg, callbacks, tags or {}, stop)
+    """One run. It owns its stop request (`Run.stop`, src/signals.py): a signal is honoured at the
+    first step, after each step and evaluation, and between the stages around training; MLflow's run
+    ends KILLED. A signal while the run is set up is carried into it."""
+    signals.check()
+    cfg, state, tags = resumed(cfg, dict(tags or {}))
+    run = build(cfg)
+    with signals.scoped(run.stop):
+        run.stop.check()
+        return _train(cfg, run, state, callbacks, tags | step_size_check(run))
 
 
 def _train(
-    cfg: DictConfig, callbacks: Sequence[Callback], tags: dict[str, str], stop: signals.StopRequest
+    cfg: DictConfig,
+    run: Run,
+    state: dict[str, Any] | None,
+    callbacks: Sequence[Callback],
+    tags: dict[str, str],
 ) -> FitResult:
-    stop.check()
-    _, overrides, run_dir = hydra_context()
-    tags = dict(tags)
-    state: dict[str, Any] | None = None
-    resume = cfg.resume or checkpoint.requeued_snapshot(run_dir)  # a requeued SLURM job continues
-    if resume:
-        tags["resumed_from"] = str(resume)
-        cfg, state = load_resume(cfg, str(resume), overrides)
-    parts = build(cfg)
-    satisfied, reason = robbins_monro_verdict(cfg.schedule)
-    log.info("Robbins-Monro conditions %s: %s", "hold" if satisfied else "fail", reason)
-    tags |= {"robbins_monro": str(satisfied).lower(), "robbins_monro.reason": reason}
-    progress = checkpoint.restore(state, parts) if state is not None else None
+    progress = checkpoint.restore(state, run) if state is not None else None
     if cfg.warm_start and state is None:  # a resumed warm start continues from its snapshot
-        load_warm_start(cfg, parts["model"])
+        load_warm_start(cfg, run.model)
         tags["warm_start_from"] = str(cfg.warm_start)
+    run_dir = hydra_context()[2]
     snapshot_path = run_dir / checkpoint.SNAPSHOT if run_dir is not None else None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     resume_run_id = state["mlflow_run_id"] if state is not None else None
     tracker_args = dict(tags=tags, resume_run_id=resume_run_id, snapshot_path=snapshot_path)
-    stop.check()
+    run.stop.check()
     with instantiate(cfg.tracking, cfg=cfg, **tracker_args, _recursive_=False) as tracker:
         if state is None:
-            tracker.log_dataset(parts["data"])
+            tracker.log_dataset(run.data)
 
         def snapshot(p: Progress) -> None:
             if snapshot_path is not None:
-                checkpoint.save(checkpoint.capture(p, parts, tracker.run_id, config_yaml), snapshot_path)
+                checkpoint.save(checkpoint.capture(p, run, tracker.run_id, config_yaml), snapshot_path)
             tracker.flush()  # MLflow then holds exactly the epochs the snapshot holds
 
-        result = fit(
-            callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot, stop=stop, **parts
+        result = fit(run, callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot)
+        estimates = inference.estimate(
+            run.model, run.data, run.reference, cfg.inference.cov, run.l2, result.stop_reason
         )
-        model, data = parts["model"], parts["data"]
-        estimates = inference.estimate(model, data, cfg.inference.cov, parts["l2"], result.stop_reason)
         if estimates is None:
-            log.info("no table of estimates: %s", inference.unavailable(model, parts["l2"]))
-        tracker.log_result(result, model, estimates)
-        stop.check()
-    summarize(result, tracker.run_id, estimates, validated=len(data.val) > 0, where=tracker.where)
+            log.info("no table of estimates: %s", inference.unavailable(run.model, run.l2))
+        tracker.log_result(result, run.model, estimates)
+        run.stop.check()
+    validated = len(run.data.val) > 0
+    summarize(result, tracker.run_id, estimates, validated=validated, where=tracker.where)
     return result
 
 

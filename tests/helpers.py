@@ -56,7 +56,12 @@ def run_cli(
 
 
 def all_runs(uri: str, experiment: str = "descentlab") -> list:
+    """Every run of `experiment` in the store at `uri`. A sqlite store nobody created has none, and is
+    not opened: that would create it (seconds of schema migrations) and race a run creating it."""
     from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
 
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
@@ -66,18 +71,19 @@ def all_runs(uri: str, experiment: str = "descentlab") -> list:
 
 
 def interrupt_midway(
-    cwd: Path, uri: str, sig: signal.Signals, *args: str
+    cwd: Path, uri: str, sig: signal.Signals, *args: str, after: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Start a run, let it train a random while, send `sig`; returns the finished process."""
+    """Start a run, let it train a random while (past the moment `after` exists, if given: on a busy
+    machine a fixed delay can land before the first epoch), send `sig`; returns the finished process."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "src.train", *args],
         cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not [r for r in all_runs(uri) if r.info.status == "RUNNING"]:
+    while not [r for r in all_runs(uri) if r.info.status == "RUNNING"] or (after and not after.exists()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
-    time.sleep(random.uniform(1.0, 2.5))
+    time.sleep(random.uniform(0.0, 1.0) if after else random.uniform(1.0, 2.5))
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -12,6 +12,7 @@ from benchmarks.lecture import lecture_adam, lecture_sgd, make_problem
 from benchmarks.run import floor_adam, floor_sgd, main, run_process
 
 
+@pytest.mark.slow
 def test_the_baselines_are_real_sgd_and_adam_that_recover_theta():
     theta, X, Y = make_problem()
     for lecture, floor, epochs in ((lecture_sgd, floor_sgd, 20), (lecture_adam, floor_adam, 300)):

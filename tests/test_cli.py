@@ -7,6 +7,7 @@ import pytest
 from tests.helpers import all_runs
 
 
+@pytest.mark.slow
 def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):
     proc = cli()
     assert proc.returncode == 0, proc.stderr
@@ -22,6 +23,7 @@ def test_default_run_prints_summary_and_logs_a_finished_run(cli, tmp_path):
     assert run.data.params["optimizer"] == "sgd"
 
 
+@pytest.mark.slow
 def test_multirun_over_optimizers_leaves_one_finished_run_each(cli, tmp_path):
     proc = cli("--multirun", "optimizer=sgd,momentum,nesterov,adam")
     assert proc.returncode == 0, proc.stderr
@@ -35,6 +37,7 @@ def test_multirun_over_optimizers_leaves_one_finished_run_each(cli, tmp_path):
     assert choices == {"sgd": "False", "momentum": "False", "nesterov": "True", "adam": None}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

@@ -109,6 +109,7 @@ def test_compare_without_arguments_shows_the_latest_sweep_of_any_experiment(tmp_
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_diff_prints_the_config_keys_that_differ(sqlite_uri, tmp_path):
     train(make_config("trainer.progress=false", "trainer.max_epochs=2"))
     train(make_config("trainer.progress=false", "trainer.max_epochs=2", "optimizer=nesterov"))

@@ -46,6 +46,7 @@ def build_error(make, *overrides: str) -> str:
 
 
 # ------------------------------------------------------------------------------ files through the CLI
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("file", "extra"),
     [("wages.csv", ()), ("wages.parquet", ("hydra.job.chdir=true",))],  # chdir: still the launch dir
@@ -70,7 +71,7 @@ def test_a_csv_or_parquet_file_runs_from_the_cli(cli, tmp_path, quiet_config, mo
     import statsmodels.api as sm
 
     monkeypatch.chdir(tmp_path)
-    train = build(quiet_config(*args[:3]))["data"].train  # float32, as the run
+    train = build(quiet_config(*args[:3])).data.train  # float32, as the run
     ols = sm.OLS(train.y.double().numpy(), train.X.double().numpy()).fit()
     assert run.data.metrics["reference_loss"] == pytest.approx(ols.ssr / len(train), rel=1e-9)
 
@@ -122,7 +123,7 @@ def test_bad_data_is_one_line_exit_2_and_no_run(cli, tmp_path, table, args, expe
 # ---------------------------------------------------------------------------- the rest, in-process
 def test_every_other_numeric_column_is_a_feature_after_the_intercept(quiet_config, table):
     cfg = quiet_config("data=csv", f"data.path={table}", "data.target=wage", "data.standardize=false")
-    data = build(cfg)["data"]
+    data = build(cfg).data
     frame = wages().set_index("wage")
     assert data.n_features == 4  # const, educ, exper, female; `name` is text
     assert torch.equal(data.train.X[:, 0], torch.ones(len(data.train)))
@@ -135,7 +136,7 @@ def test_every_other_numeric_column_is_a_feature_after_the_intercept(quiet_confi
 
 def test_standardization_uses_training_rows_only(quiet_config, table):
     cfg = quiet_config("data=csv", f"data.path={table}", "data.target=wage", "trainer.dtype=float64")
-    data = build(cfg)["data"]
+    data = build(cfg).data
     frame = wages().set_index("wage")[["educ", "exper", "female"]]  # wage values are distinct keys
     raw_train = frame.loc[data.train.y.numpy()].to_numpy()
     mean, std = raw_train.mean(0), raw_train.std(0)  # ddof=0
@@ -152,7 +153,7 @@ def test_drop_missing_drops_exactly_the_bad_rows(quiet_config, tmp_path):
     frame.to_csv(tmp_path / "w.csv", index=False)
     base = ("data=csv", f"data.path={tmp_path / 'w.csv'}", "data.target=wage")
     assert "(2 in 'educ', 1 in 'exper')" in build_error(quiet_config, *base)
-    data = build(quiet_config(*base, "data.drop_missing=true"))["data"]
+    data = build(quiet_config(*base, "data.drop_missing=true")).data
     assert len(data.train) + len(data.val) + len(data.test) == N - 3
     assert torch.isfinite(data.train.X).all()
 
@@ -208,15 +209,15 @@ def test_bad_data_in_process(quiet_config, table, tmp_path, content, overrides, 
 
 def test_relative_path_is_relative_to_the_launch_directory(quiet_config, table, monkeypatch):
     monkeypatch.chdir(table.parent)
-    assert build(quiet_config("data=csv", "data.path=wages.csv", "data.target=wage"))["data"].n_features == 4
+    assert build(quiet_config("data=csv", "data.path=wages.csv", "data.target=wage")).data.n_features == 4
 
 
 # ------------------------------------------------------------------------- simulated and bundled sets
 def test_logistic_data_are_bernoulli_draws_with_the_logit_probability(quiet_config):
-    data = build(quiet_config("data=logistic", "data.n=20000", "trainer.dtype=float64"))["data"]
+    data = build(quiet_config("data=logistic", "data.n=20000", "trainer.dtype=float64")).data
     X = torch.cat([data.train.X, data.val.X, data.test.X])
     y = torch.cat([data.train.y, data.val.y, data.test.y])
-    assert set(y.unique().tolist()) == {0.0, 1.0}
+    assert set(y.unique().tolist()) == {0.0, 1.0} and data.theta is not None
     p = torch.sigmoid(X @ data.theta)
     # y − p has mean 0 and variance mean(p(1 − p)): within 4 standard errors, also given x.
     for weight in (torch.ones_like(p), X[:, 0]):
@@ -225,7 +226,7 @@ def test_logistic_data_are_bernoulli_draws_with_the_logit_probability(quiet_conf
 
 
 def test_nonlinear_data_follow_the_sine_curve(quiet_config):
-    data = build(quiet_config("data=nonlinear", "data.noise_std=0", "model=mlp"))["data"]
+    data = build(quiet_config("data=nonlinear", "data.noise_std=0", "model=mlp")).data
     assert data.theta is None  # nothing a linear model could recover
     assert data.train.y.abs().max() <= 1 and data.train.y.std() > 0.3
 
@@ -234,7 +235,7 @@ def test_bundled_fair_is_the_statsmodels_table(quiet_config):
     from statsmodels.datasets import fair
 
     raw = fair.load_pandas().data
-    data = build(quiet_config("data=fair", "data.standardize=false", "trainer.dtype=float64"))["data"]
+    data = build(quiet_config("data=fair", "data.standardize=false", "trainer.dtype=float64")).data
     assert len(data.train) + len(data.val) + len(data.test) == len(raw) == 6366
     assert data.n_features == 1 + 8
     assert float(data.train.y.sum() + data.val.y.sum() + data.test.y.sum()) == pytest.approx(
@@ -248,6 +249,7 @@ def test_unknown_statsmodels_data_set_lists_the_available_ones(quiet_config):
     assert "longley" in message and "spector" in message
 
 
+@pytest.mark.slow
 def test_bundled_spector_runs_by_name_as_a_logit_and_reports_opt_gap(cli, tmp_path):
     proc = cli("data=spector", "trainer.max_epochs=20")
     assert proc.returncode == 0, proc.stderr

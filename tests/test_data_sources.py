@@ -19,7 +19,7 @@ def test_ill_conditioned_training_design_has_the_requested_condition_number(quie
             f"data.rotate={rotate}",
             "trainer.dtype=float64",
         )
-    )["data"]
+    ).data
     X = data.train.X.double()
     eigenvalues = torch.linalg.eigvalsh(X.T @ X)
     assert float(eigenvalues[-1] / eigenvalues[0]) == pytest.approx(kappa, rel=1e-6)
@@ -34,7 +34,7 @@ def test_ill_conditioned_training_design_has_the_requested_condition_number(quie
 
 
 def test_ill_conditioned_validation_rows_share_the_training_covariance(quiet_config):
-    data = build(quiet_config("data=ill_conditioned", "data.n=20000", "data.condition_number=100"))["data"]
+    data = build(quiet_config("data=ill_conditioned", "data.n=20000", "data.condition_number=100")).data
     X_train, X_test = data.train.X.double(), data.test.X.double()
     sigma_train = X_train.T @ X_train / len(X_train)
     sigma_test = X_test.T @ X_test / len(X_test)
@@ -51,7 +51,7 @@ def test_ill_conditioned_needs_as_many_training_rows_as_columns(quiet_config):
 
 
 def test_polynomial_features_are_powers_and_the_true_coefficients_stop_at_true_degree(quiet_config):
-    data = build(quiet_config("data=polynomial", "trainer.dtype=float64"))["data"]
+    data = build(quiet_config("data=polynomial", "trainer.dtype=float64")).data
     X = data.train.X
     x = X[:, 1]
     assert X.shape[1] == 13 and torch.all(x.abs() <= 1)

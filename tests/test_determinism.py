@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import all_runs, run_cli
@@ -22,6 +23,7 @@ def histories(uri: str) -> list[dict[str, list[tuple[int, float]]]]:
     return out
 
 
+@pytest.mark.slow
 def test_two_fresh_processes_give_identical_histories(tmp_path):
     args = ("optimizer=adam", "trainer.max_epochs=25", "trainer.sampling=replacement", "seed=7")
     for _ in range(2):

@@ -16,6 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from src.loop import EpochMetrics, FitResult, evaluate, fit
+from src.models import LinearRegression
+from src.run import Run
 from src.train import CONF, build
 from tests.helpers import all_runs
 
@@ -35,7 +37,7 @@ def grid(lesson: str, seeds: bool = True) -> list[tuple[str, ...]]:
     return list(itertools.product(*axes))
 
 
-def run_lesson(lesson: str) -> dict[str, tuple[dict, FitResult]]:
+def run_lesson(lesson: str) -> dict[str, tuple[Run, FitResult]]:
     """Train every grid point; keyed by its overrides, e.g. 'data.condition_number=100.0 optimizer=gd'."""
     out = {}
     for point in grid(lesson, seeds=False):
@@ -43,7 +45,7 @@ def run_lesson(lesson: str) -> dict[str, tuple[dict, FitResult]]:
             cfg = compose("config", overrides=[f"+experiment={lesson}", *point, "trainer.progress=false"])
         cfg.tracking = {"_target_": "src.tracking.NullTracker"}
         parts = build(cfg)
-        out[" ".join(point)] = (parts, fit(**parts))
+        out[" ".join(point)] = (parts, fit(parts))
     return out
 
 
@@ -123,11 +125,12 @@ def test_ridge_path_matches_the_closed_form():
     errors = {}
     for key, (parts, result) in runs.items():
         alpha = float(key.split("=")[1])
-        X, y = parts["data"].train.X, parts["data"].train.y
+        X, y = parts.data.train.X, parts.data.train.y
         closed_form = torch.linalg.solve(
             X.T @ X + len(y) * alpha / 2 * torch.eye(X.shape[1], dtype=X.dtype), X.T @ y
         )
-        assert float(torch.linalg.vector_norm(parts["model"].weight.detach() - closed_form)) < 1e-6
+        assert isinstance(parts.model, LinearRegression)
+        assert float(torch.linalg.vector_norm(parts.model.weight.detach() - closed_form)) < 1e-6
         errors[alpha] = error(result)
     assert len(errors) == 6
     # On a noisy, badly conditioned design some shrinkage estimates θ better than OLS (α = 0).
@@ -140,7 +143,7 @@ def test_early_stopping_restores_the_best_validation_epoch():
     for parts, result in runs.values():
         val = [m.val_loss for m in result.history]
         assert result.best_epoch == 1 + val.index(min(val))
-        assert evaluate(parts["model"], parts["data"].val) == result.best_val_loss  # bitwise: restored
+        assert evaluate(parts.learner, parts.data.val) == result.best_val_loss  # bitwise: restored
         assert result.stop_reason == "early_stopped" and result.epochs == result.best_epoch + 300
     _, overfit = runs["data.degree=12"]
     best = overfit.history[overfit.best_epoch - 1]
@@ -150,6 +153,7 @@ def test_early_stopping_restores_the_best_validation_epoch():
     assert right.best_val_loss < overfit.history[-1].val_loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", ["early_stopping"])
 def test_a_lesson_runs_as_the_documented_command(cli, tmp_path, lesson):
     proc = cli("--multirun", f"+experiment={lesson}")

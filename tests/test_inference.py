@@ -17,6 +17,7 @@ from src import inference
 from src.config import Cov
 from src.data import split_sizes
 from src.loop import EpochMetrics, Progress, fit, should_stop
+from src.run import Run
 from src.train import build
 from tests.helpers import all_runs, make_config, run_cli
 
@@ -26,12 +27,14 @@ FULL_SAMPLE = ("data.train_prop=1.0", "data.val_prop=0.0", "trainer.dtype=float6
 TO_ROUNDING = "trainer.stopping_threshold=1e-15"
 
 
-def fitted(*overrides: str, stopping: str = TO_ROUNDING) -> tuple[dict, inference.Estimates]:
+def fitted(*overrides: str, stopping: str = TO_ROUNDING) -> tuple[Run, inference.Estimates]:
     """A full-sample float64 fit of the config and its table (cov: the config's)."""
     cfg = make_config("tracking=none", "trainer.progress=false", *FULL_SAMPLE, stopping, *overrides)
     parts = build(cfg)
-    result = fit(**parts)
-    estimates = inference.estimate(parts["model"], parts["data"], cfg.inference.cov, 0.0, result.stop_reason)
+    result = fit(parts)
+    estimates = inference.estimate(
+        parts.model, parts.data, parts.reference, cfg.inference.cov, 0.0, result.stop_reason
+    )
     assert estimates is not None
     return parts, estimates
 
@@ -51,9 +54,9 @@ def statsmodels_fit(model: sm.base.model.Model, cov: Cov, groups: np.ndarray) ->
 FIT_OPTIONS = {sm.Logit: {"disp": 0, "method": "newton", "tol": 1e-14}}
 
 
-def assert_table_is_statsmodels(parts: dict, model: sm.base.model.Model, groups: np.ndarray) -> None:
+def assert_table_is_statsmodels(parts: Run, model: sm.base.model.Model, groups: np.ndarray) -> None:
     for cov in Cov:
-        ours = inference.estimate(parts["model"], parts["data"], cov, 0.0, "converged")
+        ours = inference.estimate(parts.model, parts.data, parts.reference, cov, 0.0, "converged")
         assert ours is not None
         theirs = statsmodels_fit(model, cov, groups)
         table = pd.DataFrame(ours.table)
@@ -73,7 +76,7 @@ def assert_table_is_statsmodels(parts: dict, model: sm.base.model.Model, groups:
 
 
 @pytest.fixture(scope="module")
-def fair_fit() -> tuple[dict, inference.Estimates]:
+def fair_fit() -> tuple[Run, inference.Estimates]:
     # Clustered by occupation, which the default features then leave out of X.
     return fitted("data=fair", "optimizer=newton", "inference.cov=cluster", "inference.cluster=occupation")
 
@@ -100,7 +103,7 @@ def test_every_covariance_is_statsmodels_logit_on_spector():
 
 def test_estimates_are_in_the_data_units_whatever_the_standardization(fair_fit):
     parts, standardized = fair_fit
-    assert parts["data"].standardization is not None  # data=fair standardizes by default
+    assert parts.data.standardization is not None  # data=fair standardizes by default
     _, raw = fitted("data=fair", "optimizer=newton", "data.standardize=false", "inference.cov=cluster",
                     "inference.cluster=occupation")  # fmt: skip
     for column in ("estimate", "reference", "std_error"):
@@ -114,8 +117,8 @@ def test_a_table_with_no_standard_errors_says_why():
         "tracking=none", "trainer.progress=false", "regularization.l2=0.1", "trainer.max_epochs=5"
     )
     parts = build(cfg)
-    result = fit(**parts)
-    estimates = inference.estimate(parts["model"], parts["data"], None, 0.1, result.stop_reason)
+    result = fit(parts)
+    estimates = inference.estimate(parts.model, parts.data, parts.reference, None, 0.1, result.stop_reason)
     assert estimates is not None
     assert np.isnan(estimates.table["std_error"]).all() and np.isfinite(estimates.table["estimate"]).all()
     assert "no standard errors: regularization.l2=0.1 penalizes the estimate" in estimates.format()

@@ -40,12 +40,13 @@ def test_gd_takes_one_full_batch_step_per_epoch(quiet_config):
     """After one epoch, θ₁ = θ₀ − η ∇L(θ₀) with ∇L(θ) = −(2/N) X'(y − Xθ), the lecture's GD."""
     cfg = quiet_config("optimizer=gd", "trainer.max_epochs=1", "trainer.dtype=float64")
     parts = build(cfg)
-    model, X, y = parts["model"], parts["data"].train.X, parts["data"].train.y
+    model, X, y = parts.model, parts.data.train.X, parts.data.train.y
+    assert isinstance(model, LinearRegression)
     theta0 = model.weight.detach().clone()
     expected = theta0 + cfg.optimizer.lr * 2 / len(y) * X.T @ (y - X @ theta0)
     from src.loop import fit
 
-    fit(**parts)
+    fit(parts)
     torch.testing.assert_close(model.weight.detach(), expected, rtol=1e-12, atol=1e-14)
 
 
@@ -85,12 +86,13 @@ def test_a_diverged_epoch_is_never_the_best(quiet_config):
     from src.loop import fit
 
     parts = build(quiet_config("optimizer=newton", "optimizer.lr=1e10"))
-    theta0 = parts["model"].weight.detach().clone()
-    result = fit(**parts)
+    assert isinstance(parts.model, LinearRegression)
+    theta0 = parts.model.weight.detach().clone()
+    result = fit(parts)
     assert result.stop_reason == "diverged" and result.history[0].val_loss > 1e5
     assert (result.best_epoch, result.best_val_loss) == (0, math.inf)
-    assert torch.equal(parts["model"].weight.detach(), theta0)
-    assert result.test_loss == evaluate(parts["model"], parts["data"].test)
+    assert torch.equal(parts.model.weight.detach(), theta0)
+    assert result.test_loss == evaluate(parts.learner, parts.data.test)
 
 
 def test_a_callback_can_stop_training(quiet_config):
@@ -109,10 +111,10 @@ def test_restored_parameters_are_the_best_epochs_copy(quiet_config):
     parts = build(cfg)
     from src.loop import fit
 
-    result = fit(**parts)
+    result = fit(parts)
     assert result.history[-1].val_loss > result.best_val_loss
     assert result.best_epoch < result.epochs
-    restored = evaluate(parts["model"], parts["data"].val)
+    restored = evaluate(parts.learner, parts.data.val)
     assert restored == result.best_val_loss  # bitwise: the best epoch's parameters, not the last
     assert result.param_error == result.history[result.best_epoch - 1].param_error
 
@@ -130,10 +132,10 @@ def test_without_validation_split_train_loss_is_monitored(quiet_config):
     from src.loop import fit
 
     parts = build(quiet_config("data.val_prop=0", "trainer.max_epochs=20"))
-    assert len(parts["data"].val) == 0
-    result = fit(**parts)
+    assert len(parts.data.val) == 0
+    result = fit(parts)
     # The restored best parameters' loss on the training split is exactly the best monitored loss.
-    assert evaluate(parts["model"], parts["data"].train) == result.best_val_loss
+    assert evaluate(parts.learner, parts.data.train) == result.best_val_loss
     assert result.param_error is not None and result.param_error < 1e-3
 
 
@@ -201,8 +203,8 @@ def test_train_loss_is_the_batch_size_weighted_mean(quiet_config):
         "optimizer.lr=1e-30", "trainer.batch_size=300", "trainer.max_epochs=1", "trainer.dtype=float64"
     )
     parts = build(cfg)
-    expected = evaluate(parts["model"], parts["data"].train)
+    expected = evaluate(parts.learner, parts.data.train)
     from src.loop import fit
 
-    result = fit(**parts)
+    result = fit(parts)
     assert result.history[0].train_loss == pytest.approx(expected, rel=1e-12)

@@ -18,7 +18,7 @@ def per_example_gradients(X: torch.Tensor, y: torch.Tensor, theta: torch.Tensor)
 @pytest.fixture
 def problem(quiet_config):
     parts = build(quiet_config("trainer.dtype=float64", "data.n=300", "data.noise_std=0.5"))
-    return parts["model"], parts["data"].train
+    return parts.model, parts.data.train
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import all_runs, free_port, mlflow_server_on
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]  # one Chromium at a time
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 GENAI_OVERVIEW = "Token Usage"  # text of MLflow 3's GenAI experiment overview, absent from the runs table
 

@@ -63,6 +63,7 @@ def test_mlp_initial_values_come_from_the_run_generator_only(quiet_config):
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.slow
 def test_mlp_fits_the_curve_a_linear_model_cannot(quiet_config):
     common = ("data=nonlinear", "optimizer=adam", "trainer.max_epochs=40")
     mlp = train(quiet_config(*common, "model=mlp"))
@@ -80,6 +81,6 @@ def test_unknown_activation_is_refused_at_compose_time(cli):
 
 def test_logistic_model_on_logistic_data_builds_in_float64(quiet_config):
     parts = build(quiet_config("data=logistic", "model=logistic", "model.bias=true", "trainer.dtype=float64"))
-    model, ref = parts["model"], parts["data"].reference
+    model, ref = parts.model, parts.reference
     assert ref is not None and ref.theta.shape == (3,)  # two weights, then the bias
     assert [p.dtype for p in model.parameters()] == [torch.float64, torch.float64]

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from src.loop import fit
 from src.models import LinearRegression
+from src.run import Run
 from src.train import build
 
 FULL_BATCH = (
@@ -34,17 +35,18 @@ class Trajectory:
         self.thetas.append(self.model.weight.detach().clone())
 
 
-def run(quiet_config, *overrides: str) -> tuple[dict, Tensor, list[Tensor]]:
+def run(quiet_config, *overrides: str) -> tuple[Run, Tensor, list[Tensor]]:
     """Build `python -m src.train <overrides>` on the full batch; return its parts, θ₀ and θ_1..θ_T."""
     parts = build(quiet_config(*FULL_BATCH, *overrides))
-    theta0 = parts["model"].weight.detach().clone()
-    trajectory = Trajectory(parts["model"])
-    fit(**parts, callbacks=[trajectory])
+    assert isinstance(parts.model, LinearRegression)
+    theta0 = parts.model.weight.detach().clone()
+    trajectory = Trajectory(parts.model)
+    fit(parts, callbacks=[trajectory])
     return parts, theta0, trajectory.thetas
 
 
-def least_squares(parts: dict) -> tuple[Tensor, Tensor]:
-    return parts["data"].train.X, parts["data"].train.y
+def least_squares(parts: Run) -> tuple[Tensor, Tensor]:
+    return parts.data.train.X, parts.data.train.y
 
 
 def gradient(theta: Tensor, X: Tensor, y: Tensor) -> Tensor:
@@ -67,7 +69,7 @@ def test_nesterov_is_the_lectures_sequence_seen_at_its_look_ahead_point(quiet_co
     """
     parts, theta0, iterates = run(quiet_config, "optimizer=nesterov", "trainer.max_epochs=200")
     X, y = least_squares(parts)
-    eta, beta = parts["optimizer"].param_groups[0]["lr"], parts["optimizer"].param_groups[0]["momentum"]
+    eta, beta = parts.optimizer.param_groups[0]["lr"], parts.optimizer.param_groups[0]["momentum"]
     previous, current = theta0, theta0
     for p in iterates:
         look_ahead = current + beta * (current - previous)
@@ -83,7 +85,7 @@ def test_heavy_ball_momentum_follows_its_recursion(quiet_config):
     """Polyak: θ_{t+1} = θ_t − η∇L(θ_t) + β(θ_t − θ_{t−1}), θ_{−1} = θ₀ (torch's v ← βv + g; θ ← θ − ηv)."""
     parts, theta0, iterates = run(quiet_config, "optimizer=momentum", "trainer.max_epochs=40")
     X, y = least_squares(parts)
-    eta, beta = parts["optimizer"].param_groups[0]["lr"], parts["optimizer"].param_groups[0]["momentum"]
+    eta, beta = parts.optimizer.param_groups[0]["lr"], parts.optimizer.param_groups[0]["momentum"]
     previous, current = theta0, theta0
     for theta in iterates:
         previous, current = current, current - eta * gradient(current, X, y) + beta * (current - previous)

@@ -7,8 +7,11 @@ import sys
 from collections import Counter
 
 import optuna
+import pytest
 
 from tests.helpers import all_runs, cli_env
+
+pytestmark = pytest.mark.slow
 
 
 def test_joblib_workers_and_independent_sweeps_share_one_store_and_study(tmp_path):

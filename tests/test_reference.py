@@ -15,6 +15,7 @@ from torch.nn.utils import parameters_to_vector
 from src.loop import EpochMetrics, FitResult, fit
 from src.models import LogisticRegression
 from src.reference import least_squares, logistic_mle
+from src.run import Run
 from src.train import CONF, build, train
 
 
@@ -32,7 +33,8 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
 def test_least_squares_reference_is_statsmodels_ols_on_the_bundled_fair(quiet_config):
     for standardize in ("true", "false"):  # raw units: a design with cond(X) ≈ 350
         parts = build(quiet_config("data=fair", f"data.standardize={standardize}", "trainer.dtype=float64"))
-        train, ref = parts["data"].train, parts["data"].reference
+        train, ref = parts.data.train, parts.reference
+        assert ref is not None
         ols = sm.OLS(train.y.numpy(), train.X.numpy()).fit()
         assert relative(ref.theta.numpy(), ols.params) < 1e-8
         assert ref.loss == pytest.approx(ols.ssr / len(train), rel=1e-12)
@@ -41,7 +43,8 @@ def test_least_squares_reference_is_statsmodels_ols_on_the_bundled_fair(quiet_co
 def test_bias_is_the_last_parameter_of_the_reference(quiet_config):
     cfg = quiet_config("data=fair", "data.intercept=false", "model.bias=true", "trainer.dtype=float64")
     parts = build(cfg)
-    train, ref = parts["data"].train, parts["data"].reference
+    train, ref = parts.data.train, parts.reference
+    assert ref is not None
     ols = sm.OLS(train.y.numpy(), sm.add_constant(train.X.numpy())).fit()  # const first
     assert relative(ref.theta.numpy(), np.roll(ols.params, -1)) < 1e-8
 
@@ -51,8 +54,9 @@ def test_logit_reference_is_statsmodels_logit_on_the_bundled_spector(quiet_confi
         parts = build(
             quiet_config("data=spector", f"data.standardize={standardize}", "trainer.dtype=float64")
         )
-        assert isinstance(parts["model"], LogisticRegression)  # data=spector picks the logit
-        train, ref = parts["data"].train, parts["data"].reference
+        assert isinstance(parts.model, LogisticRegression)  # data=spector picks the logit
+        train, ref = parts.data.train, parts.reference
+        assert ref is not None
         logit = sm.Logit(train.y.numpy(), train.X.numpy()).fit(method="newton", tol=1e-14, disp=0)
         assert relative(ref.theta.numpy(), logit.params) < 1e-6
         assert ref.loss == pytest.approx(-logit.llf / len(train), rel=1e-10)
@@ -110,15 +114,15 @@ def test_separable_classes_have_no_logit_reference(caplog):
 
 
 # ------------------------------------------------------------------------------------- per-epoch metrics
-def fit_recording_theta(parts: dict) -> tuple[FitResult, list[np.ndarray]]:
+def fit_recording_theta(parts: Run) -> tuple[FitResult, list[np.ndarray]]:
     """fit, and θ_t (all parameters) at each epoch's end, when the metrics are taken."""
-    model, thetas = parts["model"], []
+    model, thetas = parts.model, []
 
     class Record:
         def on_epoch_end(self, metrics: EpochMetrics) -> None:
             thetas.append(parameters_to_vector(model.parameters()).detach().numpy().copy())
 
-    return fit(callbacks=[Record()], **parts), thetas
+    return fit(parts, callbacks=[Record()]), thetas
 
 
 def test_gd_gap_in_float64_is_the_quadratic_form_and_falls_monotonically(quiet_config):
@@ -128,7 +132,7 @@ def test_gd_gap_in_float64_is_the_quadratic_form_and_falls_monotonically(quiet_c
         "trainer.stopping_threshold=null",
     )  # fmt: skip
     parts = build(cfg)
-    X, y = parts["data"].train.X.numpy(), parts["data"].train.y.numpy()
+    X, y = parts.data.train.X.numpy(), parts.data.train.y.numpy()
     theta_hat = sm.OLS(y, X).fit().params
     result, thetas = fit_recording_theta(parts)
     gaps = opt_gaps(result)
@@ -198,9 +202,11 @@ def test_second_order_methods_reach_the_exact_minimum_in_float64(quiet_config, o
 @pytest.mark.parametrize("model", ["logistic", "mlp"])
 def test_data_model_and_reference_honour_the_dtype(quiet_config, dtype, model):
     parts = build(quiet_config("data=logistic", f"model={model}", f"trainer.dtype={dtype}"))
-    data = parts["data"]
+    data = parts.data
     expected = getattr(torch, dtype)
     assert {t.dtype for s in (data.train, data.val, data.test) for t in (s.X, s.y)} == {expected}
-    assert {p.dtype for p in parts["model"].parameters()} == {expected}
+    assert {p.dtype for p in parts.model.parameters()} == {expected}
     if model == "logistic":
-        assert data.reference.theta.dtype == torch.float64  # always computed in float64
+        assert (
+            parts.reference is not None and parts.reference.theta.dtype == torch.float64
+        )  # always computed in float64

@@ -12,6 +12,7 @@ import torch
 
 from src.config import ConfigError
 from src.loop import fit
+from src.models import LinearRegression
 from src.train import build
 from tests.test_optimizers import FULL_BATCH, Trajectory
 
@@ -31,9 +32,10 @@ def test_gradient_descent_on_the_penalized_loss_converges_to_closed_form_ridge(q
         "trainer.max_epochs=5000",
     )
     parts = build(cfg)
-    trajectory = Trajectory(parts["model"])
-    result = fit(**parts, callbacks=[trajectory])
-    X, y = parts["data"].train.X, parts["data"].train.y
+    assert isinstance(parts.model, LinearRegression)
+    trajectory = Trajectory(parts.model)
+    result = fit(parts, callbacks=[trajectory])
+    X, y = parts.data.train.X, parts.data.train.y
     N = len(y)
     assert result.stop_reason == "converged"  # ‖∇(L + (α/2)‖θ‖²)‖ < 1e-10
     expected = ridge(X, y, N * alpha / 2)
@@ -46,10 +48,11 @@ def test_newton_solves_the_penalized_problem_in_one_step(quiet_config):
     parts = build(
         quiet_config(*FULL_BATCH, "optimizer=newton", "regularization.l2=0.5", "trainer.max_epochs=1")
     )
-    fit(**parts)
-    X, y = parts["data"].train.X, parts["data"].train.y
+    fit(parts)
+    X, y = parts.data.train.X, parts.data.train.y
+    assert isinstance(parts.model, LinearRegression)
     torch.testing.assert_close(
-        parts["model"].weight.detach(), ridge(X, y, len(y) * 0.5 / 2), rtol=1e-10, atol=1e-12
+        parts.model.weight.detach(), ridge(X, y, len(y) * 0.5 / 2), rtol=1e-10, atol=1e-12
     )
 
 
@@ -58,9 +61,10 @@ def test_train_loss_carries_the_penalty_and_validation_and_test_do_not(quiet_con
     parts = build(
         quiet_config(*FULL_BATCH, "optimizer=gd", f"regularization.l2={alpha}", "trainer.max_epochs=1")
     )
-    model, data = parts["model"], parts["data"]
+    model, data = parts.model, parts.data
+    assert isinstance(model, LinearRegression)
     theta0 = model.weight.detach().clone()
-    result = fit(**parts)
+    result = fit(parts)
     theta1 = model.weight.detach()
     (epoch,) = result.history
 

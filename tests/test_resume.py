@@ -11,7 +11,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from src import checkpoint
-from src.signals import Stopped, StopRequest
+from src.models import LinearRegression
+from src.signals import Stopped
 from src.train import build, load_warm_start, train
 from tests.helpers import all_runs, interrupt_midway, make_config, run_cli
 
@@ -26,6 +27,7 @@ def history(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
     return {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in METRICS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("dtype", "sig"), [("float64", signal.SIGINT), ("float32", signal.SIGTERM)])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, dtype, sig):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -34,7 +36,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, dtype, sig):
     assert whole.returncode == 0, whole.stderr
     (whole_run,) = all_runs(uri)
 
-    cut = interrupt_midway(tmp_path, uri, sig, *common, f"hydra.run.dir={tmp_path}/cut")
+    cut = interrupt_midway(
+        tmp_path, uri, sig, *common, f"hydra.run.dir={tmp_path}/cut", after=tmp_path / "cut" / "snapshot.pt"
+    )
     assert cut.returncode == 130, cut.stderr
     cut_run = next(r for r in all_runs(uri) if r.info.run_id != whole_run.info.run_id)
     assert cut_run.info.status == "KILLED"
@@ -56,6 +60,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, dtype, sig):
     assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
 
 
+@pytest.mark.slow
 def test_a_tampered_or_truncated_snapshot_is_refused(tmp_path):
     proc = run_cli(tmp_path, "trainer.max_epochs=3", "tracking=none", f"hydra.run.dir={tmp_path}/run")
     assert proc.returncode == 0, proc.stderr
@@ -71,6 +76,7 @@ def test_a_tampered_or_truncated_snapshot_is_refused(tmp_path):
         ]
 
 
+@pytest.mark.slow
 def test_resume_may_extend_training_but_not_change_the_method(tmp_path):
     proc = run_cli(tmp_path, "trainer.max_epochs=3", "tracking=none", f"hydra.run.dir={tmp_path}/run")
     assert proc.returncode == 0
@@ -89,7 +95,8 @@ def test_warm_start_begins_from_the_other_runs_parameters(sqlite_uri):
     logged = torch.load(Path(MlflowClient(sqlite_uri).download_artifacts(run.info.run_id, "model/model.pt")),
                         weights_only=True)["state_dict"]  # fmt: skip
     cfg = make_config("trainer.progress=false", "optimizer=gd", f"warm_start={run.info.run_id}")
-    model = build(cfg)["model"]
+    model = build(cfg).model
+    assert isinstance(model, LinearRegression)
     load_warm_start(cfg, model)
     assert torch.equal(model.weight.detach(), logged["weight"])
     second = train(cfg)
@@ -105,26 +112,26 @@ def test_a_full_batch_run_stopped_right_after_its_step_resumes_identically(quiet
 
     cfg = quiet_config("optimizer=gd", "trainer.max_epochs=20", "trainer.dtype=float64",
                        "trainer.patience=1000", "trainer.stopping_threshold=null")  # fmt: skip
-    whole = fit(**build(cfg))
+    whole = fit(build(cfg))
 
-    parts, saved, stop = build(cfg), dict[str, Any](), StopRequest()
+    parts, saved = build(cfg), dict[str, Any]()
 
     def stop_after_eight_steps(optimizer, args, kwargs):
         saved["steps"] = saved.get("steps", 0) + 1
         if saved["steps"] == 8:
-            stop.record("interrupted")  # as the signal handler would, during the step
+            parts.stop.record("interrupted")  # as the signal handler would, during the step
 
-    parts["optimizer"].register_step_post_hook(stop_after_eight_steps)
+    parts.optimizer.register_step_post_hook(stop_after_eight_steps)
 
     def snapshot(p):
         saved["state"] = checkpoint.capture(p, parts, None, "")
 
     with pytest.raises(Stopped):
-        fit(snapshot=snapshot, stop=stop, **parts)
+        fit(parts, snapshot=snapshot)
     progress = saved["state"]["progress"]
-    assert progress["epoch"] == 7 and progress["sizes"] == [len(parts["data"].train)]
+    assert progress["epoch"] == 7 and progress["sizes"] == [len(parts.data.train)]
     again = build(cfg)
-    resumed = fit(progress=checkpoint.restore(saved["state"], again), **again)
+    resumed = fit(again, progress=checkpoint.restore(saved["state"], again))
     assert [(m.train_loss, m.val_loss, m.lr, m.grad_norm) for m in resumed.history] == [
         (m.train_loss, m.val_loss, m.lr, m.grad_norm) for m in whole.history
     ]

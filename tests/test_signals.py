@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from src import checkpoint, signals
 from src.loop import fit
-from src.signals import Stopped, StopRequest
+from src.signals import Stopped
 from src.tracking import MlflowTracker
 from src.train import build, train
 from tests.helpers import all_runs, cli_env, make_config
@@ -63,26 +63,44 @@ def test_a_failed_run_leaves_no_stop_state_behind(handlers, sqlite_uri):
     assert [r.info.status for r in all_runs(sqlite_uri)] == ["FAILED"]
 
 
+def test_a_callback_that_raises_leaves_its_run_unstopped_for_the_next_fit(handlers, quiet_config):
+    """A signal, then a callback failing in the same epoch: the error comes out, the process keeps
+    the request (the CLI exits 130), and the run's own request is reset, so fitting it again runs."""
+    run = build(quiet_config("trainer.max_epochs=3"))
+
+    class SignalThenBoom:
+        def on_epoch_end(self, metrics):
+            signal.raise_signal(signal.SIGINT)  # recorded in run.stop by the handler
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"), signals.scoped(run.stop):
+        fit(run, callbacks=[SignalThenBoom()])
+    assert (run.stop.reason, run.stop.count) == (None, 0)
+    assert signals.pending() == "interrupted"
+    result = fit(run)  # not stopped at its first step
+    assert result.stop_reason == "max_epochs" and result.epochs == 3
+
+
 def test_a_request_before_training_stops_at_the_first_step(quiet_config):
-    parts, saved, stop = build(quiet_config()), dict[str, Any](), StopRequest()
-    stop.record("interrupted")
+    run, saved = build(quiet_config()), dict[str, Any]()
+    run.stop.record("interrupted")
     with pytest.raises(Stopped):
-        fit(snapshot=lambda p: saved.update(p=checkpoint.capture(p, parts, None, "")), stop=stop, **parts)
+        fit(run, snapshot=lambda p: saved.update(p=checkpoint.capture(p, run, None, "")))
     progress = saved["p"]["progress"]
     assert progress["epoch"] == 0 and len(progress["sizes"]) == 1  # one step, then the snapshot
 
 
 def test_a_request_during_evaluation_stops_at_the_epochs_end(quiet_config):
-    parts, saved, stop = build(quiet_config()), dict[str, Any](), StopRequest()
+    run, saved = build(quiet_config()), dict[str, Any]()
 
     class StopInEpochThree:  # callbacks run right after the evaluation
         def on_epoch_end(self, metrics):
             if metrics.epoch == 3:
-                stop.record("interrupted")
+                run.stop.record("interrupted")
 
     with pytest.raises(Stopped):
-        fit(callbacks=[StopInEpochThree()], stop=stop, **parts,
-            snapshot=lambda p: saved.update(p=checkpoint.capture(p, parts, None, "")))  # fmt: skip
+        fit(run, callbacks=[StopInEpochThree()],
+            snapshot=lambda p: saved.update(p=checkpoint.capture(p, run, None, "")))  # fmt: skip
     progress = saved["p"]["progress"]
     assert progress["epoch"] == 3 and progress["sizes"] == []
 

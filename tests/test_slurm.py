@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import all_runs, cli_env, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one small cluster: one worker at a time
 
 # One CPU per job, so that two jobs run side by side on a 2-core node.
 SLURM = ("hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1")

@@ -172,6 +172,7 @@ def test_each_sampler_and_pruner_choice_builds_its_optuna_class(group, name, exp
 
 
 # ----------------------------------------------------------------------- pruning and MLflow
+@pytest.mark.slow
 def test_pruned_trials_stop_early_and_mlflow_nests_them_under_the_sweep(cli, tmp_path):
     epochs = 30
     proc = cli(
@@ -240,6 +241,7 @@ def test_pruned_trials_stop_early_and_mlflow_nests_them_under_the_sweep(cli, tmp
 
 
 # ------------------------------------------------------------------------------ multi-objective
+@pytest.mark.slow
 def test_a_two_objective_sweep_reports_its_pareto_front_everywhere(cli, tmp_path):
     proc = cli(
         "--multirun",
@@ -287,6 +289,7 @@ def test_a_two_objective_sweep_reports_its_pareto_front_everywhere(cli, tmp_path
 
 
 # -------------------------------------------------------------------------------- failures
+@pytest.mark.slow
 def test_failing_trials_end_fail_with_their_reason_and_the_sweep_finishes(cli, tmp_path):
     proc = cli(
         *SWEEP,
@@ -306,6 +309,7 @@ def test_failing_trials_end_fail_with_their_reason_and_the_sweep_finishes(cli, t
     assert "3 finished trials: 1 complete, 0 pruned, 2 failed; best value" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_max_failure_rate_stops_the_sweep_with_one_error_line(cli, tmp_path):
     proc = cli(
         *SWEEP,
@@ -425,6 +429,7 @@ def test_a_recipe_may_name_groups_as_hydras_docs_do():
 
 
 # -------------------------------------------------------------------------------- resuming
+@pytest.mark.slow
 def test_kill_9_mid_sweep_then_the_same_command_ends_with_exactly_n_trials(tmp_path):
     n_trials = 4
     args = (
@@ -474,6 +479,7 @@ def overlapping(trials: list[optuna.trial.FrozenTrial]) -> bool:
     return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
+@pytest.mark.slow
 def test_joblib_runs_n_jobs_trials_at_once(cli, tmp_path):
     proc = cli(
         *SWEEP,
@@ -495,6 +501,7 @@ def test_joblib_runs_n_jobs_trials_at_once(cli, tmp_path):
     assert all(len(t.intermediate_values) == t.user_attrs["epochs"] for t in trials)  # reported from workers
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_trials_and_the_slurm_config_composes(cli, tmp_path):
     proc = cli(
         *SWEEP,
@@ -551,6 +558,7 @@ def postgres_url() -> Iterator[str]:
         psql(f"DROP ROLE IF EXISTS {name}")
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_postgresql_study_share_its_budget(tmp_path, postgres_url):
     n_trials = 6
     args = (
@@ -577,6 +585,7 @@ def test_two_processes_on_one_postgresql_study_share_its_budget(tmp_path, postgr
 
 
 # ---------------------------------------------------------------------------- experiments
+@pytest.mark.slow
 def test_the_lecture_sweep_searches_the_w_and_b_space_with_hyperband(cli, tmp_path):
     proc = cli(
         "--multirun",
@@ -599,6 +608,7 @@ def test_the_lecture_sweep_searches_the_w_and_b_space_with_hyperband(cli, tmp_pa
     assert "_target_: torch.optim.Adam" in config and "_target_: torch.optim.lr_scheduler.StepLR" in config
 
 
+@pytest.mark.slow
 def test_the_optimizer_choice_sweep_gives_each_optimizer_its_own_lr_range(cli, tmp_path):
     from src.sweeps import LR_RANGES
 

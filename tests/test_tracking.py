@@ -31,6 +31,7 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
     return out
 
 
+@pytest.mark.slow
 def test_a_cli_run_records_everything(cli, tmp_path):
     proc = cli("optimizer=nesterov", "trainer.max_epochs=30")
     assert proc.returncode == 0, proc.stderr
@@ -131,6 +132,7 @@ def test_a_run_that_raises_ends_failed_with_the_error(sqlite_uri):
     assert [m.step for m in history] == [1, 2]  # what was trained before the failure is kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_ends_killed(tmp_path, sig):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -166,6 +168,7 @@ def test_opening_a_store_ends_the_runs_of_dead_processes_killed(sqlite_uri):
     assert runs["dead"].data.tags["error"].startswith(f"its process died (descentlab.process {dead_owner})")
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_sweep_and_its_parent_killed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ("trainer.max_epochs=100000", "trainer.patience=100000", "trainer.stopping_threshold=null")
@@ -177,6 +180,7 @@ def test_ctrl_c_ends_a_sweep_and_its_parent_killed(tmp_path):
     assert {r.info.status for r in runs} == {"KILLED"}  # the parent and the job it was running, if any
 
 
+@pytest.mark.slow
 def test_multirun_is_one_parent_with_a_child_per_job(cli, tmp_path):
     proc = cli("--multirun", "optimizer=sgd,nesterov", "trainer.batch_size=1,32,null", "trainer.max_epochs=5")
     assert proc.returncode == 0, proc.stderr
@@ -248,6 +252,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow
 def test_runs_reach_a_remote_mlflow_server(mlflow_server, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     result = train(
@@ -263,6 +268,7 @@ def test_runs_reach_a_remote_mlflow_server(mlflow_server, monkeypatch, tmp_path)
     assert not Path(tmp_path / "mlflow.db").exists()  # nothing went to the default local store
 
 
+@pytest.mark.slow
 def test_a_sweep_that_dies_leaves_nothing_running(cli, tmp_path):
     proc = cli("--multirun", "optimizer.lr=0.1,-1", "trainer.max_epochs=5")
     assert proc.returncode == 2
