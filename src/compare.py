@@ -1,4 +1,5 @@
-"""Compare runs from MLflow: a table sorted by best val loss, and the val-loss curves overlaid.
+"""Compare runs from MLflow: a table sorted by best val loss, and the val-loss curves overlaid; and
+the --multirun's parent run (`MultirunParent`, a Hydra callback) that ends with this comparison.
 
 Runs that differ only in `seed` are repeats of one configuration: the table then shows each group's
 n, mean and 95% t-interval, and the plot each group's mean curve with its band.
@@ -13,33 +14,56 @@ python -m src.compare --diff RUN_A RUN_B       # the config keys whose values di
 from __future__ import annotations
 
 import argparse
+import atexit
+import logging
 import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from src.tracking import CONFIG_ARTIFACT, flatten, short_number, tracking_uri, ui_hint
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
+
+from src import signals
+from src.config import CallbackConfigError, ConfigError
+from src.tracking import (
+    CONFIG_ARTIFACT,
+    PARENT_RUN_ENV,
+    PROCESS_TAG,
+    REPEATS_TAG,
+    SQLITE_WRITERS,
+    SWEEP_TAG,
+    SWEPT_ENV,
+    child_runs,
+    client_and_experiment,
+    compare_link,
+    flatten,
+    launch_dir,
+    pass_to_jobs,
+    short_number,
+    source_tags,
+    swept_keys,
+    this_process,
+    tracking_uri,
+    ui_hint,
+    uses_mlflow,
+)
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-SWEEP_TAG = "descentlab.sweep_dir"  # on a sweep's parent run
-REPEATS_TAG = "descentlab.repeats"  # on an Optuna trial's run whose seeds are its children
+log = logging.getLogger(__name__)
 SEED = re.compile(r"(^| )seed=\S+")
 MAX_LEGEND = 12  # more entries would hide the plot; the table lists every run
 SUMMARY = ("best_val_loss", "test_loss", "epochs")  # what a group of repeats reports intervals of
-
-
-def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
-    experiment_id = client.get_run(parent_id).info.experiment_id
-    query = f"tags.mlflow.parentRunId = '{parent_id}'"
-    return list(client.search_runs([experiment_id], query, max_results=10_000))
 
 
 def sweep_runs(client: MlflowClient, parent_id: str) -> list[Run]:
@@ -120,25 +144,34 @@ def _sort_key(metric: str) -> Callable[[Group], float]:
     return key
 
 
-def table(runs: list[Run], sort_by: str = "best_val_loss") -> str:
+def summary(runs: list[Run], sort_by: str = "best_val_loss") -> pd.DataFrame:
+    """One row per run, or per group of repeats (n, then mean [95% CI] of each summary metric),
+    best first by `sort_by`; cells as printed."""
+    import pandas as pd
+
     groups = sorted(group(runs), key=_sort_key(sort_by))
-    repeated = any(len(g.runs) > 1 for g in groups)
     metrics = list(dict.fromkeys([sort_by, *SUMMARY]))
-    if repeated:  # n, then mean [95% CI] per summary metric
-        head = ["run", "n", *metrics]
-        body = [[g.name, str(len(g.runs)), *(_cell(g.values(m)) for m in metrics)] for g in groups]
-    else:
-        head = ["run", *metrics, "stop_reason", "wall_s"]
-        body = []
-        for g in groups:
-            run = g.runs[0]
-            wall = run.data.metrics.get("wall_time")
-            status = run.data.tags.get("stop_reason", run.info.status.lower())
-            cells = [_cell(g.values(m)) for m in metrics]
-            body.append([g.name, *cells, status, "-" if wall is None else f"{wall:.2f}"])
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [head, *body]]
-    return "\n".join(line.rstrip() for line in lines)
+    if any(len(g.runs) > 1 for g in groups):
+        rows = [[g.name, str(len(g.runs)), *(_cell(g.values(m)) for m in metrics)] for g in groups]
+        return pd.DataFrame(rows, columns=["run", "n", *metrics])
+    rows = []
+    for g in groups:
+        run = g.runs[0]
+        wall = run.data.metrics.get("wall_time")
+        status = run.data.tags.get("stop_reason", run.info.status.lower())
+        cells = [_cell(g.values(m)) for m in metrics]
+        rows.append([g.name, *cells, status, "-" if wall is None else f"{wall:.2f}"])
+    return pd.DataFrame(rows, columns=["run", *metrics, "stop_reason", "wall_s"])
+
+
+def table(runs: list[Run], sort_by: str = "best_val_loss") -> str:
+    """`summary` as text: left-aligned columns two spaces apart."""
+    frame = summary(runs, sort_by)
+    # pandas right-aligns text cells: pad each to its column's width (+1: pandas adds one space)
+    widths = {c: 1 + max(len(c), *frame[c].str.len()) for c in frame.columns}
+    formatters = {c: f"{{:<{w}}}".format for c, w in widths.items()}
+    text = frame.to_string(index=False, justify="left", formatters=formatters)
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 def overlay(
@@ -227,7 +260,116 @@ def config_diff(client: MlflowClient, run_a: str, run_b: str) -> list[tuple[str,
     return [(k, a.get(k, "-"), b.get(k, "-")) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
-def main(argv: list[str] | None = None) -> None:
+class MultirunParent(HydraCallback):
+    """The one owner of a --multirun's parent MLflow run: it creates the run before the first job,
+    passes its id to every job (their runs nest under it, tag mlflow.parentRunId), and ends it.
+
+    At the end the parent gets the best child's results, the comparison table and the overlaid
+    curves, and the sweep says where all of it is. If the sweep dies, the parent is ended at exit
+    rather than left RUNNING: KILLED when a signal stopped it, else FAILED. A sweeper may add to
+    the run (the Optuna sweeper records its study there), never create or end it.
+    """
+
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.errors import HydraException
+
+        from src.hpo import check_sweep
+
+        try:
+            check_sweep(config)  # a bad sweep config stops here, before its parent run exists
+        except HydraException as exc:  # Hydra would only warn about a callback's error
+            raise CallbackConfigError(str(exc)) from exc
+        if not uses_mlflow(config):
+            return
+        try:
+            self.uri = tracking_uri(config.tracking.get("uri"))
+            self.client, self.experiment_id = client_and_experiment(self.uri, config.tracking.experiment)
+        except ConfigError:  # Hydra would only warn; the first job says it, in one line, and exits 2
+            self.client = None
+            return
+        self._warn_many_writers(int(config.hydra.sweeper.get("n_jobs") or 1))
+        overrides = " ".join(config.hydra.overrides.task)
+        tags = {SWEEP_TAG: str(config.hydra.sweep.dir), "overrides": overrides, PROCESS_TAG: this_process()}
+        tags |= source_tags()
+        run = self.client.create_run(self.experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
+        self.run_id = run.info.run_id
+        atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
+        params = config.hydra.sweeper.get("params") or {}
+        sweep = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+        pass_to_jobs(config, {PARENT_RUN_ENV: self.run_id, SWEPT_ENV: ",".join(swept_keys(sweep))})
+
+    def _warn_many_writers(self, writers: int) -> None:
+        if writers > SQLITE_WRITERS and self.uri.startswith("sqlite"):
+            log.warning(
+                "%d parallel jobs will write to one sqlite MLflow store; beyond %d writers prefer "
+                "`mlflow server` (tracking.uri=http://...) or a PostgreSQL store",
+                writers,
+                SQLITE_WRITERS,
+            )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.client is None or self.run_id is None:
+            return
+        sweep_dir = launch_dir() / str(config.hydra.sweep.dir)  # as typed: relative to the launch dir
+        metric, sort_by = config.tracking.plot_metric, config.tracking.sort_by
+        runs = self._unique_names(sweep_runs(self.client, self.run_id))
+        if runs:
+            self._log_best(child_runs(self.client, self.run_id))
+            print(table(runs, sort_by))
+            png = overlay(self.client, runs, sweep_dir / "compare.png", metric, sort_by)
+            self.client.log_artifact(self.run_id, str(png))
+        print(f"sweep dir:   {sweep_dir}")
+        if runs:
+            print(f"compare.png: {sweep_dir / 'compare.png'}")
+        print(f"parent run:  {self.run_id}")
+        print(f"MLflow UI:   {ui_hint(self.uri, self.experiment_id)}")
+        if runs:
+            ids = [r.info.run_id for r in runs]
+            print(f"compare:     {compare_link(self.uri, self.experiment_id, ids)}")
+        self._end("FINISHED")
+
+    def _unique_names(self, runs: list[Run]) -> list[Run]:
+        """Runs whose values agree to 3 significant digits share a name: number them, in start order."""
+        assert self.client is not None
+        by_name: dict[str, list[Run]] = {}
+        for run in sorted(runs, key=lambda r: r.info.start_time):
+            by_name.setdefault(run.info.run_name, []).append(run)
+        for name, same in by_name.items():
+            for i, run in enumerate(same if len(same) > 1 else [], start=1):
+                self.client.update_run(run.info.run_id, name=f"{name} ({i})")
+        return [self.client.get_run(r.info.run_id) for r in runs] if len(by_name) < len(runs) else runs
+
+    def _log_best(self, children: list[Run]) -> None:
+        """The best child's best_val_loss and test_loss on the parent (so its row is not blank),
+        and its id as tag best_run_id."""
+        from mlflow.entities import Metric, RunTag
+
+        assert self.client is not None and self.run_id is not None
+        scored = [c for c in children if math.isfinite(c.data.metrics.get("best_val_loss", math.nan))]
+        if not scored:
+            return
+        best = min(scored, key=lambda c: c.data.metrics["best_val_loss"])
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, best.data.metrics.get(k, math.nan), now, 0) for k in ("best_val_loss", "test_loss")
+        ]
+        self.client.log_batch(
+            self.run_id,
+            metrics=[m for m in metrics if math.isfinite(m.value)],
+            tags=[RunTag("best_run_id", best.info.run_id), RunTag("best_run", best.info.run_name)],
+        )
+
+    def _end(self, status: str) -> None:
+        if self.client is not None and self.run_id is not None:
+            self.client.set_terminated(self.run_id, status)
+            self.run_id = None
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", help="MLflow experiment name (default: any)")
     parser.add_argument("--parent", help="a sweep's parent run id (default: the latest sweep)")
@@ -239,24 +381,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sort", default="best_val_loss", help="the run-level metric to sort by")
     parser.add_argument("--out", type=Path, default=Path("compare.png"), help="where to write the PNG")
     parser.add_argument("--diff", nargs=2, metavar=("RUN_A", "RUN_B"), help="config keys that differ")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _print_diff(client: MlflowClient, runs: list[str], parser: argparse.ArgumentParser) -> None:
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = tracking_uri(args.uri)
-    client = MlflowClient(uri)
-    if args.diff:
-        try:
-            differences = config_diff(client, *args.diff)
-        except (MlflowException, OSError) as exc:
-            parser.exit(2, f"error: --diff {' '.join(args.diff)}: {str(exc).splitlines()[0]}\n")
-        for key, a, b in differences:
-            print(f"{key}: {a} -> {b}")
-        if not differences:
-            print("the two runs have the same config")
-        return
+    try:
+        differences = config_diff(client, *runs)
+    except (MlflowException, OSError) as exc:
+        parser.exit(2, f"error: --diff {' '.join(runs)}: {str(exc).splitlines()[0]}\n")
+    for key, a, b in differences:
+        print(f"{key}: {a} -> {b}")
+    if not differences:
+        print("the two runs have the same config")
+
+
+def _chosen(
+    client: MlflowClient, args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[list[Run], Run | None, str]:
+    """The runs the arguments name, their sweep's parent run (None with --all), their experiment id."""
+    from mlflow.exceptions import MlflowException
+
     experiments = list(client.search_experiments())
     if args.experiment is not None:
         experiments = [e for e in experiments if e.name == args.experiment]
@@ -273,18 +419,30 @@ def main(argv: list[str] | None = None) -> None:
         except MlflowException as exc:
             parser.exit(2, f"error: --parent {args.parent}: {str(exc).splitlines()[0]}\n")
     if parent is not None:
-        runs = sweep_runs(client, parent.info.run_id)
-    else:
-        runs = experiment_runs(client, ids[0]) if ids else []
+        return sweep_runs(client, parent.info.run_id), parent, parent.info.experiment_id
+    return (experiment_runs(client, ids[0]) if ids else []), None, ids[0] if ids else ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri(args.uri)
+    client = MlflowClient(uri)
+    if args.diff:
+        _print_diff(client, args.diff, parser)
+        return
+    runs, parent, experiment_id = _chosen(client, args, parser)
     if not runs:
         where = f"sweep {parent.info.run_id}" if parent else f"experiment '{args.experiment}'"
         parser.exit(1, f"error: no runs in {where}\n")
     if parent is not None:
-        experiment = client.get_experiment(parent.info.experiment_id).name
+        experiment = client.get_experiment(experiment_id).name
         print(f"sweep {parent.info.run_id} ({parent.info.run_name}) in experiment '{experiment}'")
     print(table(runs, args.sort))
     print(f"wrote {overlay(client, runs, args.out, args.metric, args.sort)}")
-    experiment_id = parent.info.experiment_id if parent else ids[0]
     print(f"MLflow UI: {ui_hint(uri, experiment_id)}")
 
 

@@ -5,23 +5,33 @@ says so (the trial ends PRUNED); when training diverged it leaves the reason on 
 sweeper ends the trial FAIL. It returns the objectives the sweep names (`hydra.sweeper.objectives`,
 by default the best val_loss). Its MLflow run is tagged with the trial and nested under the sweep's
 parent run. Outside a sweep, `this_trial()` is a no-op.
+
+The sweeper (hydra_plugins/descentlab_sweeper) launches each trial with the overrides
+`hydra.job.env_set.DESCENTLAB_OPTUNA_STUDY` and `..._TRIAL_ID`, which every launcher hands to the
+job's config; they add no logged parameter and change nothing for a plain run. A job in the
+sweeper's own process (Hydra's basic launcher) gets the sweeper's live trial (`live`); a job in
+another process or on another machine (joblib, submitit) opens the study the sweeper config names.
+This module imports nothing of the plugins; the plugins import it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig
 
-from hydra_plugins.descentlab_slurm.launcher import check_config as check_launcher
-from hydra_plugins.descentlab_sweeper import current_trial, reports
-from hydra_plugins.descentlab_sweeper.sweeper import check_config
 from src.loop import EpochMetrics, FitResult, StopTraining
+from src.tracking import job_env
 
 if TYPE_CHECKING:
     import optuna
+
+STUDY_ENV = "DESCENTLAB_OPTUNA_STUDY"
+TRIAL_ENV = "DESCENTLAB_OPTUNA_TRIAL_ID"
+REPEAT_ENV = "DESCENTLAB_OPTUNA_REPEAT"  # with hydra.sweeper.repeats: which of the trial's seeds a job is
+live: dict[tuple[str, int], optuna.Trial] = {}  # trials whose jobs run in this process (the sweeper's)
 
 FAILED_STOPS = ("diverged", "non_finite")  # stop reasons that make a trial FAIL, not COMPLETE
 # What a job can return as an objective: the fit's numbers (hydra.sweeper.objectives names them).
@@ -36,10 +46,23 @@ def objectives(sweeper: DictConfig | None) -> list[str]:
     return [str(n) for n in named] if isinstance(named, ListConfig | list) else [str(named)]
 
 
+@runtime_checkable
+class ChecksConfig(Protocol):
+    """A Hydra plugin class that can check a composed config before anything runs (ours do)."""
+
+    @classmethod
+    def check_config(cls, config: DictConfig) -> None: ...
+
+
 def check_sweep(cfg: DictConfig) -> None:
-    """Before a sweep logs anything: the sweeper's whole config, and objectives this job can return."""
-    check_config(cfg)  # a no-op for sweepers other than this project's
-    check_launcher(cfg)  # likewise for launchers
+    """Before a sweep logs anything: the sweeper's and the launcher's whole config (where their
+    class can check it), and objectives this job can return."""
+    from hydra.utils import get_class
+
+    for node in (cfg.hydra.sweeper, cfg.hydra.launcher):
+        plugin = get_class(str(node._target_))
+        if issubclass(plugin, ChecksConfig):
+            plugin.check_config(cfg)
     sweeper = cfg.hydra.sweeper
     if "objectives" not in sweeper:
         return
@@ -103,6 +126,37 @@ class TrialReporter:
         self.trial.set_user_attr("epochs", result.epochs)
         if result.stop_reason in FAILED_STOPS:
             self.trial.set_user_attr("fail_reason", f"{result.stop_reason} at epoch {result.epochs}")
+
+
+def current_trial() -> optuna.Trial | None:
+    """The Optuna trial this Hydra job is, or None outside a descentlab_optuna sweep."""
+    study_name, trial_id = job_env(STUDY_ENV), job_env(TRIAL_ENV)
+    if study_name is None or trial_id is None:
+        return None
+    trial = live.get((study_name, int(trial_id)))
+    if trial is not None:
+        return trial
+
+    import optuna
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from src import studies
+
+    hydra = HydraConfig.get()
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=studies.open_storage(studies.resolve(hydra.sweeper.storage, hydra.runtime.cwd)),
+        pruner=instantiate(hydra.sweeper.pruner),  # should_prune asks the study's pruner
+        sampler=optuna.samplers.RandomSampler(),  # the job samples nothing; keep it cheap
+    )
+    return optuna.trial.Trial(study, int(trial_id))
+
+
+def reports() -> bool:
+    """Whether this job reports to the pruner: with repeats only the first seed does, so what the
+    pruner compares is the same seed's curve in every trial."""
+    return job_env(REPEAT_ENV) in (None, "0")
 
 
 def this_trial() -> NoTrial | TrialReporter:

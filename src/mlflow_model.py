@@ -20,6 +20,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from src.models import LogisticRegression
+
 WEIGHTS = "model.pt"
 
 
@@ -27,9 +29,8 @@ class Predictor:
     """predict(X) → the model's output for each row: y for regression, P(y = 1 | x) for the logit."""
 
     def __init__(self, checkpoint: dict[str, Any]) -> None:
-        node = OmegaConf.create(checkpoint["model"])
-        self.logistic = str(node.get("_target_", "")).endswith("LogisticRegression")
-        self.module = instantiate(node)(checkpoint["in_features"])
+        self.module = instantiate(OmegaConf.create(checkpoint["model"]))(checkpoint["in_features"])
+        self.logistic = isinstance(self.module, LogisticRegression)  # it outputs logits
         self.module.load_state_dict(checkpoint["state_dict"])
         self.module.eval()
 

@@ -8,7 +8,6 @@ Whatever happens, the run ends FINISHED, FAILED (error tagged) or KILLED; it is 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
 import getpass
@@ -34,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback as HydraCallback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src import mlflow_model, signals
 from src.config import ConfigError
@@ -43,13 +41,17 @@ from src.data import Data
 from src.loop import EpochMetrics, FitResult
 
 if TYPE_CHECKING:
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Run
     from mlflow.tracking import MlflowClient
 
     from src.inference import Estimates
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-PARENT_RUN_ENV = "DESCENTLAB_PARENT_RUN_ID"  # set for a --multirun's jobs: their runs nest under it
+# Passed to a --multirun's jobs through Hydra's `hydra.job.env_set` (see `pass_to_jobs`):
+PARENT_RUN_ENV = "DESCENTLAB_PARENT_RUN_ID"  # the run a job's run nests under
+SWEPT_ENV = "DESCENTLAB_SWEPT"  # the keys a --multirun varies, comma-separated: they name its runs
+SWEEP_TAG = "descentlab.sweep_dir"  # on a sweep's parent run
+REPEATS_TAG = "descentlab.repeats"  # on an Optuna trial's run whose seeds are its children
 SQLITE_WRITERS = 6  # concurrent writers one sqlite store was tested with (tests/test_parallel.py)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MODEL_ARTIFACT = "model/model.pt"
@@ -230,6 +232,57 @@ def end_dead_runs(client: MlflowClient, experiment_id: str) -> None:
             end_killed(client, run.info.run_id, f"its process died ({PROCESS_TAG} {owner})")
 
 
+def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
+    """The runs nested directly under `parent_id` (tag mlflow.parentRunId)."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    query = f"tags.mlflow.parentRunId = '{parent_id}'"
+    return list(client.search_runs([experiment_id], query, max_results=10_000))
+
+
+ENV_SET = "hydra.job.env_set."
+
+
+def pass_to_jobs(config: DictConfig, env: dict[str, str]) -> None:
+    """`env` for every job of a --multirun, whatever its launcher (a thread, a process, a SLURM
+    node): Hydra composes each job's config from the multirun's `hydra.overrides.hydra` and the job's
+    own overrides, so a `hydra.job.env_set` override appended there reaches each job's config (and a
+    job's own override of the same key, a sweeper's, wins)."""
+    for key, value in env.items():
+        if "'" in value or "\\" in value:  # run ids and config keys: quoted as they are
+            raise ValueError(f"{key}={value!r}: no quotes or backslashes in a value passed to jobs")
+    with open_dict(config.hydra.overrides), read_write(config.hydra.overrides):
+        config.hydra.overrides.hydra.extend([f"++{ENV_SET}{k}='{v}'" for k, v in env.items()])
+
+
+def passed_to_jobs(config: DictConfig) -> dict[str, str]:
+    """What `pass_to_jobs` gave a --multirun's jobs, read from its config (for a sweeper)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.hydra))
+    return {
+        o.key_or_group.removeprefix(ENV_SET): str(o.value())
+        for o in parsed
+        if o.key_or_group.startswith(ENV_SET)
+    }
+
+
+def job_env(key: str) -> str | None:
+    """A value the job's `hydra.job.env_set` holds (its multirun's, or its sweeper's), from the
+    job's config; None outside Hydra."""
+    if not HydraConfig.initialized():
+        return None
+    value = HydraConfig.get().job.env_set.get(key)
+    return None if value is None else str(value)
+
+
+def uses_mlflow(config: DictConfig) -> bool:
+    """Whether the config's `tracking` is an MlflowTracker (or a subclass), not `tracking=none`."""
+    from hydra.utils import get_class
+
+    node = config.get("tracking")
+    return node is not None and "_target_" in node and issubclass(get_class(node._target_), MlflowTracker)
+
+
 class NullTracker:
     """`tracking=none`: records nothing."""
 
@@ -346,7 +399,6 @@ def choice(cfg: DictConfig, choices: dict[str, str], group: str) -> str:
     return choices.get(group) or target.rsplit(".", 1)[-1].lower()
 
 
-SWEPT_ENV = "DESCENTLAB_SWEPT"  # the keys a --multirun varies, comma-separated: they name its runs
 SHORT_KEYS = {
     "trainer.batch_size": "bs",
     "data.condition_number": "κ",
@@ -401,7 +453,10 @@ def swept_keys(overrides: Sequence[str]) -> list[str]:
 
 def own_keys(overrides: Sequence[str]) -> list[str]:
     """A single run's command-line keys that say what it is (not where it is recorded)."""
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    keys = [o.key_or_group for o in parsed if not o.is_delete()]
     return [k for k in keys if k != "experiment" and not any(k.startswith(b) for b in NOT_PARAMS)]
 
 
@@ -471,7 +526,7 @@ class MlflowTracker:
         if commit := git_commit():
             tags["mlflow.source.git.commit"] = commit
         tags |= source_tags()
-        if parent := os.environ.get(PARENT_RUN_ENV):
+        if parent := job_env(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = parent
         tags.update(self.extra_tags)
         name = self._name(choices, overrides)
@@ -491,7 +546,7 @@ class MlflowTracker:
     def _name(self, choices: dict[str, str], overrides: list[str]) -> str:
         """Named by the keys its sweep varies (and its Optuna trial), else by its own overrides."""
         trial = self.extra_tags.get("optuna.trial")
-        keys = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
+        keys = [k for k in (job_env(SWEPT_ENV) or "").split(",") if k]
         if not keys and trial is None:
             keys = own_keys(overrides)
             keys += [] if "optimizer.lr" in keys else ["optimizer.lr"]
@@ -624,118 +679,3 @@ class MlflowTracker:
                 self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
             if isinstance(exc, signals.Stopped):  # a signal: say which (interrupted, preempted, ...)
                 self.client.set_tag(self.run_id, "stop_reason", exc.reason)
-
-
-class MultirunParent(HydraCallback):
-    """One parent MLflow run per --multirun; each job's run nests under it (tag mlflow.parentRunId).
-
-    At the end the parent gets the best child's results, the comparison table and the overlaid
-    curves, and the sweep says where all of it is. If the sweep dies, the parent is ended at exit
-    rather than left RUNNING: KILLED when a signal stopped it, else FAILED.
-    """
-
-    def __init__(self) -> None:
-        self.client: MlflowClient | None = None
-        self.run_id: str | None = None
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.errors import HydraException
-
-        from src.config import CallbackConfigError
-        from src.hpo import check_sweep
-
-        try:
-            check_sweep(config)  # a bad sweep config stops here, before its parent run exists
-        except HydraException as exc:
-            raise CallbackConfigError(str(exc)) from exc
-        tracking = config.get("tracking")
-        if tracking is None or not str(tracking.get("_target_", "")).endswith("MlflowTracker"):
-            return
-        try:
-            self.uri = tracking_uri(tracking.get("uri"))
-            self.client, self.experiment_id = client_and_experiment(self.uri, tracking.experiment)
-        except ConfigError:  # Hydra would only warn; the first job says it, in one line, and exits 2
-            self.client = None
-            return
-        writers = int(config.hydra.sweeper.get("n_jobs") or 1)
-        if writers > SQLITE_WRITERS and self.uri.startswith("sqlite"):
-            log.warning(
-                "%d parallel jobs will write to one sqlite MLflow store; beyond %d writers prefer "
-                "`mlflow server` (tracking.uri=http://...) or a PostgreSQL store",
-                writers,
-                SQLITE_WRITERS,
-            )
-        overrides = " ".join(config.hydra.overrides.task)
-        tags = {"descentlab.sweep_dir": str(config.hydra.sweep.dir), "overrides": overrides}
-        tags[PROCESS_TAG] = this_process()
-        if commit := git_commit():
-            tags["mlflow.source.git.commit"] = commit
-        tags |= source_tags()
-        run = self.client.create_run(self.experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
-        self.run_id = run.info.run_id
-        os.environ[PARENT_RUN_ENV] = self.run_id
-        params = config.hydra.sweeper.get("params") or {}
-        sweep = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
-        os.environ[SWEPT_ENV] = ",".join(swept_keys(sweep))
-        atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.client is None or self.run_id is None:
-            return
-        from src import compare
-
-        sweep_dir = launch_dir() / str(config.hydra.sweep.dir)  # as typed: relative to the launch dir
-        metric, sort_by = config.tracking.plot_metric, config.tracking.sort_by
-        runs = self._unique_names(compare.sweep_runs(self.client, self.run_id))
-        if runs:
-            self._log_best(compare.child_runs(self.client, self.run_id))
-            print(compare.table(runs, sort_by))
-            png = compare.overlay(self.client, runs, sweep_dir / "compare.png", metric, sort_by)
-            self.client.log_artifact(self.run_id, str(png))
-        print(f"sweep dir:   {sweep_dir}")
-        if runs:
-            print(f"compare.png: {sweep_dir / 'compare.png'}")
-        print(f"parent run:  {self.run_id}")
-        print(f"MLflow UI:   {ui_hint(self.uri, self.experiment_id)}")
-        if runs:
-            ids = [r.info.run_id for r in runs]
-            print(f"compare:     {compare_link(self.uri, self.experiment_id, ids)}")
-        self._end("FINISHED")
-
-    def _unique_names(self, runs: list[Any]) -> list[Any]:
-        """Runs whose values agree to 3 significant digits share a name: number them, in start order."""
-        assert self.client is not None
-        by_name: dict[str, list[Any]] = {}
-        for run in sorted(runs, key=lambda r: r.info.start_time):
-            by_name.setdefault(run.info.run_name, []).append(run)
-        for name, same in by_name.items():
-            for i, run in enumerate(same if len(same) > 1 else [], start=1):
-                self.client.update_run(run.info.run_id, name=f"{name} ({i})")
-        return [self.client.get_run(r.info.run_id) for r in runs] if len(by_name) < len(runs) else runs
-
-    def _log_best(self, children: list[Any]) -> None:
-        """The best child's best_val_loss and test_loss on the parent (so its row is not blank),
-        and its id as tag best_run_id."""
-        from mlflow.entities import Metric, RunTag
-
-        assert self.client is not None and self.run_id is not None
-        scored = [c for c in children if math.isfinite(c.data.metrics.get("best_val_loss", math.nan))]
-        if not scored:
-            return
-        best = min(scored, key=lambda c: c.data.metrics["best_val_loss"])
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, best.data.metrics.get(k, math.nan), now, 0) for k in ("best_val_loss", "test_loss")
-        ]
-        self.client.log_batch(
-            self.run_id,
-            metrics=[m for m in metrics if math.isfinite(m.value)],
-            tags=[RunTag("best_run_id", best.info.run_id), RunTag("best_run", best.info.run_name)],
-        )
-
-    def _end(self, status: str) -> None:
-        if self.client is not None and self.run_id is not None:
-            self.client.set_terminated(self.run_id, status)
-            os.environ.pop(PARENT_RUN_ENV, None)
-            os.environ.pop(SWEPT_ENV, None)
-            self.run_id = None

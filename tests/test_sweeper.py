@@ -445,13 +445,12 @@ def test_kill_9_mid_sweep_then_the_same_command_ends_with_exactly_n_trials(tmp_p
     first = sweep_process(tmp_path, *args)
     journal_file = tmp_path / "multirun" / "optuna.journal"
     deadline = time.monotonic() + 120
-    while True:  # kill it once a trial is done and the next one is running
+    while True:  # kill it once a trial is done and the next one is running (its job, not study.ask)
         assert time.monotonic() < deadline and first.poll() is None, "the sweep ended before the kill"
         if journal_file.exists():
-            states = [
-                t.state for t in JournalStorage(JournalFileBackend(str(journal_file))).get_all_trials(0)
-            ]
-            if TrialState.COMPLETE in states and states[-1] is TrialState.RUNNING:
+            trials = JournalStorage(JournalFileBackend(str(journal_file))).get_all_trials(0)
+            states = [t.state for t in trials]
+            if TrialState.COMPLETE in states and states[-1] is TrialState.RUNNING and trials[-1].params:
                 break
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)

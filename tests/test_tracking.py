@@ -276,3 +276,34 @@ def test_a_sweep_that_dies_leaves_nothing_running(cli, tmp_path):
     runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     statuses = sorted((("descentlab.sweep_dir" in r.data.tags), r.info.status) for r in runs)
     assert statuses == [(False, "FINISHED"), (True, "FAILED")]  # the first job, then its parent
+
+
+def test_a_multiruns_values_reach_each_job_through_hydra_and_a_jobs_own_win():
+    """MultirunParent passes the parent id to the jobs as `hydra.job.env_set` overrides of the
+    multirun's config, from which Hydra composes every job (in any launcher); a sweeper's override
+    of the same key for one job (a trial's run with repeats) wins."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers import CONF
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        multirun = compose("config", return_hydra_config=True)
+        tracking.pass_to_jobs(
+            multirun, {tracking.PARENT_RUN_ENV: "abc123", tracking.SWEPT_ENV: "optimizer,lr"}
+        )
+        assert tracking.passed_to_jobs(multirun) == {
+            tracking.PARENT_RUN_ENV: "abc123",
+            tracking.SWEPT_ENV: "optimizer,lr",  # a comma, quoted: not a sweep
+        }
+        hydra_overrides = list(multirun.hydra.overrides.hydra)
+        job = compose("config", overrides=hydra_overrides, return_hydra_config=True)
+        trial = compose(
+            "config",
+            overrides=[*hydra_overrides, f"++hydra.job.env_set.{tracking.PARENT_RUN_ENV}=trial9"],
+            return_hydra_config=True,
+        )
+    assert job.hydra.job.env_set[tracking.PARENT_RUN_ENV] == "abc123"
+    assert job.hydra.job.env_set[tracking.SWEPT_ENV] == "optimizer,lr"
+    assert trial.hydra.job.env_set[tracking.PARENT_RUN_ENV] == "trial9"
+    with pytest.raises(ValueError, match="no quotes"):
+        tracking.pass_to_jobs(multirun, {"X": "it's"})

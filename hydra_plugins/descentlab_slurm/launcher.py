@@ -66,16 +66,14 @@ def check_limits(timeout_min: int, signal_delay_s: int) -> None:
         )
 
 
-def check_config(config: DictConfig) -> None:
-    """The limits of a composed config's launcher, before a sweep logs anything (for a Hydra
-    callback); a no-op for other launchers."""
-    launcher = config.hydra.launcher
-    if str(launcher.get("_target_", "")) == f"{__name__}.{Launcher.__name__}":
-        check_limits(int(launcher.timeout_min), int(launcher.signal_delay_s))
-
-
 class Launcher(SlurmLauncher):
     """`hydra/launcher=slurm`: submitit's SLURM launcher, surviving time limits and preemption."""
+
+    @classmethod
+    def check_config(cls, config: DictConfig) -> None:
+        """The launcher's limits, before a sweep logs anything (for a Hydra callback, which finds
+        this method on the class: src.compare.MultirunParent)."""
+        check_limits(int(config.hydra.launcher.timeout_min), int(config.hydra.launcher.signal_delay_s))
 
     def setup(self, **kwargs: Any) -> None:
         check_limits(int(self.params["timeout_min"]), int(self.params["signal_delay_s"]))

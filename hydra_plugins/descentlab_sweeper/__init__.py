@@ -2,9 +2,7 @@
 successor to hydra-optuna-sweeper, reading its configs) or `hydra/sweeper=descentlab_optuna` (the
 same, with Hydra's exclusive `range` stop).
 
-Jobs find their trial with `current_trial()`.
+It uses small public pieces of the app (src.hpo: how a job finds its trial; src.studies, src.tracking,
+src.signals); the app never imports it: they meet through Hydra (the sweeper's overrides and
+`hydra.job.env_set`, the job's return value, Hydra's callbacks).
 """
-
-from ._trial import current_trial, reports
-
-__all__ = ["current_trial", "reports"]

@@ -32,10 +32,10 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from src import signals
+from src import hpo, signals, studies
 from src.tracking import SWEPT_ENV
 
-from . import _repeats, _report, _space, _storage, _trial, _warm
+from . import _repeats, _report, _space, _storage, _warm
 from .config import UPSTREAM_NAME, upstream_installed
 
 if TYPE_CHECKING:
@@ -94,8 +94,8 @@ class Sweep:
         self.extend: Callable[[DictConfig, Trial], None] | None = (
             get_method(sweeper.custom_search_space) if sweeper.custom_search_space else None
         )
-        self.storage_path = _storage.resolve(sweeper.storage, self.config.hydra.runtime.cwd)
-        self.storage = _storage.open_storage(self.storage_path)
+        self.storage_path = studies.resolve(sweeper.storage, self.config.hydra.runtime.cwd)
+        self.storage = studies.open_storage(self.storage_path)
         self.study_name = sweeper.study_name or default_study_name(
             self.config.hydra.job.name, plan.arguments, sweeper.custom_search_space
         )
@@ -119,7 +119,7 @@ class Sweep:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.deadline = None if sweeper.timeout is None else time.monotonic() + sweeper.timeout
-        self.parent = _report.ParentRun(self.config, self.study_name)
+        self.runs = _report.StudyRuns(self.config, self.study_name)
         if plan.enqueue or plan.warm_source is not None:
             with _storage.budget_lock(self.storage, self.storage_path, self.study_name):
                 self._warm_start()
@@ -135,7 +135,7 @@ class Sweep:
             labels = names or [""] * len(directions)
             was = ", ".join(f"{d} {n}".strip() for d, n in zip(directions, labels, strict=True))
             raise HydraException(
-                f"study {self.study_name} in {_storage.redact(self.storage_path)} optimizes {was}, "
+                f"study {self.study_name} in {studies.redact(self.storage_path)} optimizes {was}, "
                 f"not {self.objectives.describe()}: set hydra.sweeper.study_name to start a new study"
             )
         if names is None:
@@ -167,7 +167,7 @@ class Sweep:
         log.info(
             "Optuna study %s in %s: %s, %s, %s; n_trials=%d for the study, %d in flight%s",
             self.study_name,
-            _storage.redact(self.storage_path),
+            studies.redact(self.storage_path),
             describe(self.study.sampler),
             describe(self.study.pruner),
             self.objectives.describe(),
@@ -175,7 +175,7 @@ class Sweep:
             self.sweeper.n_jobs if parallel else 1,
             "" if parallel or self.sweeper.n_jobs == 1 else " (the basic launcher runs jobs one by one)",
         )
-        self.parent.start()
+        self.runs.start()
         heartbeat = threading.Thread(target=self._heartbeat, name="optuna-heartbeat", daemon=True)
         heartbeat.start()
         try:
@@ -238,18 +238,17 @@ class Sweep:
         overrides = [
             *self.fixed.values(),
             *(f"{name}={_space.override_value(value)}" for name, value in trial.params.items()),
-            *self.parent.env_overrides(),
-            f"++hydra.job.env_set.{_trial.STUDY_ENV}={_space.override_value(self.study_name)}",
-            f"++hydra.job.env_set.{_trial.TRIAL_ENV}={trial._trial_id}",
+            f"++hydra.job.env_set.{hpo.STUDY_ENV}={_space.override_value(self.study_name)}",
+            f"++hydra.job.env_set.{hpo.TRIAL_ENV}={trial._trial_id}",
             f"++hydra.job.env_set.{SWEPT_ENV}={_space.override_value(self._swept(trial))}",
         ]
         key = (self.study_name, trial._trial_id)
-        _trial.live[key] = trial  # a job in this process uses the live trial
+        hpo.live[key] = trial  # a job in this process uses the live trial
         try:
             ret = _repeats.launch(self, trial, overrides)
         finally:
-            _trial.live.pop(key, None)
-        self.parent.link(trial)
+            hpo.live.pop(key, None)
+        self.runs.link(trial)
         state, values, reason = self._judge(trial, ret)
         if reason is not None:
             trial.set_user_attr("fail_reason", reason)
@@ -259,7 +258,7 @@ class Sweep:
             self.outcomes[state] += 1
         self._tell(trial, values, state)
         self._log_outcome(trial.number, state, values, reason, trial.params)
-        self.parent.tag_child(trial.number, state.name)
+        self.runs.tag_child(trial.number, state.name)
         self._check_failure_rate()
 
     def _swept(self, trial: Trial) -> str:
@@ -336,7 +335,7 @@ class Sweep:
                 now - seen,
             )
             self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            self.parent.tag_child(trial.number, TrialState.FAIL.name, killed=True)
+            self.runs.tag_child(trial.number, TrialState.FAIL.name, killed=True)
 
     def _wait_for_other_processes(self) -> None:
         """Stay until trials other processes run are done (or found stale), so that the summary
@@ -387,7 +386,7 @@ class Sweep:
         results = sweep_dir / "optimization_results.yaml"
         _report.save_results(self.study, self.storage_path, counts, results)
         plots = _report.save_plots(self.study, sweep_dir / "optuna_plots")
-        self.parent.finish(self.study, self.storage_path, counts, plots, results)
+        self.runs.finish(self.study, self.storage_path, counts, plots, results)
         if self._failure_rate_exceeded():
             fails, done = self.outcomes[TrialState.FAIL], sum(self.outcomes.values())
             raise SweepFailed(

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from hydra.errors import HydraException
 
-from . import _objectives, _space, _storage, _warm
+from src import studies
+
+from . import _objectives, _space, _warm
 
 if TYPE_CHECKING:
     from .sweeper import DescentlabOptunaSweeper
@@ -67,7 +69,7 @@ def check(sweeper: DescentlabOptunaSweeper, arguments: list[str], cwd: str) -> P
         enqueue.append(space.check_point(point, where, extendable))
     source = None
     if sweeper.warm_start_from:
-        storage = _storage.resolve(sweeper.storage, cwd)
+        storage = studies.resolve(sweeper.storage, cwd)
         source = _warm.load_source(sweeper.warm_start_from, storage, cwd)
         if len(source.directions) != len(objectives.directions):
             raise HydraException(

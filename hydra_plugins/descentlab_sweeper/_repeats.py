@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import Trial, TrialState
 
+from src import hpo
 from src.tracking import PARENT_RUN_ENV
-
-from . import _trial
 
 if TYPE_CHECKING:
     from ._impl import Sweep
@@ -40,12 +39,11 @@ def launch(sweep: Sweep, trial: Trial, overrides: list[str]) -> JobReturn:
     if k == 1:
         (ret,) = sweep.launcher.launch([overrides], initial_job_idx=trial.number)
         return ret
-    run_id = sweep.parent.start_trial(trial, k)
-    if run_id is not None:  # the seeds' runs nest under the trial's run, not the sweep's
-        overrides = [o for o in overrides if not o.startswith(f"++hydra.job.env_set.{PARENT_RUN_ENV}=")]
+    run_id = sweep.runs.start_trial(trial, k)
+    # The seeds' runs nest under the trial's run: a job's own env_set wins over the multirun's.
     nest = [f"++hydra.job.env_set.{PARENT_RUN_ENV}={run_id}"] if run_id else []
     jobs = [
-        [*overrides, f"seed={seed}", *nest, f"++hydra.job.env_set.{_trial.REPEAT_ENV}={i}"]
+        [*overrides, f"seed={seed}", *nest, f"++hydra.job.env_set.{hpo.REPEAT_ENV}={i}"]
         for i, seed in enumerate(seeds(sweep))
     ]
     first = sweep.launcher.launch(jobs[:1], initial_job_idx=trial.number * k)
@@ -53,7 +51,7 @@ def launch(sweep: Sweep, trial: Trial, overrides: list[str]) -> JobReturn:
     if sweep._judge(trial, first[0])[0] is TrialState.COMPLETE:
         rest = sweep.launcher.launch(jobs[1:], initial_job_idx=trial.number * k + 1)
         outcome = combine(trial, [*first, *rest], len(sweep.objectives.directions))
-    sweep.parent.end_trial(run_id, outcome.status == JobStatus.COMPLETED)
+    sweep.runs.end_trial(run_id, outcome.status == JobStatus.COMPLETED)
     return outcome
 
 

@@ -1,11 +1,10 @@
 """What a sweep leaves behind: a summary line, `optimization_results.yaml` (the official plugin's
-file), Optuna's plots, and the MLflow parent run the trials' runs are nested under."""
+file), Optuna's plots, and the study recorded on the sweep's MLflow parent run."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import statistics
 import time
 import warnings
@@ -16,9 +15,17 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from src.tracking import PARENT_RUN_ENV, run_name
-
-from . import _storage
+from src import studies
+from src.tracking import (
+    PARENT_RUN_ENV,
+    REPEATS_TAG,
+    child_runs,
+    end_killed,
+    passed_to_jobs,
+    run_name,
+    tracking_uri,
+    uses_mlflow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +78,7 @@ def save_results(study: optuna.Study, storage: str, counts: Counter[str], path: 
     results: dict[str, Any] = {
         "name": "optuna",
         "study_name": study.study_name,
-        "storage": _storage.redact(storage),
+        "storage": studies.redact(storage),
         "trials": dict(counts),
     }
     if len(study.directions) > 1:
@@ -120,44 +127,30 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
     return saved
 
 
-class ParentRun:
-    """The sweep's MLflow run; each trial's job run is its nested child (tag mlflow.parentRunId).
+class StudyRuns:
+    """The study on the sweep's MLflow parent run, and the trials' runs under it.
 
-    The parent's id travels in $DESCENTLAB_PARENT_RUN_ID. Where a Hydra callback already created it
-    (src.tracking's, in --multirun), the sweeper only adds the study to it; otherwise the sweeper
-    creates it and ends it. Nothing happens with `tracking=none`.
+    The parent run belongs to src.compare.MultirunParent (a Hydra callback): it creates the run
+    before the sweep, passes its id to the jobs (`hydra.job.env_set`, which this reads back from the
+    sweep's config) and ends it. The sweeper only adds to it: the study's name, settings, counts and
+    plots, the trials' states, and with repeats each trial's own run. Nothing happens without a
+    parent (`tracking=none`, or a store the callback could not open).
     """
 
     def __init__(self, config: DictConfig, study_name: str) -> None:
-        tracking = config.get("tracking")
-        self.enabled = tracking is not None and str(tracking.get("_target_", "")).endswith("MlflowTracker")
         self.study_name = study_name
-        self.run_id: str | None = None
-        if self.enabled:
-            from src.tracking import tracking_uri
-
-            self.uri = tracking_uri(tracking.get("uri"))
-            self.experiment = str(tracking.experiment)
+        self.run_id = passed_to_jobs(config).get(PARENT_RUN_ENV) if uses_mlflow(config) else None
+        if self.run_id is not None:
+            self.uri = tracking_uri(config.tracking.get("uri"))
         self.optimizer = str(config.hydra.runtime.choices.get("optimizer", "optimizer"))
 
     def start(self) -> None:
-        if not self.enabled:
+        if self.run_id is None:
             return
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
-        # src.tracking.MultirunParent (a Hydra callback) made the sweep's parent run; it also ends it.
-        self.run_id = os.environ.get(PARENT_RUN_ENV)
-        if self.run_id is not None:
-            self.client.set_tag(self.run_id, "optuna.study", self.study_name)
-
-    def env_overrides(self) -> list[str]:
-        """The parent id for each job, also where a launcher does not pass the environment on."""
-        if not self.enabled:
-            return []
-
-        parent = os.environ.get(PARENT_RUN_ENV)
-        return [f"++hydra.job.env_set.{PARENT_RUN_ENV}={parent}"] if parent else []
+        self.client.set_tag(self.run_id, "optuna.study", self.study_name)
 
     def _trial_runs(self, number: int) -> list[Any]:
         """The trial's run (its job's, or with repeats the trial's own), found by the parent's id,
@@ -172,8 +165,6 @@ class ParentRun:
         """With repeats: the trial's own run (named by its parameters), under which its seeds nest."""
         if self.run_id is None:
             return None
-        from src.compare import REPEATS_TAG
-
         optimizer = str(trial.params.get("optimizer", self.optimizer))
         tags = {
             "mlflow.parentRunId": self.run_id,
@@ -192,8 +183,6 @@ class ParentRun:
         if run_id is None:
             return
         from mlflow.entities import Metric
-
-        from src.compare import child_runs
 
         seeds = child_runs(self.client, run_id)
         results: list[tuple[str, float]] = []
@@ -221,8 +210,6 @@ class ParentRun:
         """Tag the trial's job run with its final state (and end it if its process was killed)."""
         if self.run_id is None:
             return
-        from src.tracking import end_killed
-
         for run in self._trial_runs(number):
             self.client.set_tag(run.info.run_id, "optuna.state", state)
             if killed and run.info.status == "RUNNING":
@@ -240,7 +227,7 @@ class ParentRun:
             "study_name": study.study_name,
             "sampler": type(study.sampler).__name__,
             "pruner": type(study.pruner).__name__,
-            "storage": _storage.redact(storage),
+            "storage": studies.redact(storage),
             "directions": "/".join(d.name.lower() for d in study.directions),
             "objectives": "/".join(names(study)),
         }

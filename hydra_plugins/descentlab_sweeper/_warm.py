@@ -13,7 +13,9 @@ from hydra.errors import HydraException
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from . import _space, _storage
+from src import studies
+
+from . import _space
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +90,10 @@ def load_source(spec: str, storage: str, cwd: str) -> optuna.Study:
     if in_same and not name:
         name, path = location, storage
     else:
-        path = _storage.resolve(location, cwd)
+        path = studies.resolve(location, cwd)
     if "://" not in path and not Path(path).is_file():
         raise HydraException(f"hydra.sweeper.warm_start_from={spec}: no study storage at {path}")
-    source_storage = _storage.open_storage(path)
+    source_storage = studies.open_storage(path)
     names = [s.study_name for s in optuna.get_all_study_summaries(source_storage, include_best_trial=False)]
     if not name and len(names) == 1:
         name = names[0]

@@ -65,6 +65,15 @@ class DescentlabOptunaSweeper(Sweeper):
 
         return check(self, arguments, cwd)
 
+    @classmethod
+    def check_config(cls, config: DictConfig) -> None:
+        """Check a composed config's sweep before the sweep starts, for a Hydra callback that would
+        log something first (src.compare.MultirunParent, which finds this method on the class)."""
+        from hydra.utils import instantiate
+
+        sweeper = instantiate(config.hydra.sweeper)
+        sweeper.check(list(config.hydra.overrides.task), config.hydra.runtime.cwd)
+
     def sweep(self, arguments: list[str]) -> None:
         from ._impl import Sweep
 
@@ -77,15 +86,3 @@ class OptunaSweeper(DescentlabOptunaSweeper):
 
     name = "optuna"
     range_stop_included = True  # hydra-optuna-sweeper: range(1, 3) is IntDistribution(1, 3)
-
-
-def check_config(config: DictConfig) -> None:
-    """Check a composed config's sweep before a sweep starts (for a Hydra callback that would log
-    something first); a no-op for other sweepers."""
-    node = config.hydra.sweeper
-    if not str(node.get("_target_", "")).startswith(__name__):
-        return
-    from hydra.utils import instantiate
-
-    sweeper = instantiate(node)
-    sweeper.check(list(config.hydra.overrides.task), config.hydra.runtime.cwd)
