@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.errors import ConfigError
+from src.fast_step import scalar
 
 
 class LinearRegression(nn.Module):
@@ -43,14 +44,16 @@ class LinearRegression(nn.Module):
         Written into the existing .grad buffers: this runs every step, so it allocates little.
         """
         n = y.shape[0]
-        r = torch.mv(X, self.weight.detach()).sub_(y)
-        if self.bias is not None:
-            r.add_(self.bias.detach())
-            self.bias.grad = r.sum().mul_(2 / n)
-        if self.weight.grad is None:
-            self.weight.grad = torch.empty_like(self.weight)
-        torch.mv(X.T, r, out=self.weight.grad).mul_(2 / n)
-        return torch.dot(r, r).div_(n)
+        weight, bias = self.weight, self.bias
+        r = torch.mv(X, weight.detach()).sub_(y)
+        if bias is not None:
+            r.add_(bias.detach())
+            bias.grad = r.sum().mul_(scalar(2 / n, r))
+        grad = weight.grad
+        if grad is None:
+            grad = weight.grad = torch.empty_like(weight)
+        torch.mv(X.T, r, out=grad).mul_(scalar(2 / n, r))
+        return torch.dot(r, r).div_(scalar(n, r))
 
     def coefficients(self) -> Tensor:
         """θ̂, comparable with the data's true θ."""
@@ -67,15 +70,17 @@ class LogisticRegression(LinearRegression):
     def loss_and_grad(self, X: Tensor, y: Tensor) -> Tensor:
         """L and ∇L in closed form: with r = σ(Xθ + b) − y, ∇_θ L = (1/N) Xᵀr and ∂L/∂b = (1/N) Σ r."""
         n = y.shape[0]
+        weight, bias = self.weight, self.bias
         with torch.no_grad():
             logits = self(X)
             loss = F.binary_cross_entropy_with_logits(logits, y)
             r = torch.sigmoid(logits).sub_(y)
-            if self.bias is not None:
-                self.bias.grad = r.sum().div_(n)
-            if self.weight.grad is None:
-                self.weight.grad = torch.empty_like(self.weight)
-            torch.mv(X.T, r, out=self.weight.grad).div_(n)
+            if bias is not None:
+                bias.grad = r.sum().div_(scalar(n, r))
+            grad = weight.grad
+            if grad is None:
+                grad = weight.grad = torch.empty_like(weight)
+            torch.mv(X.T, r, out=grad).div_(scalar(n, r))
         return loss
 
     def check_target(self, y: Tensor) -> None:
