@@ -75,6 +75,11 @@ def interrupt_midway(
 ) -> subprocess.CompletedProcess[str]:
     """Start a run, let it train a random while (past the moment `after` exists, if given: on a busy
     machine a fixed delay can land before the first epoch), send `sig`; returns the finished process."""
+    from mlflow.tracking import MlflowClient
+
+    # The store made here, before the run starts: polling a sqlite store while the run is still
+    # creating it would run MLflow's schema migrations from two processes at once.
+    MlflowClient(tracking_uri=uri).search_experiments()
     proc = subprocess.Popen(
         [sys.executable, "-m", "src.train", *args],
         cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
