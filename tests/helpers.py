@@ -85,12 +85,18 @@ def interrupt_midway(
         cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not [r for r in all_runs(uri) if r.info.status == "RUNNING"] or (after and not after.exists()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
-    time.sleep(random.uniform(0.0, 1.0) if after else random.uniform(1.0, 2.5))
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    try:
+        while not [r for r in all_runs(uri) if r.info.status == "RUNNING"] or (after and not after.exists()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run did not start within 120 s"
+            time.sleep(0.2)
+        time.sleep(random.uniform(0.0, 1.0) if after else random.uniform(1.0, 2.5))
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:  # a failed test must not leave an endless run behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
