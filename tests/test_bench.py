@@ -38,6 +38,7 @@ def test_the_floor_adam_is_torchs_adam():
     torch.testing.assert_close(theta_hat, theta.detach())
 
 
+@pytest.mark.slow
 def test_a_process_trees_memory_is_the_sum_of_its_processes(tmp_path):
     # A parent holding ~200 MB that starts a child holding ~200 MB: the tree's peak counts both.
     hold = "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096])"  # touch every page

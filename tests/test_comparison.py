@@ -96,6 +96,7 @@ def test_repeats_are_grouped_with_n_mean_and_interval_and_drawn_as_bands(tmp_pat
     assert legend is not None and legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1
 
 
+@pytest.mark.slow
 def test_compare_without_arguments_shows_the_latest_sweep_of_any_experiment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

@@ -87,6 +87,7 @@ BAD_FILES = {
 CSV = ("data=csv", "data.target=wage")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -396,6 +396,7 @@ def test_bad_sweep_configs_are_one_line_errors(args, line):
     assert str(error.value).startswith(line)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [["hydra.sweeper.n_trials=0"], ["hydra.sweeper.direction=[minimize,minimize]"]],
