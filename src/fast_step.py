@@ -84,12 +84,18 @@ UPDATES: dict[type, Callable[..., None]] = {
 }
 
 
+def _hooked(opt: torch.optim.Optimizer) -> bool:
+    """Whether a step hook is registered (asked every step: one may come after the loop started)."""
+    return bool(
+        opt._optimizer_step_pre_hooks
+        or opt._optimizer_step_post_hooks
+        or torch_optimizer._global_optimizer_pre_hooks
+        or torch_optimizer._global_optimizer_post_hooks
+    )
+
+
 def _plain(opt: torch.optim.Optimizer) -> bool:
-    """Whether torch would take its single-tensor path with float hyperparameters and no hooks."""
-    if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
-        return False
-    if torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks:
-        return False
+    """Whether torch would take its single-tensor path with float hyperparameters."""
     for group in opt.param_groups:
         flags = ("foreach", "fused", "differentiable", "maximize", "amsgrad", "capturable")
         if any(group.get(flag) for flag in flags):
@@ -116,7 +122,7 @@ def fast_step(optimizer: torch.optim.Optimizer) -> Step:
 
     def step() -> None:
         nonlocal first
-        if first or (stateful and len(optimizer.state) < n_params):
+        if first or _hooked(optimizer) or (stateful and len(optimizer.state) < n_params):
             first = False
             optimizer.step()
             return

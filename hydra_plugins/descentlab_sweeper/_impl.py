@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from src import hpo, signals, studies
-from src.tracking import SWEPT_ENV
+from src.tracking import ENV_SET, SWEPT_ENV
 
 from . import _repeats, _report, _space, _storage, _warm
 from .config import UPSTREAM_NAME, upstream_installed
@@ -238,9 +238,9 @@ class Sweep:
         overrides = [
             *self.fixed.values(),
             *(f"{name}={_space.override_value(value)}" for name, value in trial.params.items()),
-            f"++hydra.job.env_set.{hpo.STUDY_ENV}={_space.override_value(self.study_name)}",
-            f"++hydra.job.env_set.{hpo.TRIAL_ENV}={trial._trial_id}",
-            f"++hydra.job.env_set.{SWEPT_ENV}={_space.override_value(self._swept(trial))}",
+            f"++{ENV_SET}{hpo.STUDY_ENV}={_space.override_value(self.study_name)}",
+            f"++{ENV_SET}{hpo.TRIAL_ENV}={trial._trial_id}",
+            f"++{ENV_SET}{SWEPT_ENV}={_space.override_value(self._swept(trial))}",
         ]
         key = (self.study_name, trial._trial_id)
         hpo.live[key] = trial  # a job in this process uses the live trial

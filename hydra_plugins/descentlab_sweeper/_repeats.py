@@ -21,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import Trial, TrialState
 
 from src import hpo
-from src.tracking import PARENT_RUN_ENV
+from src.tracking import ENV_SET, PARENT_RUN_ENV
 
 if TYPE_CHECKING:
     from ._impl import Sweep
@@ -41,9 +41,9 @@ def launch(sweep: Sweep, trial: Trial, overrides: list[str]) -> JobReturn:
         return ret
     run_id = sweep.runs.start_trial(trial, k)
     # The seeds' runs nest under the trial's run: a job's own env_set wins over the multirun's.
-    nest = [f"++hydra.job.env_set.{PARENT_RUN_ENV}={run_id}"] if run_id else []
+    nest = [f"++{ENV_SET}{PARENT_RUN_ENV}={run_id}"] if run_id else []
     jobs = [
-        [*overrides, f"seed={seed}", *nest, f"++hydra.job.env_set.{hpo.REPEAT_ENV}={i}"]
+        [*overrides, f"seed={seed}", *nest, f"++{ENV_SET}{hpo.REPEAT_ENV}={i}"]
         for i, seed in enumerate(seeds(sweep))
     ]
     first = sweep.launcher.launch(jobs[:1], initial_job_idx=trial.number * k)
