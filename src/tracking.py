@@ -8,7 +8,6 @@ Whatever happens, the run ends FINISHED, FAILED (error tagged) or KILLED; it is 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import getpass
 import hashlib
@@ -17,7 +16,7 @@ import logging
 import math
 import os
 import shlex
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,8 +24,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -39,9 +39,15 @@ from src import mlflow_model, signals
 from src.data import Data
 from src.errors import ConfigError
 from src.loop import EpochMetrics, FitResult
+from src.mlflow_sidecar import Sidecar, SidecarError
+from src.mlflow_store import CONFIG_ARTIFACT as CONFIG_ARTIFACT
+from src.mlflow_store import PROCESS_TAG as PROCESS_TAG
+from src.mlflow_store import end_killed as end_killed
+from src.mlflow_store import open_experiment, quiet_migrations, this_process
+from src.mlflow_store import process_start as process_start
 
 if TYPE_CHECKING:
-    from mlflow.entities import Metric, Run
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
     from src.inference import Estimates
@@ -53,17 +59,11 @@ SWEPT_ENV = "DESCENTLAB_SWEPT"  # the keys a --multirun varies, comma-separated:
 SWEEP_TAG = "descentlab.sweep_dir"  # on a sweep's parent run
 REPEATS_TAG = "descentlab.repeats"  # on an Optuna trial's run whose seeds are its children
 SQLITE_WRITERS = 6  # concurrent writers one sqlite store was tested with (tests/test_parallel.py)
-MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MODEL_ARTIFACT = "model/model.pt"
-CONFIG_ARTIFACT = "config.yaml"
-PROCESS_TAG = "descentlab.process"  # "host pid start" of the process running the run
-LOGGED_MODEL = "descentlab-model"  # the run's model in MLflow's Models column and tab
 
 
 log = logging.getLogger(__name__)
-# A new sqlite store announces its schema migration on stderr; that is noise, not news, for our users.
-for _noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
+quiet_migrations()  # for the stores this process opens itself (a sweep's parent run, the plugin)
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -152,84 +152,9 @@ def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     return f"mlflow ui --backend-store-uri {uri}  then open  {link}"
 
 
-def first_use_lock(uri: str) -> AbstractContextManager[object]:
-    """For a sqlite store, a file lock around its first use: processes that open a new store at the
-    same moment would otherwise race in MLflow's schema migration ("table ... already exists")."""
-    if not uri.startswith("sqlite:///"):
-        return contextlib.nullcontext()
-    from filelock import FileLock
-
-    return FileLock(uri.removeprefix("sqlite:///").split("?")[0] + ".lock")
-
-
 def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClient, str]:
     """The store's client and the experiment's id; the runs of dead processes found there are ended."""
-    uri = checked_store(tracking_uri(uri), uri)  # before importing MLflow (seconds)
-    from mlflow.tracking import MlflowClient
-
-    with first_use_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            experiment_id = found.experiment_id
-        else:  # MLflow 3's "Model training" kind, not its GenAI default
-            from mlflow.exceptions import MlflowException
-
-            try:
-                experiment_id = client.create_experiment(
-                    experiment, tags={"mlflow.experimentKind": "custom_model_development"}
-                )
-            except MlflowException as exc:  # another process created it first (a server has no lock)
-                found = client.get_experiment_by_name(experiment)
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
-                    raise
-                experiment_id = found.experiment_id
-    end_dead_runs(client, experiment_id)
-    return client, experiment_id
-
-
-def process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, Linux's /proc), or None where unknown:
-    with it a pid names one process, although pids are reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name's ")"
-
-
-def this_process() -> str:
-    """The `descentlab.process` tag of a run this process runs: host, pid, start."""
-    return f"{socket.gethostname()} {os.getpid()} {process_start(os.getpid())}"
-
-
-def process_gone(owner: str) -> bool:
-    """Whether the process a `descentlab.process` tag names has died. Only a process on this host
-    can be looked up; elsewhere the Optuna sweeper's heartbeat finds dead trials (grace_period)."""
-    host, pid, start = owner.split()
-    if host != socket.gethostname() or start == "None":  # elsewhere, or no /proc to tell
-        return False
-    return process_start(int(pid)) != start
-
-
-def end_killed(client: MlflowClient, run_id: str, why: str) -> None:
-    """End a run whose process died KILLED, saying so (tags stop_reason and error)."""
-    client.set_terminated(run_id, "KILLED")
-    client.set_tag(run_id, "stop_reason", "process_died")
-    client.set_tag(
-        run_id, "error", f"{why}; ended by {this_process()} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    )
-
-
-def end_dead_runs(client: MlflowClient, experiment_id: str) -> None:
-    """End KILLED the RUNNING runs whose process is gone (kill -9, a crash, a lost node): a run is
-    never left RUNNING by a process that cannot end it any more."""
-    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
-    for run in running:
-        owner = run.data.tags.get(PROCESS_TAG)
-        if owner and process_gone(owner):
-            log.warning("MLflow run %s: its process (%s) died; ending it KILLED", run.info.run_id, owner)
-            end_killed(client, run.info.run_id, f"its process died ({PROCESS_TAG} {owner})")
+    return open_experiment(checked_store(tracking_uri(uri), uri), experiment)  # checked: before MLflow
 
 
 def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
@@ -460,29 +385,15 @@ def own_keys(overrides: Sequence[str]) -> list[str]:
     return [k for k in keys if k != "experiment" and not any(k.startswith(b) for b in NOT_PARAMS)]
 
 
-def loss_curve(history: list[EpochMetrics], best_epoch: int, title: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [m.epoch for m in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [m.train_loss for m in history], label="train_loss")
-    ax.plot(epochs, [m.val_loss for m in history], label="val_loss")
-    if best_epoch:
-        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
-    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 class MlflowTracker:
     """Metrics are buffered and written at each snapshot and at the end (`flush`), so MLflow's
-    history always matches what a resume continues from: a resumed run never logs an epoch twice."""
+    history always matches what a resume continues from: a resumed run never logs an epoch twice.
+
+    MLflow itself runs in a sidecar process (src/mlflow_sidecar.py): this tracker says what is logged
+    and sends it there in order, without waiting. Only the run's id waits, when first asked for (the
+    first snapshot, usually long after MLflow has created the run); leaving the run waits until every
+    write is done, so when a run returns, its record is complete and ended, and an error of any write
+    is raised then."""
 
     def __init__(
         self,
@@ -495,30 +406,48 @@ class MlflowTracker:
         plot_metric: str = "val_loss",  # these two are for a sweep's comparison (MultirunParent)
         sort_by: str = "best_val_loss",
     ) -> None:
+        self.given_uri = uri
         self.uri = tracking_uri(uri)
         self.experiment = experiment
         self.cfg = cfg
         self.extra_tags = tags or {}
         self.resume_run_id = resume_run_id  # continue this run (same id, later steps)
         self.snapshot_path = snapshot_path  # logged as an artifact when the run ends, if written
-        self.run_id: str | None = None
-        self.where: str | None = None  # how to see the run in the MLflow UI
-        self._pending: list[Metric] = []
+        self.key = uuid.uuid4().hex  # the run's name in the sidecar, before MLflow gives it an id
+        self._opened: Future[tuple[str, str]] | None = None  # its experiment's id and its id
+        self._pending: list[tuple[str, float, int, int]] = []
+
+    @property
+    def run_id(self) -> str | None:
+        return None if self._opened is None else self._opened.result()[1]
+
+    @property
+    def where(self) -> str | None:
+        """How to see the run in the MLflow UI."""
+        if self._opened is None:
+            return None
+        experiment_id, run_id = self._opened.result()
+        return ui_hint(self.uri, experiment_id, run_id)
+
+    def _send(self, function: str, *args: Any, **kwargs: Any) -> None:
+        self.sidecar.send(function, self.key, *args, **kwargs)
+
+    def _copy(self, path: Path) -> str:
+        """A copy that stays as it is until the sidecar has uploaded it (the original may change)."""
+        copy = self.scratch / f"{len(list(self.scratch.iterdir()))}" / path.name
+        copy.parent.mkdir()
+        (shutil.copytree if path.is_dir() else shutil.copy2)(path, copy)
+        return str(copy)
 
     def __enter__(self) -> MlflowTracker:
         choices, overrides, self.output_dir = hydra_context()
-        self.client, experiment_id = client_and_experiment(self.uri, self.experiment)
-        from mlflow.entities import Param
-
+        checked_store(self.uri, self.given_uri)  # a bad store fails now, before training
+        self.sidecar = Sidecar.get()
+        self.scratch = Path(tempfile.mkdtemp(prefix="descentlab-mlflow-"))  # removed at the end
+        where = {"uri": self.uri, "experiment": self.experiment, "cwd": os.getcwd(), "env": mlflow_env()}
         if self.resume_run_id is not None:
-            self.run_id = self.resume_run_id
-            self.client.set_tag(self.run_id, PROCESS_TAG, this_process())  # first: it is alive
-            self.where = ui_hint(self.uri, experiment_id, self.run_id)
-            self.client.update_run(self.run_id, status="RUNNING")
-            if "error" in self.client.get_run(self.run_id).data.tags:  # the interruption's
-                self.client.delete_tag(self.run_id, "error")
-            for key, value in self.extra_tags.items():
-                self.client.set_tag(self.run_id, key, value)
+            tags = {PROCESS_TAG: this_process(), **self.extra_tags}
+            self._opened = self.sidecar.ask("reopen_run", self.key, where, self.resume_run_id, tags)
             return self
         tags = {f"choice.{group}": c for group, c in choices.items()}
         tags["overrides"] = " ".join(overrides)
@@ -530,17 +459,9 @@ class MlflowTracker:
             tags["mlflow.parentRunId"] = parent
         tags.update(self.extra_tags)
         name = self._name(choices, overrides)
-        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
-        self.run_id = run.info.run_id
-        self.where = ui_hint(self.uri, experiment_id, self.run_id)
-        try:
-            logged = [Param(k[:250], v[:MAX_PARAM_LENGTH]) for k, v in params(self.cfg, choices).items()]
-            for i in range(0, len(logged), 100):  # MLflow takes at most 100 params a batch
-                self.client.log_batch(self.run_id, params=logged[i : i + 100])
-            self.client.log_text(self.run_id, OmegaConf.to_yaml(self.cfg, resolve=True), CONFIG_ARTIFACT)
-        except BaseException:
-            self.client.set_terminated(self.run_id, "FAILED")
-            raise
+        logged = list(params(self.cfg, choices).items())
+        config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
+        self._opened = self.sidecar.ask("open_run", self.key, where, name, tags, logged, config_yaml)
         return self
 
     def _name(self, choices: dict[str, str], overrides: list[str]) -> str:
@@ -558,9 +479,6 @@ class MlflowTracker:
 
     def log_dataset(self, data: Data) -> None:
         """The data as the run's MLflow dataset input: name, digest, source, rows per split."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        assert self.run_id is not None
         digest = hashlib.sha256()
         for split in (data.train, data.val, data.test):
             digest.update(split.X.cpu().numpy().tobytes())
@@ -581,22 +499,15 @@ class MlflowTracker:
             "test_rows": len(data.test),
             "features": data.n_features,
         }
-        dataset = Dataset(name, digest.hexdigest()[:8], source_type, source, profile=json.dumps(profile))
-        context = InputTag("mlflow.data.context", "training")
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [context])])
+        self._send("log_dataset", name, digest.hexdigest()[:8], source_type, source, json.dumps(profile))
 
     def _log(self, key: str, value: float | None, step: int) -> None:
-
-        from mlflow.entities import Metric
-
         if value is not None and math.isfinite(value):
-            self._pending.append(Metric(key, value, int(time.time() * 1000), step))
+            self._pending.append((key, value, int(time.time() * 1000), step))
 
     def flush(self) -> None:
-        assert self.run_id is not None
-        for i in range(0, len(self._pending), 1000):  # MLflow takes at most 1000 metrics a batch
-            self.client.log_batch(self.run_id, metrics=self._pending[i : i + 1000])
-        self._pending.clear()
+        self._send("log_metrics", self._pending)
+        self._pending = []
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         for key, value in dataclasses.asdict(metrics).items():
@@ -608,7 +519,6 @@ class MlflowTracker:
     ) -> None:
         """The run's outcome; with `estimates`, the table as `estimates.csv`, the standardization
         that maps it to the data's units as `standardization.csv`, and the certificate as metrics."""
-        assert self.run_id is not None
         # Run-level results at step 0: one point each, which MLflow's charts draw as bars.
         for key in ("best_val_loss", "best_epoch", "test_loss", "epochs", "wall_time"):
             self._log(key, float(getattr(result, key)), 0)  # test_loss nan (no test split): skipped
@@ -620,41 +530,25 @@ class MlflowTracker:
 
             for key, value in estimates.certificate.items():
                 self._log(key, value, 0)
-            self.client.log_text(self.run_id, to_csv(estimates.table), ARTIFACT)
+            self._send("log_text", to_csv(estimates.table), ARTIFACT)
             if estimates.standardization is not None:
-                self.client.log_text(self.run_id, to_csv(estimates.standardization), "standardization.csv")
-            self.client.set_tag(self.run_id, "converged", str(estimates.converged).lower())
+                self._send("log_text", to_csv(estimates.standardization), "standardization.csv")
+            self._send("set_tag", "converged", str(estimates.converged).lower())
         self.flush()
-        self.client.set_tag(self.run_id, "stop_reason", result.stop_reason)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = self.output_dir or Path(tmp)
-            title = f"{self.client.get_run(self.run_id).info.run_name} ({result.stop_reason})"
-            png = loss_curve(result.history, result.best_epoch, title, out / "loss_curve.png")
-            self.client.log_artifact(self.run_id, str(png))
-            checkpoint = {
-                "state_dict": model.state_dict(),
-                "model": OmegaConf.to_yaml(self.cfg.model, resolve=True),
-                "in_features": int(next(model.parameters()).shape[-1]),
-            }
-            torch.save(checkpoint, out / "model.pt")  # the run dir's copy, for warm_start=<run dir>
-            self._log_model(mlflow_model.save(checkpoint, Path(tmp) / "model"))
+        self._send("set_tag", "stop_reason", result.stop_reason)
+        out = self.output_dir or self.scratch
+        history = [(m.epoch, m.train_loss, m.val_loss) for m in result.history]
+        png = str(out / "loss_curve.png")  # drawn there by the sidecar (matplotlib is its import)
+        self._send("log_loss_curve", history, result.best_epoch, result.stop_reason, png)
+        checkpoint = {
+            "state_dict": model.state_dict(),
+            "model": OmegaConf.to_yaml(self.cfg.model, resolve=True),
+            "in_features": int(next(model.parameters()).shape[-1]),
+        }
+        torch.save(checkpoint, out / "model.pt")  # the run dir's copy, for warm_start=<run dir>
+        self._send("log_model", str(mlflow_model.save(checkpoint, self.scratch / "model")))
         if self.output_dir is not None and (self.output_dir / ".hydra").is_dir():
-            self.client.log_artifacts(self.run_id, str(self.output_dir / ".hydra"), ".hydra")
-
-    def _log_model(self, folder: Path) -> None:
-        """The model directory as the run's `model/` artifact and as an MLflow logged model (the
-        Models column and tab; `models:/<id>` and `runs:/<run>/model` both load it)."""
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-
-        assert self.run_id is not None
-        self.client.log_artifacts(self.run_id, str(folder), "model")
-        experiment_id = self.client.get_run(self.run_id).info.experiment_id
-        # Not named "model": MLflow 3.17 resolves `runs:/<run>/<name>/...` through a logged model of
-        # that name on the *default* store, which fails (or creates ./mlflow.db) for any other store.
-        logged = self.client.create_logged_model(experiment_id, name=LOGGED_MODEL, source_run_id=self.run_id)
-        self.client.log_model_artifacts(logged.model_id, str(folder))
-        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-        self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, 0)])
+            self._send("log_artifacts", self._copy(self.output_dir / ".hydra"), ".hydra")
 
     def __exit__(
         self,
@@ -662,20 +556,53 @@ class MlflowTracker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.run_id is None:
+        if self._opened is None:
             return
-        status = "FINISHED"
+        status, error = "FINISHED", None
         try:
             if self._pending:
                 self.flush()
             if self.snapshot_path is not None and self.snapshot_path.is_file():
-                self.client.log_artifact(self.run_id, str(self.snapshot_path), "snapshot")
+                self._send("log_artifacts", self._copy(self.snapshot_path), "snapshot")
         finally:
             if exc_type is not None:
                 killed = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
-                status = "KILLED" if killed else "FAILED"
-            self.client.set_terminated(self.run_id, status)  # first: a run must never stay RUNNING
-            if exc_type is not None:
-                self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
-            if isinstance(exc, signals.Stopped):  # a signal: say which (interrupted, preempted, ...)
-                self.client.set_tag(self.run_id, "stop_reason", exc.reason)
+                status, error = "KILLED" if killed else "FAILED", f"{exc_type.__name__}: {exc}"
+            stop_reason = exc.reason if isinstance(exc, signals.Stopped) else None  # which signal
+            self._end(status, error, stop_reason, raising=exc_type is None)
+
+    def _end(self, status: str, error: str | None, stop_reason: str | None, raising: bool) -> None:
+        """End the run in MLflow and wait until everything sent is written. An error of an earlier
+        write is raised here (the run then ends FAILED), unless the run already failed of its own."""
+        try:
+            self._send("terminate", status, error, stop_reason)
+            self.sidecar.barrier()
+            self._opened.result()  # type: ignore[union-attr]  # the run could not be created
+        except SidecarError:
+            self._end_here(status, error, stop_reason)
+            raise
+        except Exception:
+            if raising:
+                raise
+            log.warning("MLflow run %s: a write failed", self.key, exc_info=True)
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _end_here(self, status: str, error: str | None, stop_reason: str | None) -> None:
+        """The sidecar died: end the run from this process (an error's cost only), never RUNNING."""
+        assert self._opened is not None
+        if not self._opened.done() or self._opened.exception() is not None:
+            return  # no run id: the next store opener ends it KILLED (its process tag is this one's)
+        from mlflow.tracking import MlflowClient
+
+        run_id = self._opened.result()[1]
+        client = MlflowClient(self.uri)
+        client.set_terminated(run_id, "FAILED" if status == "FINISHED" else status)
+        client.set_tag(run_id, "error", error or "SidecarError: the MLflow process ended unexpectedly")
+        if stop_reason is not None:
+            client.set_tag(run_id, "stop_reason", stop_reason)
+
+
+def mlflow_env() -> dict[str, str]:
+    """This process's MLFLOW_* variables, which MLflow reads (the sidecar may have started earlier)."""
+    return {name: value for name, value in os.environ.items() if name.startswith("MLFLOW_")}

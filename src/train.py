@@ -10,6 +10,11 @@ from src import signals
 
 if __name__ == "__main__":  # first: a signal during the imports below (seconds) ends the process
     signals.install(at_once=True)
+    import sys
+
+    from src.mlflow_sidecar import Sidecar
+
+    Sidecar.prestart(sys.argv[1:])  # MLflow's imports in its own process, beside torch's here
 
 import logging
 import math

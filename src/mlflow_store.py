@@ -1,0 +1,284 @@
+"""MLflow work that needs no torch: opening a store, ending the runs of dead processes, the loss
+curve, and `Runs`, what a training run asks of MLflow, built into MLflow's entities from plain data.
+
+A training run's `Runs` lives in its MLflow sidecar process (src/mlflow_sidecar.py), which imports
+this module and MLflow, never torch; a sweep's parent run and the Optuna plugin use the functions here
+in their own process. This module imports only the standard library at load time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+PROCESS_TAG = "descentlab.process"  # "host pid start" of the process running the run
+LOGGED_MODEL = "descentlab-model"  # the run's model in MLflow's Models column and tab
+CONFIG_ARTIFACT = "config.yaml"
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+log = logging.getLogger(__name__)
+
+
+def quiet_migrations() -> None:
+    """A new sqlite store announces its schema migration on stderr: noise, not news, for our users."""
+    for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def first_use_lock(uri: str) -> AbstractContextManager[object]:
+    """For a sqlite store, a file lock around its first use: processes that open a new store at the
+    same moment would otherwise race in MLflow's schema migration ("table ... already exists")."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(uri.removeprefix("sqlite:///").split("?")[0] + ".lock")
+
+
+def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """The store's client and the experiment's id (created as MLflow 3's "Model training" kind, not
+    its GenAI default); the runs of dead processes found there are ended."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    with first_use_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            experiment_id = found.experiment_id
+        else:
+            try:
+                experiment_id = client.create_experiment(
+                    experiment, tags={"mlflow.experimentKind": "custom_model_development"}
+                )
+            except MlflowException as exc:  # another process created it first (a server has no lock)
+                found = client.get_experiment_by_name(experiment)
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+                    raise
+                experiment_id = found.experiment_id
+    end_dead_runs(client, experiment_id)
+    return client, experiment_id
+
+
+def warm(uri: str) -> None:
+    """Open an existing store (MLflow keeps it for the process), and draw a figure once (matplotlib
+    loads its fonts), so that a run's first calls do not pay for either."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from mlflow.tracking import MlflowClient
+
+    with contextlib.suppress(Exception):  # only a head start: the run's own calls report errors
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([1, 2], [1, 0.1], label="warm")
+    ax.set(yscale="log", title="warm")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(io.BytesIO(), format="png", dpi=100)
+    plt.close(fig)
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, Linux's /proc), or None where unknown:
+    with it a pid names one process, although pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name's ")"
+
+
+def this_process() -> str:
+    """The `descentlab.process` tag of a run this process runs: host, pid, start."""
+    return f"{socket.gethostname()} {os.getpid()} {process_start(os.getpid())}"
+
+
+def process_gone(owner: str) -> bool:
+    """Whether the process a `descentlab.process` tag names has died. Only a process on this host
+    can be looked up; elsewhere the Optuna sweeper's heartbeat finds dead trials (grace_period)."""
+    host, pid, start = owner.split()
+    if host != socket.gethostname() or start == "None":  # elsewhere, or no /proc to tell
+        return False
+    return process_start(int(pid)) != start
+
+
+def end_killed(client: MlflowClient, run_id: str, why: str) -> None:
+    """End a run whose process died KILLED, saying so (tags stop_reason and error)."""
+    client.set_terminated(run_id, "KILLED")
+    client.set_tag(run_id, "stop_reason", "process_died")
+    client.set_tag(
+        run_id, "error", f"{why}; ended by {this_process()} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
+
+
+def end_dead_runs(client: MlflowClient, experiment_id: str) -> None:
+    """End KILLED the RUNNING runs whose process is gone (kill -9, a crash, a lost node): a run is
+    never left RUNNING by a process that cannot end it any more."""
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    for run in running:
+        owner = run.data.tags.get(PROCESS_TAG)
+        if owner and process_gone(owner):
+            log.warning("MLflow run %s: its process (%s) died; ending it KILLED", run.info.run_id, owner)
+            end_killed(client, run.info.run_id, f"its process died ({PROCESS_TAG} {owner})")
+
+
+def loss_curve(history: Sequence[tuple[int, float, float]], best_epoch: int, title: str, path: Path) -> Path:
+    """train_loss and val_loss per epoch (`history`: (epoch, train_loss, val_loss)), log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs, train, val = zip(*history, strict=True) if history else ((), (), ())
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, train, label="train_loss")
+    ax.plot(epochs, val, label="val_loss")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+class Runs:
+    """The MLflow runs one training process has open, each under the key its tracker chose. Every
+    method takes plain data (tuples, dicts, paths) and builds MLflow's entities here. A failed call
+    is remembered: the run then ends FAILED with that error, and its later calls are skipped."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, tuple[MlflowClient, str, str]] = {}  # key -> client, experiment, run id
+        self.failed: dict[str, str] = {}  # key -> the first error, as "Type: message"
+
+    def __call__(self, function: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        opening, ending = function in ("open_run", "reopen_run"), function == "terminate"
+        if not opening and (key not in self.open or (key in self.failed and not ending)):
+            return None  # its run was never created, or a call already failed: that error is reported
+        try:
+            return getattr(self, function)(key, *args, **kwargs)
+        except Exception as exc:
+            self.failed.setdefault(key, f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _store(self, uri: str, experiment: str, cwd: str, env: dict[str, str]) -> tuple[MlflowClient, str]:
+        """The store as the training process sees it: its working directory (where a new
+        experiment's ./mlruns goes) and its MLFLOW_* variables."""
+        os.chdir(cwd)
+        for name in [n for n in os.environ if n.startswith("MLFLOW_") and n not in env]:
+            del os.environ[name]
+        os.environ.update(env)
+        return open_experiment(uri, experiment)
+
+    def open_run(
+        self, key: str, where: dict[str, Any], name: str, tags: dict[str, str], params: list[tuple[str, str]],
+        config_yaml: str,
+    ) -> tuple[str, str]:  # fmt: skip
+        """A new run with its params and config; its experiment's id and its id."""
+        from mlflow.entities import Param
+
+        client, experiment_id = self._store(**where)
+        run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        self.open[key] = client, experiment_id, run_id
+        logged = [Param(k[:250], v[:MAX_PARAM_LENGTH]) for k, v in params]
+        for i in range(0, len(logged), 100):  # MLflow takes at most 100 params a batch
+            client.log_batch(run_id, params=logged[i : i + 100])
+        client.log_text(run_id, config_yaml, CONFIG_ARTIFACT)
+        return experiment_id, run_id
+
+    def reopen_run(
+        self, key: str, where: dict[str, Any], run_id: str, tags: dict[str, str]
+    ) -> tuple[str, str]:
+        """An interrupted run, RUNNING again under this process (its process tag first: it is alive)."""
+        client, experiment_id = self._store(**where)
+        client.set_tag(run_id, PROCESS_TAG, tags[PROCESS_TAG])
+        self.open[key] = client, experiment_id, run_id
+        client.update_run(run_id, status="RUNNING")
+        if "error" in client.get_run(run_id).data.tags:  # the interruption's
+            client.delete_tag(run_id, "error")
+        for tag, value in tags.items():
+            client.set_tag(run_id, tag, value)
+        return experiment_id, run_id
+
+    def log_metrics(self, key: str, metrics: list[tuple[str, float, int, int]]) -> None:
+        """Metrics as (name, value, timestamp ms, step)."""
+        from mlflow.entities import Metric
+
+        client, _, run_id = self.open[key]
+        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+            client.log_batch(run_id, metrics=[Metric(*m) for m in metrics[i : i + 1000]])
+
+    def log_text(self, key: str, text: str, artifact: str) -> None:
+        client, _, run_id = self.open[key]
+        client.log_text(run_id, text, artifact)
+
+    def set_tag(self, key: str, tag: str, value: str) -> None:
+        client, _, run_id = self.open[key]
+        client.set_tag(run_id, tag, value)
+
+    def log_artifacts(self, key: str, path: str, artifact_dir: str | None = None) -> None:
+        """A file or a folder's files under `artifact_dir`."""
+        client, _, run_id = self.open[key]
+        log_one = client.log_artifacts if Path(path).is_dir() else client.log_artifact
+        log_one(run_id, path, artifact_dir)
+
+    def log_dataset(
+        self, key: str, name: str, digest: str, source_type: str, source: str, profile: str
+    ) -> None:
+        """The run's training data as its MLflow dataset input (the Dataset column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        client, _, run_id = self.open[key]
+        dataset = Dataset(name, digest, source_type, source, profile=profile)
+        client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+    def log_loss_curve(
+        self, key: str, history: list[tuple[int, float, float]], best_epoch: int, stop_reason: str, path: str
+    ) -> None:
+        client, _, run_id = self.open[key]
+        title = f"{client.get_run(run_id).info.run_name} ({stop_reason})"
+        client.log_artifact(run_id, str(loss_curve(history, best_epoch, title, Path(path))))
+
+    def log_model(self, key: str, folder: str) -> None:
+        """The model directory as the run's `model/` artifact and as an MLflow logged model (the
+        Models column and tab; `models:/<id>` and `runs:/<run>/model` both load it)."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        client, experiment_id, run_id = self.open[key]
+        client.log_artifacts(run_id, folder, "model")
+        # Not named "model": MLflow 3.17 resolves `runs:/<run>/<name>/...` through a logged model of
+        # that name on the *default* store, which fails (or creates ./mlflow.db) for any other store.
+        logged = client.create_logged_model(experiment_id, name=LOGGED_MODEL, source_run_id=run_id)
+        client.log_model_artifacts(logged.model_id, folder)
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
+
+    def terminate(self, key: str, status: str, error: str | None, stop_reason: str | None) -> None:
+        """End the run: FAILED with the first error of its calls, if one failed while it was FINISHING."""
+        client, _, run_id = self.open.pop(key)
+        if key in self.failed and status == "FINISHED":
+            status, error = "FAILED", self.failed[key]
+        client.set_terminated(run_id, status)  # first: a run must never stay RUNNING
+        if error is not None:
+            client.set_tag(run_id, "error", error[:5000])
+        if stop_reason is not None:
+            client.set_tag(run_id, "stop_reason", stop_reason)
+
+    def end_all(self, why: str) -> None:
+        """End KILLED every run still open: the training process ended without ending them."""
+        for key, (client, _, run_id) in list(self.open.items()):
+            with contextlib.suppress(Exception):
+                end_killed(client, run_id, why)
+            del self.open[key]
