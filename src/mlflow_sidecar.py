@@ -98,6 +98,7 @@ class Sidecar:
         self.waiting: dict[int, Future[Any]] = {}
         self.errors: list[BaseException] = []
         self.dead = self.used = False
+        self.ended = f"the MLflow process (pid {self.proc.pid}) was closed"  # why no call can be sent
         self.sent = 0
         self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.lock = threading.Lock()
@@ -128,7 +129,7 @@ class Sidecar:
         self, function: str, args: tuple[Any, ...], kwargs: dict[str, Any], future: Future[Any] | None
     ) -> None:
         if self.dead:
-            raise SidecarError(f"the MLflow process (pid {self.proc.pid}) has ended: nothing more is logged")
+            raise SidecarError(self.ended)
         self.used = True
         with self.lock:
             call_id, self.sent = self.sent, self.sent + 1
@@ -158,7 +159,7 @@ class Sidecar:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):
+        with contextlib.suppress(Exception):  # a message that cannot be read: as good as dead
             while (message := read_message(self.proc.stdout)) is not None:
                 call_id, ok, value = message
                 with self.lock:
@@ -167,14 +168,17 @@ class Sidecar:
                         self.errors.append(value)
                         continue
                 future.set_result(value) if ok else future.set_exception(value)
-        self.dead = True
-        error = SidecarError(
-            f"the MLflow process (pid {self.proc.pid}) ended unexpectedly (exit status {self.proc.wait()})"
-        )
+        if not self.dead:  # not closed by this process: it died
+            with contextlib.suppress(subprocess.TimeoutExpired):  # it closed its end: it is ending
+                self.proc.wait(timeout=5)
+            self.proc.kill()  # a reply this process cannot read: nothing it says can be trusted now
+            status = self.proc.wait()
+            self.ended = f"the MLflow process (pid {self.proc.pid}) ended unexpectedly (exit status {status})"
+            self.dead = True
         with self.lock:
             waiting, self.waiting = self.waiting, {}
         for future in waiting.values():
-            future.set_exception(error)
+            future.set_exception(SidecarError(self.ended))
 
 
 # ------------------------------------------------------------------------------ the sidecar's side
@@ -205,7 +209,8 @@ def serve() -> None:
         except Exception as exc:  # by name and message: the training process has no MLflow to unpickle it
             value, ok = MlflowError(f"{type(exc).__name__}: {exc}"), False
         if reply or not ok:
-            write_message(replies, (call_id, ok, value))
+            with contextlib.suppress(OSError):  # the training process is gone: its runs still end below
+                write_message(replies, (call_id, ok, value))
     runs.end_all("the training process ended without ending this run")
     # Every write above was synchronous and is done: skip the interpreter's teardown (seconds of
     # MLflow's and SQLAlchemy's exit hooks that nobody waits for).
@@ -213,5 +218,7 @@ def serve() -> None:
     os._exit(0)
 
 
-if __name__ == "__main__":
-    serve()
+if __name__ == "__main__":  # run as src.mlflow_sidecar, so that its errors unpickle as that module's
+    from src import mlflow_sidecar
+
+    mlflow_sidecar.serve()

@@ -415,6 +415,7 @@ class MlflowTracker:
         self.snapshot_path = snapshot_path  # logged as an artifact when the run ends, if written
         self.key = uuid.uuid4().hex  # the run's name in the sidecar, before MLflow gives it an id
         self._opened: Future[tuple[str, str]] | None = None  # its experiment's id and its id
+        self.name: str | None = None
         self._pending: list[tuple[str, float, int, int]] = []
 
     @property
@@ -458,10 +459,10 @@ class MlflowTracker:
         if parent := job_env(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = parent
         tags.update(self.extra_tags)
-        name = self._name(choices, overrides)
+        self.name = self._name(choices, overrides)
         logged = list(params(self.cfg, choices).items())
         config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
-        self._opened = self.sidecar.ask("open_run", self.key, where, name, tags, logged, config_yaml)
+        self._opened = self.sidecar.ask("open_run", self.key, where, self.name, tags, logged, config_yaml)
         return self
 
     def _name(self, choices: dict[str, str], overrides: list[str]) -> str:
@@ -589,18 +590,21 @@ class MlflowTracker:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _end_here(self, status: str, error: str | None, stop_reason: str | None) -> None:
-        """The sidecar died: end the run from this process (an error's cost only), never RUNNING."""
-        assert self._opened is not None
-        if not self._opened.done() or self._opened.exception() is not None:
-            return  # no run id: the next store opener ends it KILLED (its process tag is this one's)
+        """The sidecar died: end the run from this process (an error's cost only), never RUNNING.
+        Its id may not have come back: then it is this process's RUNNING run of this name."""
         from mlflow.tracking import MlflowClient
 
-        run_id = self._opened.result()[1]
         client = MlflowClient(self.uri)
-        client.set_terminated(run_id, "FAILED" if status == "FINISHED" else status)
-        client.set_tag(run_id, "error", error or "SidecarError: the MLflow process ended unexpectedly")
-        if stop_reason is not None:
-            client.set_tag(run_id, "stop_reason", stop_reason)
+        ids = {self.resume_run_id} - {None}
+        if not ids and (found := client.get_experiment_by_name(self.experiment)) is not None:
+            query = f"tags.`{PROCESS_TAG}` = '{this_process()}' and attributes.status = 'RUNNING'"
+            runs = client.search_runs([found.experiment_id], query)
+            ids = {r.info.run_id for r in runs if r.info.run_name == self.name}
+        for run_id in ids:
+            client.set_terminated(str(run_id), "FAILED" if status == "FINISHED" else status)
+            client.set_tag(str(run_id), "error", error or f"SidecarError: {self.sidecar.ended}")
+            if stop_reason is not None:
+                client.set_tag(str(run_id), "stop_reason", stop_reason)
 
 
 def mlflow_env() -> dict[str, str]:

@@ -1,0 +1,148 @@
+"""MLflow's sidecar process (src/mlflow_sidecar.py): the training process never imports MLflow, every
+write is done when a run returns, its errors end the run FAILED, and no run outlives its process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from src.mlflow_sidecar import MlflowError
+from src.tracking import MlflowTracker
+from tests.helpers import all_runs, cli_env, make_config, run_cli
+
+T = TypeVar("T")
+ENDLESS = ("trainer.max_epochs=1000000000", "trainer.patience=1000000000", "trainer.stopping_threshold=null")
+
+
+def processes_with(marker: str) -> list[int]:
+    """The pids of live processes whose environment holds `marker` (a test's own, so only its own)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.2)
+    return value
+
+
+@pytest.mark.slow
+def test_a_training_process_imports_neither_mlflow_nor_matplotlib(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "src.train", "trainer.max_epochs=3",
+         "trainer.progress=false", f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line
+    }
+    assert "torch" in imported  # the check sees this process's imports ...
+    assert not {m for m in imported if m.split(".")[0] in ("mlflow", "matplotlib", "pandas")}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (run,) = all_runs(uri)  # ... and MLflow got everything anyway
+    assert run.info.status == "FINISHED" and run.data.metrics["epochs"] == 3
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+    assert artifacts >= {"loss_curve.png", "model", "config.yaml", "snapshot", ".hydra"}
+    assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 0  # drawn into the run dir
+
+
+def test_a_failed_write_is_raised_when_the_run_ends_and_the_run_ends_failed(sqlite_uri):
+    tracker = MlflowTracker("descentlab", make_config("trainer.max_epochs=2"))
+    with pytest.raises(MlflowError, match=r"MlflowException: .*bad!key"), tracker:
+        tracker._log("bad!key", 1.0, 1)  # MLflow refuses the name, in the sidecar, after this returns
+        tracker.flush()
+        tracker._log("val_loss", 0.5, 1)  # skipped: the run already failed
+    (run,) = all_runs(sqlite_uri)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("MlflowException: ") and "bad!key" in run.data.tags["error"]
+    assert "val_loss" not in run.data.metrics
+
+
+def test_a_run_that_fails_of_its_own_keeps_its_error_over_a_failed_write(sqlite_uri):
+    tracker = MlflowTracker("descentlab", make_config("trainer.max_epochs=2"))
+    with pytest.raises(RuntimeError, match="its own"), tracker:
+        tracker._log("bad!key", 1.0, 1)
+        tracker.flush()
+        raise RuntimeError("its own")
+    (run,) = all_runs(sqlite_uri)
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: its own"
+
+
+@pytest.mark.slow
+def test_a_killed_training_process_leaves_its_run_killed_not_running(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(
+        tracking_uri=uri
+    ).search_experiments()  # the store, before the run and the polling race for it
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *ENDLESS, f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path, env=cli_env(DESCENTLAB_TEST=marker), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: [r for r in all_runs(uri) if r.info.status == "RUNNING"], 120, "a run started")
+    finally:
+        proc.kill()  # SIGKILL: no handler, no atexit; only the sidecar is left to end the run
+        proc.wait()
+    (run,) = wait_until(lambda: [r for r in all_runs(uri) if r.info.status != "RUNNING"], 30, "the run ended")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["stop_reason"] == "process_died"
+    assert "the training process ended without ending this run" in run.data.tags["error"]
+    wait_until(lambda: not processes_with(marker), 30, "the sidecar exited")
+    assert proc.stderr is not None and proc.stderr.read() == ""  # the sidecar wrote nothing
+
+
+@pytest.mark.slow
+def test_a_dead_sidecar_fails_the_run_with_one_line_and_leaves_nothing_running(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).search_experiments()
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *ENDLESS, f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path, env=cli_env(DESCENTLAB_TEST=marker), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: [r for r in all_runs(uri) if r.info.status == "RUNNING"], 120, "a run started")
+        (sidecar,) = [pid for pid in processes_with(marker) if pid != proc.pid]
+        os.kill(sidecar, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == [
+        f"error: SidecarError: the MLflow process (pid {sidecar}) ended unexpectedly (exit status -9)"
+    ]
+    (run,) = all_runs(uri)
+    assert run.info.status == "FAILED" and run.data.tags["error"].startswith("SidecarError: ")
+
+
+def test_a_bad_config_exits_2_and_its_early_sidecar_is_gone_with_no_store(tmp_path):
+    marker = uuid.uuid4().hex
+    proc = run_cli(tmp_path, "optimizer.lr=-1", env={"DESCENTLAB_TEST": marker})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: optimizer.lr=-1.0 is not allowed: must be > 0"]
+    assert processes_with(marker) == []  # the sidecar started before the imports was killed at exit
+    assert not (tmp_path / "mlflow.db").exists()
