@@ -342,19 +342,7 @@ def p6_sweep(trials: int, max_epochs: int) -> dict[str, Any]:
 FIGURES = ("P1", "P2", "P2b", "P4", "P5", "P6")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the suite works")
-    parser.add_argument("--only", default=",".join(FIGURES), help="the figures to measure, e.g. P2,P2b")
-    parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
-    args = parser.parse_args(argv)
-    only = set(args.only.split(","))
-    if only - set(FIGURES):
-        parser.error(f"--only {args.only}: the figures are {', '.join(FIGURES)}")
-    if "P5" in only:
-        only.add("P2")  # P5 is read from P2's runs
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    smoke = args.smoke
+def measure_once(only: set[str], smoke: bool) -> dict[str, Any]:
     measure: dict[str, Callable[[], dict[str, Any]]] = {
         "P1": lambda: p1_loop(epochs=2 if smoke else 50, repeats=1 if smoke else 5),
         "P2": lambda: p2_process(epochs=5 if smoke else 300, repeats=1 if smoke else 3),
@@ -373,9 +361,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "P5" in only:
         results["P5"] = p5_logging(results["P2"])
     results["machine"]["load_after"] = os.getloadavg()
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the suite works")
+    parser.add_argument("--only", default=",".join(FIGURES), help="the figures to measure, e.g. P2,P2b")
+    parser.add_argument("--runs", type=int, default=1, help="whole runs of the suite; more than one adds "
+                        "a table of each ratio's spread and how often its target was met")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if only - set(FIGURES):
+        parser.error(f"--only {args.only}: the figures are {', '.join(FIGURES)}")
+    if args.runs < 1:
+        parser.error(f"--runs {args.runs}: at least 1")
+    if "P5" in only:
+        only.add("P2")  # P5 is read from P2's runs
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    runs = []
+    for i in range(args.runs):
+        runs.append(measure_once(only, args.smoke))
+        print(f"run {i + 1} of {args.runs}:" if args.runs > 1 else "", report(runs[-1]), sep="\n", flush=True)
+    results = runs[0] if args.runs == 1 else {"runs": runs}
+    if args.runs > 1:
+        print(f"spread across the {args.runs} runs:\n{spread(runs)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(report(results))
     print(f"wrote {args.out}")
     return results
 
@@ -423,15 +436,38 @@ def rows(name: str, f: dict[str, Any]) -> list[Row]:
     ]  # fmt: skip
 
 
+def table_of(r: dict[str, Any]) -> Any:
+    import pandas as pd  # only for the tables: a run that measures P1 alone need not import it
+
+    figures = [row for name in FIGURES if name in r for row in rows(name, r[name])]
+    return pd.DataFrame(figures, columns=COLUMNS)
+
+
+def met_count(met: Any) -> str:
+    """ "k of n" runs that met the target; blank for a row without one."""
+    return f"{int(met.astype(bool).sum())} of {len(met)}" if met.notna().all() else ""
+
+
+def spread(runs: list[dict[str, Any]]) -> str:
+    """Each comparison's ratio over the runs (lowest, median, highest) and how often it met its target."""
+    import pandas as pd
+
+    tables = pd.concat([table_of(r) for r in runs])
+    stats = tables.groupby("figure", sort=False).agg(
+        lowest=("ratio", "min"), median=("ratio", "median"), highest=("ratio", "max"),
+        target=("target", "first"), met=("met", met_count),
+    )  # fmt: skip
+    return stats.to_string(
+        index_names=False, formatters={c: "{:.2f}x".format for c in ("lowest", "median", "highest")}
+    )
+
+
 def number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def report(r: dict[str, Any]) -> str:
-    import pandas as pd  # only for the table: a run that measures P1 alone need not import it
-
-    figures = [row for name in FIGURES if name in r for row in rows(name, r[name])]
-    table = pd.DataFrame(figures, columns=COLUMNS)
+    table = table_of(r)
     table["met"] = table["met"].map({True: "met", False: "NOT met", None: ""})
     text = table.set_index("figure").to_string(  # the index: left-aligned, each line starts with it
         index_names=False,

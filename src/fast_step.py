@@ -7,11 +7,15 @@ step. `fast_step(optimizer)` returns a function doing exactly torch's CPU single
 are bitwise the same) on the optimizer's own param groups and state, so schedulers, snapshots and
 resume see a torch.optim optimizer as before. Anything else (other optimizers, options with
 another code path, hooks, non-CPU tensors) gets `optimizer.step` itself.
+
+`skip_compile_guards()` spares a process that never calls torch.compile the import of torch._dynamo
+(≈1.8 s and ≈70 MB) that torch.optim's methods otherwise trigger on first use.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 
 import torch
@@ -53,6 +57,17 @@ def _sgd(opt: torch.optim.SGD) -> None:
             p.detach().add_(grad, alpha=-lr)  # detached: in place on a leaf, outside no_grad
 
 
+def _new_adam_state(p: Tensor) -> dict[str, Tensor]:
+    """What torch's `Adam._init_group` creates on a parameter's first step (CPU, neither fused nor
+    capturable): a step counter in the default float dtype on the CPU, and two zero moments."""
+    step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    return {
+        "step": torch.tensor(0.0, dtype=step_dtype),
+        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+    }
+
+
 def _adam(opt: torch.optim.Adam) -> None:
     for group in opt.param_groups:
         lr, (beta1, beta2), wd, eps = group["lr"], group["betas"], group["weight_decay"], group["eps"]
@@ -61,6 +76,8 @@ def _adam(opt: torch.optim.Adam) -> None:
             if grad is None:
                 continue
             state = opt.state[p]
+            if not state:
+                state.update(_new_adam_state(p))
             step_t, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
             step_t += 1
             p = p.detach()  # in place on a leaf, without a no_grad block (its cost shows here)
@@ -110,22 +127,35 @@ def _plain(opt: torch.optim.Optimizer) -> bool:
 
 
 def fast_step(optimizer: torch.optim.Optimizer) -> Step:
-    """`optimizer.step`, or a faster equivalent. Until every parameter has its state (Adam's
-    moments) and at least once (it tells schedulers the optimizer has stepped), it is
-    `optimizer.step` itself, which creates the state."""
+    """`optimizer.step`, or a faster equivalent."""
     update = UPDATES.get(type(optimizer))
     if update is None or not _plain(optimizer):
         return optimizer.step
-    stateful = isinstance(optimizer, torch.optim.Adam)  # AdamW too
-    n_params = sum(len(group["params"]) for group in optimizer.param_groups)
-    first = True
 
     def step() -> None:
-        nonlocal first
-        if first or _hooked(optimizer) or (stateful and len(optimizer.state) < n_params):
-            first = False
+        if _hooked(optimizer):
             optimizer.step()
             return
         update(optimizer)
+        # What a scheduler's wrapper of `optimizer.step` records: the optimizer has stepped (else
+        # the scheduler's first step warns that it came first).
+        optimizer._opt_called = True  # type: ignore[attr-defined]
 
     return step
+
+
+COMPILE_GUARDED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+def skip_compile_guards() -> None:
+    """torch.optim marks these Optimizer methods `torch._disable_dynamo` (do not trace them under
+    torch.compile); that wrapper imports torch._dynamo on first call, then caches the disabled
+    function on the method as `__dynamo_disable`. Without torch.compile, disabling tracing changes
+    nothing: caching each method as its own disabled version skips the import. A process that has
+    imported torch._dynamo already (it may compile) keeps torch's behaviour."""
+    if "torch._dynamo" in sys.modules:
+        return
+    for name in COMPILE_GUARDED:
+        method = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if method is not None and not hasattr(method, "__dynamo_disable"):
+            method.__dynamo_disable = method

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, cast
 
 import torch
@@ -155,8 +156,9 @@ def evaluate(model: Model, split: Split) -> float:
 def gradient_norm(model: Model, split: Split, l2: float = 0.0) -> tuple[Tensor, float]:
     """The objective L(θ) and ‖∇L(θ)‖ over the whole split, leaving ∇L(θ) in .grad."""
     loss = loss_and_grad(model, split.X, split.y, l2)
-    grads = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
-    return loss, float(torch.linalg.vector_norm(torch.cat(grads)))
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = grads[0] if len(grads) == 1 else torch.cat([g.reshape(-1) for g in grads])  # one: no copy
+    return loss, float(torch.linalg.vector_norm(flat))
 
 
 class _Loss(nn.Module):
@@ -246,14 +248,18 @@ class Steps:
         self.reuse_gradient = not run.stochastic and not self.needs_closure
         self.current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when reusable
         self.optimizer_step = fast_step(run.optimizer)  # optimizer.step(), bitwise, minus its overhead
+        closed_form = getattr(run.learner, "loss_and_grad", None)  # the hot path, bound once
+        self.loss_and_grad = (
+            closed_form if closed_form and not run.l2 else partial(loss_and_grad, run.learner, l2=run.l2)
+        )
 
     def step(self, X: Tensor, y: Tensor) -> Tensor:
         """One optimizer step on the batch (X, y); returns the batch objective at the θ it left."""
-        model, optimizer, l2 = self.run.learner, self.run.optimizer, self.run.l2
         if self.needs_closure:
-            loss = cast(Tensor, optimizer.step(closure(model, X, y, l2)))  # type: ignore[arg-type]
+            run = self.run
+            loss = cast(Tensor, run.optimizer.step(closure(run.learner, X, y, run.l2)))  # type: ignore[arg-type]
         else:
-            loss = self.current_loss if self.current_loss is not None else loss_and_grad(model, X, y, l2)
+            loss = self.current_loss if self.current_loss is not None else self.loss_and_grad(X, y)
             self.optimizer_step()
         self.current_loss = None
         return loss

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parameters_to_vector
 
 from src.data import Split
 from src.models import LinearRegression, LogisticRegression
@@ -31,13 +30,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Reference:
-    theta: Tensor  # θ*, float64, flattened like parameters_to_vector(model.parameters())
+    theta: Tensor  # θ*, float64, the model.parameters() flattened and concatenated
     loss: float  # L_train(θ*), penalty included
     method: str  # how θ* was found, for the log
 
     def error(self, parameters: Iterable[Tensor]) -> float:
         """‖θ − θ*‖ over all of a model's parameters."""
-        theta = parameters_to_vector(parameters).detach().to(self.theta)
+        theta = torch.cat([p.detach().reshape(-1) for p in parameters]).to(self.theta)
         return float(torch.linalg.vector_norm(theta - self.theta))
 
 

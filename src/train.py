@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import checkpoint, cli, config, hpo, inference, reference
 from src.data import Data, check_fit
 from src.errors import ConfigError
+from src.fast_step import skip_compile_guards
 from src.loop import Callback, FitResult, Progress, fit
 from src.run import Run
 from src.schedules import robbins_monro_verdict
@@ -89,6 +90,7 @@ def build(cfg: DictConfig) -> Run:
     l2: float = cfg.regularization.l2
     inference.check(cfg.inference.cov, model, l2)
     exact = reference.exact(model, data.train, l2)
+    skip_compile_guards()  # descentlab never compiles: no torch._dynamo import (≈1.8 s) for nothing
     optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
     schedule = {key: value for key, value in cfg.schedule.items() if key != "interval"}
     return Run(

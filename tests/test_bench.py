@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks.lecture import lecture_adam, lecture_sgd, make_problem
-from benchmarks.run import floor_adam, floor_sgd, main, run_process
+from benchmarks.run import floor_adam, floor_sgd, main, run_process, spread
 
 
 @pytest.mark.slow
@@ -74,3 +74,12 @@ def test_smoke_run_writes_every_figure(tmp_path, capsys, monkeypatch):
     for figure in ("P1 sgd", "P1 adam", "P2 ", "P2b wall", "P2b memory", "P4", "P5", "P6"):
         lines = [line for line in table if line.startswith(figure)]
         assert lines and all(line.endswith((" met", "NOT met")) for line in lines), figure
+
+
+def test_the_spread_gives_each_ratios_range_and_how_often_it_met_its_target():
+    def run(fraction: float) -> dict:
+        p4 = {"gd_GBps": fraction, "copy_GBps": 1.0, "fraction": fraction, "met": fraction >= 0.5}
+        return {"P4": p4, "machine": {}}
+
+    line = next(row for row in spread([run(0.4), run(0.6), run(0.55)]).splitlines() if row.startswith("P4"))
+    assert line.split() == ["P4", "GB/s", "0.40x", "0.55x", "0.60x", ">=", "0.5x", "2", "of", "3"]

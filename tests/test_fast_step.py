@@ -4,6 +4,9 @@ The reference is torch.optim itself, stepped on an identical copy of the paramet
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import warnings
 from typing import Any
 
 import pytest
@@ -78,3 +81,40 @@ def test_a_step_hook_keeps_torch_step() -> None:
     optimizer.register_step_post_hook(lambda *_: calls.append(1))
     fast_step(optimizer)()
     assert calls == [1]
+
+
+def test_the_first_step_is_fast_too_and_a_scheduler_sees_it() -> None:
+    """No fallback to optimizer.step for the state's creation, and no warning from the scheduler
+    that it stepped before the optimizer (torch's own wrapper of `step` is bypassed)."""
+    optimizer = torch.optim.Adam(params(torch.float32), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    for p in optimizer.param_groups[0]["params"]:
+        p.grad = torch.ones_like(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast_step(optimizer)()
+        scheduler.step()
+    assert [float(s["step"]) for s in optimizer.state.values()] == [1.0, 1.0, 1.0]
+
+
+def test_a_run_never_imports_dynamo_and_resumes_from_its_state() -> None:
+    """skip_compile_guards: build, fit, snapshot and restore a run without importing
+    torch._dynamo, in a fresh interpreter (this one may have imported it already)."""
+    script = """
+import sys
+from src.train import build, compose
+from src.loop import fit
+from src import checkpoint
+cfg = compose("tracking=none", "optimizer=adam", "trainer.max_epochs=3", "trainer.progress=false",
+              "trainer.checkpoint_every=1")
+run = build(cfg)
+snapshots = []
+fit(run, snapshot=lambda p: snapshots.append(checkpoint.capture(p, run, None, "")))
+state = snapshots[-1]
+again = build(cfg)
+checkpoint.restore(state, again)
+assert again.optimizer.state_dict()["state"][0]["step"] == run.optimizer.state_dict()["state"][0]["step"]
+print("torch._dynamo" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
