@@ -22,6 +22,7 @@ import contextlib
 import os
 import pickle
 import queue
+import select
 import signal
 import struct
 import subprocess
@@ -193,16 +194,18 @@ def serve() -> None:
     from src import mlflow_store
 
     mlflow_store.quiet_migrations()
-    import matplotlib  # the imports the first run needs, while the training process imports torch
-    import mlflow.tracking  # noqa: F401
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot
+    import mlflow.tracking  # noqa: F401  # while the training process imports torch
 
     for uri in sys.argv[1:]:  # an existing store the run will likely open: its engine and schema check
-        mlflow_store.warm(uri)
+        mlflow_store.warm_store(uri)
+    plots_ready = False
     runs = mlflow_store.Runs()
-    while (message := read_message(requests)) is not None:
+    while True:
+        if not plots_ready and not select.select([requests], [], [], 0)[0]:  # idle: ready the PNG
+            mlflow_store.warm_plots()
+            plots_ready = True
+        if (message := read_message(requests)) is None:
+            break
         call_id, function, args, kwargs, reply = message
         try:
             value, ok = (None if function == "ping" else runs(function, *args, **kwargs)), True

@@ -70,23 +70,20 @@ def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     return client, experiment_id
 
 
-def warm(uri: str) -> None:
-    """Open an existing store (MLflow keeps it for the process), and draw a figure once (matplotlib
-    loads its fonts), so that a run's first calls do not pay for either."""
-    import io
-
-    import matplotlib.pyplot as plt
+def warm_store(uri: str) -> None:
+    """Open an existing store (MLflow keeps it for the process), so a run's first call need not."""
     from mlflow.tracking import MlflowClient
 
     with contextlib.suppress(Exception):  # only a head start: the run's own calls report errors
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([1, 2], [1, 0.1], label="warm")
-    ax.set(yscale="log", title="warm")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(io.BytesIO(), format="png", dpi=100)
-    plt.close(fig)
+
+
+def warm_plots() -> None:
+    """Import matplotlib and draw a figure once (it loads its fonts), so a loss curve need not."""
+    import io
+
+    history = [(1, 1.0, 1.0), (2, 0.1, 0.2)]
+    loss_curve(history, 1, "warm", io.BytesIO())  # type: ignore[arg-type]
 
 
 def process_start(pid: int) -> str | None:
