@@ -7,8 +7,9 @@ training process's end: `send` sends a call and goes on, `ask` sends one whose v
 calls run in the order they were sent, so a write sent after a snapshot lands after it.
 
 `serve()` is the other end (`python -m src.mlflow_sidecar`), running src/mlflow_store.py's `Runs`.
-It starts in a session of its own and ignores SIGINT and SIGTERM: a Ctrl-C is for the training
-process, which decides what it means and ends its runs. When the training process closes the pipe
+It starts in a session of its own and ignores the signals that stop training (SIGINT, SIGTERM, and
+SLURM's SIGUSR2, which reaches every process of a job): they are for the training process, which
+decides what they mean and ends its runs. When the training process closes the pipe
 (it exited, or was killed), runs still open end KILLED. `Sidecar.prestart()` starts it while the
 training process imports torch, so MLflow's imports cost no wall time.
 
@@ -185,8 +186,10 @@ class Sidecar:
 # ------------------------------------------------------------------------------ the sidecar's side
 def serve() -> None:
     """Run the calls the training process sends, in order, replying where it waits or a call failed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from src.signals import REASONS
+
+    for stop in REASONS:  # Ctrl-C, kill, SLURM's warning: the training process's to act on, not ours
+        signal.signal(stop, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(5)  # on a busy machine, training comes first
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")

@@ -145,7 +145,8 @@ def loss_curve(history: Sequence[tuple[int, float, float]], best_epoch: int, tit
         ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
     ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
     ax.legend()
-    fig.tight_layout()
+    # Fixed margins that fit the log-scale tick labels: tight_layout would cost a second draw (≈0.1 s).
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -229,9 +229,10 @@ class NullTracker:
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         pass
 
-    def log_result(
-        self, result: FitResult, model: torch.nn.Module, estimates: Estimates | None = None
-    ) -> None:
+    def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
+        pass
+
+    def log_estimates(self, estimates: Estimates) -> None:
         pass
 
     def log_dataset(self, data: Data) -> None:
@@ -515,26 +516,27 @@ class MlflowTracker:
             if key != "epoch":
                 self._log(key, value, metrics.epoch)
 
-    def log_result(
-        self, result: FitResult, model: torch.nn.Module, estimates: Estimates | None = None
-    ) -> None:
-        """The run's outcome; with `estimates`, the table as `estimates.csv`, the standardization
-        that maps it to the data's units as `standardization.csv`, and the certificate as metrics."""
+    def log_estimates(self, estimates: Estimates) -> None:
+        """The table of estimates as `estimates.csv`, the standardization that maps it to the data's
+        units as `standardization.csv`, and the convergence certificate as metrics."""
+        from src.inference import ARTIFACT, to_csv
+
+        for key, value in estimates.certificate.items():
+            self._log(key, value, 0)
+        self.flush()
+        self._send("log_text", to_csv(estimates.table), ARTIFACT)
+        if estimates.standardization is not None:
+            self._send("log_text", to_csv(estimates.standardization), "standardization.csv")
+        self._send("set_tag", "converged", str(estimates.converged).lower())
+
+    def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
+        """The run's outcome: its figures, stop reason, loss curve and model."""
         # Run-level results at step 0: one point each, which MLflow's charts draw as bars.
         for key in ("best_val_loss", "best_epoch", "test_loss", "epochs", "wall_time"):
             self._log(key, float(getattr(result, key)), 0)  # test_loss nan (no test split): skipped
         if result.param_error is not None:
             self._log("best_param_error", result.param_error, 0)
         self._log("reference_loss", result.reference_loss, 0)  # skipped when None
-        if estimates is not None:
-            from src.inference import ARTIFACT, to_csv
-
-            for key, value in estimates.certificate.items():
-                self._log(key, value, 0)
-            self._send("log_text", to_csv(estimates.table), ARTIFACT)
-            if estimates.standardization is not None:
-                self._send("log_text", to_csv(estimates.standardization), "standardization.csv")
-            self._send("set_tag", "converged", str(estimates.converged).lower())
         self.flush()
         self._send("set_tag", "stop_reason", result.stop_reason)
         out = self.output_dir or self.scratch

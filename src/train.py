@@ -234,12 +234,14 @@ def _train(
             tracker.flush()  # MLflow then holds exactly the epochs the snapshot holds
 
         result = fit(run, callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot)
+        tracker.log_result(result, run.model)  # first: MLflow draws and writes while we estimate
         estimates = inference.estimate(
             run.model, run.data, run.reference, cfg.inference.cov, run.l2, result.stop_reason
         )
         if estimates is None:
             log.info("no table of estimates: %s", inference.unavailable(run.model, run.l2))
-        tracker.log_result(result, run.model, estimates)
+        else:
+            tracker.log_estimates(estimates)
         run.stop.check()
     validated = len(run.data.val) > 0
     summarize(result, tracker.run_id, estimates, validated=validated, where=tracker.where)

@@ -16,7 +16,8 @@ from typing import TypeVar
 import pytest
 from mlflow.tracking import MlflowClient
 
-from src.mlflow_sidecar import MlflowError
+from src.mlflow_sidecar import MlflowError, Sidecar
+from src.signals import REASONS
 from src.tracking import MlflowTracker
 from tests.helpers import all_runs, cli_env, make_config, run_cli
 
@@ -87,18 +88,23 @@ def test_a_run_that_fails_of_its_own_keeps_its_error_over_a_failed_write(sqlite_
     assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: its own"
 
 
-@pytest.mark.slow
-def test_a_killed_training_process_leaves_its_run_killed_not_running(tmp_path):
+def endless_run(tmp_path: Path) -> tuple[str, str, subprocess.Popen[str]]:
+    """An endless training run in a subprocess: its store's URI, the marker in its (and its
+    sidecar's) environment, and the process."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(
-        tracking_uri=uri
-    ).search_experiments()  # the store, before the run and the polling race for it
+    MlflowClient(tracking_uri=uri).search_experiments()  # the store first: the polling must not race for it
     marker = uuid.uuid4().hex
     proc = subprocess.Popen(
         [sys.executable, "-m", "src.train", *ENDLESS, f"hydra.run.dir={tmp_path}/run"],
         cwd=tmp_path, env=cli_env(DESCENTLAB_TEST=marker), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    return uri, marker, proc
+
+
+@pytest.mark.slow
+def test_a_killed_training_process_leaves_its_run_killed_not_running(tmp_path):
+    uri, marker, proc = endless_run(tmp_path)
     try:
         wait_until(lambda: [r for r in all_runs(uri) if r.info.status == "RUNNING"], 120, "a run started")
     finally:
@@ -114,14 +120,7 @@ def test_a_killed_training_process_leaves_its_run_killed_not_running(tmp_path):
 
 @pytest.mark.slow
 def test_a_dead_sidecar_fails_the_run_with_one_line_and_leaves_nothing_running(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(tracking_uri=uri).search_experiments()
-    marker = uuid.uuid4().hex
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.train", *ENDLESS, f"hydra.run.dir={tmp_path}/run"],
-        cwd=tmp_path, env=cli_env(DESCENTLAB_TEST=marker), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    uri, marker, proc = endless_run(tmp_path)
     try:
         wait_until(lambda: [r for r in all_runs(uri) if r.info.status == "RUNNING"], 120, "a run started")
         (sidecar,) = [pid for pid in processes_with(marker) if pid != proc.pid]
@@ -146,3 +145,18 @@ def test_a_bad_config_exits_2_and_its_early_sidecar_is_gone_with_no_store(tmp_pa
     assert proc.stderr.strip().splitlines() == ["error: optimizer.lr=-1.0 is not allowed: must be > 0"]
     assert processes_with(marker) == []  # the sidecar started before the imports was killed at exit
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_sidecar_outlives_the_signals_that_stop_training():
+    """SLURM sends its time-limit warning (SIGUSR2) to every process of the job, and a Ctrl-C reaches
+    the whole process group: the training process acts on them; its sidecar must live to end the run."""
+    sidecar = Sidecar()
+    try:
+        sidecar.barrier()  # serving: its handlers are in place
+        for stop in REASONS:
+            os.kill(sidecar.proc.pid, stop)
+        sidecar.barrier()
+        assert sidecar.proc.poll() is None
+    finally:
+        sidecar.close()
+    assert sidecar.proc.returncode == 0
