@@ -237,10 +237,15 @@ class Runs:
     ) -> None:
         """The run's training data as its MLflow dataset input (the Dataset column)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         client, _, run_id = self.open[key]
         dataset = Dataset(name, digest, source_type, source, profile=profile)
-        client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+        try:
+            client.log_inputs(run_id, inputs)
+        except MlflowException:  # another run logged the same dataset at this moment and won the race
+            client.log_inputs(run_id, inputs)  # to insert its row (a server: 400); now it is there
 
     def log_loss_curve(
         self, key: str, history: list[tuple[int, float, float]], best_epoch: int, stop_reason: str, path: str
