@@ -114,14 +114,25 @@ def objective(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor:
 
 
 def loss_and_grad(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor:
-    """The objective on (X, y), leaving its gradient in each parameter's .grad; no graph is kept.
+    """The objective on (X, y), leaving its gradient in each parameter's .grad; no graph is kept."""
+    return gradient_function(model, l2)(X, y)
+
+
+def gradient_function(model: Model, l2: float = 0.0) -> Callable[[Tensor, Tensor], Tensor]:
+    """`loss_and_grad` for this model and penalty as a function of (X, y), chosen once per run.
 
     A model may give its loss and gradient in closed form (`model.loss_and_grad`), which skips
     autograd's overhead; the penalty then adds (α/2)‖θ‖² and αθ. Otherwise autograd computes both.
     """
     closed_form: Callable[[Tensor, Tensor], Tensor] | None = getattr(model, "loss_and_grad", None)
     if closed_form is not None and not l2:  # the hot path: nothing else to do
-        return closed_form(X, y)
+        return closed_form
+    return partial(_penalized_or_autograd, model, closed_form, l2)
+
+
+def _penalized_or_autograd(
+    model: Model, closed_form: Callable[[Tensor, Tensor], Tensor] | None, l2: float, X: Tensor, y: Tensor
+) -> Tensor:
     params = [p for p in model.parameters() if p.requires_grad]
     if closed_form is None:
         loss = objective(model, X, y, l2)
@@ -248,10 +259,7 @@ class Steps:
         self.reuse_gradient = not run.stochastic and not self.needs_closure
         self.current_loss: Tensor | None = None  # L(θ) whose ∇L(θ) sits in .grad, when reusable
         self.optimizer_step = fast_step(run.optimizer)  # optimizer.step(), bitwise, minus its overhead
-        closed_form = getattr(run.learner, "loss_and_grad", None)  # the hot path, bound once
-        self.loss_and_grad = (
-            closed_form if closed_form and not run.l2 else partial(loss_and_grad, run.learner, l2=run.l2)
-        )
+        self.loss_and_grad = gradient_function(run.learner, run.l2)  # the hot path, bound once
 
     def step(self, X: Tensor, y: Tensor) -> Tensor:
         """One optimizer step on the batch (X, y); returns the batch objective at the θ it left."""

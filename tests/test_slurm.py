@@ -118,7 +118,9 @@ def test_a_warned_job_is_requeued_and_resumes_bitwise(tmp_path, cluster):
     # SLURM holds a requeued job for 2 minutes before it may start again; skip that wait.
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     out = finish(proc)
-    assert "Requeued job" in (tmp_path / "multirun" / ".submitit" / job / f"{job}_0_log.out").read_text()
+    logs = tmp_path / "multirun" / ".submitit" / job
+    assert "Requeued job" in (logs / f"{job}_0_log.out").read_text()
+    assert "Traceback" not in (logs / f"{job}_0_log.err").read_text()  # the requeue's SIGTERM is expected
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (run,) = [r for r in all_runs(uri) if "optuna.trial" in r.data.tags]  # one MLflow run for the trial

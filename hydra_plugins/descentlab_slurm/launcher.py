@@ -99,6 +99,9 @@ class Launcher(SlurmLauncher):
         handler = getattr(submitits, "__self__", None)
         if handler is None:  # submitit installed no handler: nothing to requeue with
             raise KeyboardInterrupt("SLURM warning signal")
+        # SLURM answers the requeue with SIGTERM to this job: expected now, so it must not raise
+        # Stopped into the requeue call (losing its log line) or into the exit (a traceback).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             handler.checkpoint_and_try_requeue(warning)  # requeues, then exits the process
         except submitit.core.utils.UncompletedJobError as error:  # out of requeues
