@@ -31,10 +31,9 @@ from omegaconf import DictConfig
 
 from src import signals
 from src.errors import CallbackConfigError, ConfigError
+from src.mlflow_store import CONFIG_ARTIFACT, PROCESS_TAG
 from src.tracking import (
-    CONFIG_ARTIFACT,
     PARENT_RUN_ENV,
-    PROCESS_TAG,
     REPEATS_TAG,
     SQLITE_WRITERS,
     SWEEP_TAG,

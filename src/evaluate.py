@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from src import inference
 from src.config import Config, register
 from src.loop import evaluate
-from src.tracking import CONFIG_ARTIFACT, MODEL_ARTIFACT, tracking_uri
+from src.mlflow_store import CONFIG_ARTIFACT
+from src.tracking import MODEL_ARTIFACT, tracking_uri
 
 
 def load_run(run_id: str, uri: str | None = None) -> tuple[DictConfig, dict]:

@@ -110,13 +110,22 @@ def process_gone(owner: str) -> bool:
     return process_start(int(pid)) != start
 
 
+def end_run(
+    client: MlflowClient, run_id: str, status: str, error: str | None = None, stop_reason: str | None = None
+) -> None:
+    """End a run: its status first (a run must never stay RUNNING), then why, `stop_reason` last
+    (whoever reads a run with its stop_reason tag reads its whole ending)."""
+    client.set_terminated(run_id, status)
+    if error is not None:
+        client.set_tag(run_id, "error", error[:5000])
+    if stop_reason is not None:
+        client.set_tag(run_id, "stop_reason", stop_reason)
+
+
 def end_killed(client: MlflowClient, run_id: str, why: str) -> None:
-    """End a run whose process died KILLED, saying so (tags stop_reason and error)."""
-    client.set_terminated(run_id, "KILLED")
-    client.set_tag(run_id, "stop_reason", "process_died")
-    client.set_tag(
-        run_id, "error", f"{why}; ended by {this_process()} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    )
+    """End a run whose process died KILLED, saying so (tags error and stop_reason)."""
+    ended_by = f"ended by {this_process()} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    end_run(client, run_id, "KILLED", f"{why}; {ended_by}", "process_died")
 
 
 def end_dead_runs(client: MlflowClient, experiment_id: str) -> None:
@@ -273,11 +282,7 @@ class Runs:
         client, _, run_id = self.open.pop(key)
         if key in self.failed and status == "FINISHED":
             status, error = "FAILED", self.failed[key]
-        client.set_terminated(run_id, status)  # first: a run must never stay RUNNING
-        if error is not None:
-            client.set_tag(run_id, "error", error[:5000])
-        if stop_reason is not None:
-            client.set_tag(run_id, "stop_reason", stop_reason)
+        end_run(client, run_id, status, error, stop_reason)
 
     def end_all(self, why: str) -> None:
         """End KILLED every run still open: the training process ended without ending them."""

@@ -40,11 +40,7 @@ from src.data import Data
 from src.errors import ConfigError
 from src.loop import EpochMetrics, FitResult
 from src.mlflow_sidecar import Sidecar, SidecarError
-from src.mlflow_store import CONFIG_ARTIFACT as CONFIG_ARTIFACT
-from src.mlflow_store import PROCESS_TAG as PROCESS_TAG
-from src.mlflow_store import end_killed as end_killed
-from src.mlflow_store import open_experiment, quiet_migrations, this_process
-from src.mlflow_store import process_start as process_start
+from src.mlflow_store import PROCESS_TAG, end_run, open_experiment, quiet_migrations, this_process
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -602,11 +598,9 @@ class MlflowTracker:
             query = f"tags.`{PROCESS_TAG}` = '{this_process()}' and attributes.status = 'RUNNING'"
             runs = client.search_runs([found.experiment_id], query)
             ids = {r.info.run_id for r in runs if r.info.run_name == self.name}
+        status = "FAILED" if status == "FINISHED" else status
         for run_id in ids:
-            client.set_terminated(str(run_id), "FAILED" if status == "FINISHED" else status)
-            client.set_tag(str(run_id), "error", error or f"SidecarError: {self.sidecar.ended}")
-            if stop_reason is not None:
-                client.set_tag(str(run_id), "stop_reason", stop_reason)
+            end_run(client, str(run_id), status, error or f"SidecarError: {self.sidecar.ended}", stop_reason)
 
 
 def mlflow_env() -> dict[str, str]:

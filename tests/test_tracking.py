@@ -16,7 +16,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from src import compare, tracking
+from src import compare, mlflow_store, tracking
 from src.loop import EpochMetrics
 from src.train import train
 from tests.helpers import all_runs, interrupt_midway, make_config, mlflow_server_on, run_cli
@@ -148,13 +148,13 @@ def test_an_interrupted_run_ends_killed(tmp_path, sig):
 
 def test_opening_a_store_ends_the_runs_of_dead_processes_killed(sqlite_uri):
     gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    dead_owner = f"{socket.gethostname()} {gone.pid} {tracking.process_start(gone.pid)}"
+    dead_owner = f"{socket.gethostname()} {gone.pid} {mlflow_store.process_start(gone.pid)}"
     gone.kill()
     gone.wait()
     client, experiment = tracking.client_and_experiment(sqlite_uri, "descentlab")
     owners = {"dead": dead_owner, "alive": tracking.this_process(), "elsewhere": "other-host 1 123"}
     ids = {
-        name: client.create_run(experiment, tags={tracking.PROCESS_TAG: owner}).info.run_id
+        name: client.create_run(experiment, tags={mlflow_store.PROCESS_TAG: owner}).info.run_id
         for name, owner in owners.items()
     }
     tracking.client_and_experiment(sqlite_uri, "descentlab")  # as the next run or sweep does

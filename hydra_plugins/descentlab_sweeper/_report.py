@@ -16,11 +16,11 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from src import studies
+from src.mlflow_store import end_killed
 from src.tracking import (
     PARENT_RUN_ENV,
     REPEATS_TAG,
     child_runs,
-    end_killed,
     passed_to_jobs,
     run_name,
     tracking_uri,
