@@ -1,5 +1,5 @@
-"""Compare runs from MLflow: a table sorted by best val loss, and the val-loss curves overlaid; and
-the --multirun's parent run (`MultirunParent`, a Hydra callback) that ends with this comparison.
+"""Compare runs from MLflow: a table sorted by best val loss, and the val-loss curves overlaid (what
+a --multirun's parent run, src/sweep/parent.py, ends with), and the config keys two runs differ in.
 
 Runs that differ only in `seed` are repeats of one configuration: the table then shows each group's
 n, mean and 95% t-interval, and the plot each group's mean curve with its band.
@@ -14,44 +14,21 @@ python -m src.compare --diff RUN_A RUN_B       # the config keys whose values di
 from __future__ import annotations
 
 import argparse
-import atexit
 import logging
 import math
 import os
 import re
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from src import signals
-from src.errors import CallbackConfigError, ConfigError
-from src.mlflow_store import CONFIG_ARTIFACT, PROCESS_TAG
-from src.tracking import (
-    PARENT_RUN_ENV,
-    REPEATS_TAG,
-    SQLITE_WRITERS,
-    SWEEP_TAG,
-    SWEPT_ENV,
-    child_runs,
-    client_and_experiment,
-    compare_link,
-    flatten,
-    launch_dir,
-    pass_to_jobs,
-    short_number,
-    source_tags,
-    swept_keys,
-    this_process,
-    tracking_uri,
-    ui_hint,
-    uses_mlflow,
-)
+from src.tracking.names import flatten, short_number
+from src.tracking.store import CONFIG_ARTIFACT, REPEATS_TAG, SWEEP_TAG, child_runs
+from src.tracking.uris import tracking_uri, ui_hint
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -246,7 +223,7 @@ def overlay_figure(
 
 def config_diff(client: MlflowClient, run_a: str, run_b: str) -> list[tuple[str, str, str]]:
     """(key, value in A, value in B) for each key of the runs' resolved configs that differs."""
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import OmegaConf
 
     configs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,115 +234,6 @@ def config_diff(client: MlflowClient, run_a: str, run_b: str) -> list[tuple[str,
             configs.append(flatten(cfg))
     a, b = configs
     return [(k, a.get(k, "-"), b.get(k, "-")) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
-
-
-class MultirunParent(HydraCallback):
-    """The one owner of a --multirun's parent MLflow run: it creates the run before the first job,
-    passes its id to every job (their runs nest under it, tag mlflow.parentRunId), and ends it.
-
-    At the end the parent gets the best child's results, the comparison table and the overlaid
-    curves, and the sweep says where all of it is. If the sweep dies, the parent is ended at exit
-    rather than left RUNNING: KILLED when a signal stopped it, else FAILED. A sweeper may add to
-    the run (the Optuna sweeper records its study there), never create or end it.
-    """
-
-    def __init__(self) -> None:
-        self.client: MlflowClient | None = None
-        self.run_id: str | None = None
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.errors import HydraException
-
-        from src.hpo import check_sweep
-
-        try:
-            check_sweep(config)  # a bad sweep config stops here, before its parent run exists
-        except HydraException as exc:  # Hydra would only warn about a callback's error
-            raise CallbackConfigError(str(exc)) from exc
-        if not uses_mlflow(config):
-            return
-        try:
-            self.uri = tracking_uri(config.tracking.get("uri"))
-            self.client, self.experiment_id = client_and_experiment(self.uri, config.tracking.experiment)
-        except ConfigError:  # Hydra would only warn; the first job says it, in one line, and exits 2
-            self.client = None
-            return
-        self._warn_many_writers(int(config.hydra.sweeper.get("n_jobs") or 1))
-        overrides = " ".join(config.hydra.overrides.task)
-        tags = {SWEEP_TAG: str(config.hydra.sweep.dir), "overrides": overrides, PROCESS_TAG: this_process()}
-        tags |= source_tags()
-        run = self.client.create_run(self.experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
-        self.run_id = run.info.run_id
-        atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
-        params = config.hydra.sweeper.get("params") or {}
-        sweep = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
-        pass_to_jobs(config, {PARENT_RUN_ENV: self.run_id, SWEPT_ENV: ",".join(swept_keys(sweep))})
-
-    def _warn_many_writers(self, writers: int) -> None:
-        if writers > SQLITE_WRITERS and self.uri.startswith("sqlite"):
-            log.warning(
-                "%d parallel jobs will write to one sqlite MLflow store; beyond %d writers prefer "
-                "`mlflow server` (tracking.uri=http://...) or a PostgreSQL store",
-                writers,
-                SQLITE_WRITERS,
-            )
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.client is None or self.run_id is None:
-            return
-        sweep_dir = launch_dir() / str(config.hydra.sweep.dir)  # as typed: relative to the launch dir
-        metric, sort_by = config.tracking.plot_metric, config.tracking.sort_by
-        runs = self._unique_names(sweep_runs(self.client, self.run_id))
-        if runs:
-            self._log_best(child_runs(self.client, self.run_id))
-            print(table(runs, sort_by))
-            png = overlay(self.client, runs, sweep_dir / "compare.png", metric, sort_by)
-            self.client.log_artifact(self.run_id, str(png))
-        print(f"sweep dir:   {sweep_dir}")
-        if runs:
-            print(f"compare.png: {sweep_dir / 'compare.png'}")
-        print(f"parent run:  {self.run_id}")
-        print(f"MLflow UI:   {ui_hint(self.uri, self.experiment_id)}")
-        if runs:
-            ids = [r.info.run_id for r in runs]
-            print(f"compare:     {compare_link(self.uri, self.experiment_id, ids)}")
-        self._end("FINISHED")
-
-    def _unique_names(self, runs: list[Run]) -> list[Run]:
-        """Runs whose values agree to 3 significant digits share a name: number them, in start order."""
-        assert self.client is not None
-        by_name: dict[str, list[Run]] = {}
-        for run in sorted(runs, key=lambda r: r.info.start_time):
-            by_name.setdefault(run.info.run_name, []).append(run)
-        for name, same in by_name.items():
-            for i, run in enumerate(same if len(same) > 1 else [], start=1):
-                self.client.update_run(run.info.run_id, name=f"{name} ({i})")
-        return [self.client.get_run(r.info.run_id) for r in runs] if len(by_name) < len(runs) else runs
-
-    def _log_best(self, children: list[Run]) -> None:
-        """The best child's best_val_loss and test_loss on the parent (so its row is not blank),
-        and its id as tag best_run_id."""
-        from mlflow.entities import Metric, RunTag
-
-        assert self.client is not None and self.run_id is not None
-        scored = [c for c in children if math.isfinite(c.data.metrics.get("best_val_loss", math.nan))]
-        if not scored:
-            return
-        best = min(scored, key=lambda c: c.data.metrics["best_val_loss"])
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, best.data.metrics.get(k, math.nan), now, 0) for k in ("best_val_loss", "test_loss")
-        ]
-        self.client.log_batch(
-            self.run_id,
-            metrics=[m for m in metrics if math.isfinite(m.value)],
-            tags=[RunTag("best_run_id", best.info.run_id), RunTag("best_run", best.info.run_name)],
-        )
-
-    def _end(self, status: str) -> None:
-        if self.client is not None and self.run_id is not None:
-            self.client.set_terminated(self.run_id, status)
-            self.run_id = None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""The errors a user's input can cause, apart from the schemas (src/config.py), so that any layer can
+"""The errors a user's input can cause, apart from the schemas (src/config/__init__.py), so that any layer can
 raise them without importing the config: each is reported as one line and exit 2 (src/cli.py)."""
 
 from __future__ import annotations

@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src import inference
 from src.config import Config, register
+from src.estimation import inference
 from src.loop import evaluate
-from src.mlflow_store import CONFIG_ARTIFACT
-from src.tracking import MODEL_ARTIFACT, tracking_uri
+from src.tracking.store import CONFIG_ARTIFACT
+from src.tracking.tracker import MODEL_ARTIFACT
+from src.tracking.uris import tracking_uri
 
 
 def load_run(run_id: str, uri: str | None = None) -> tuple[DictConfig, dict]:

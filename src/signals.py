@@ -6,7 +6,7 @@ ignored in ..." and the interrupt is gone. So the first signal only records a `S
 its reason, and code checks it where stopping is safe:
 
 - the training loop after each step and after each evaluation: it finishes the step, writes its
-  snapshot and raises `Stopped` (src/loop.py);
+  snapshot and raises `Stopped` (src/loop/loop.py);
 - a run before and after each stage outside training (setup, MLflow, teardown), and `cli.run`
   before and after the job: `request.check()` raises `Stopped`, the run's MLflow run ends KILLED
   and the process exits with status 130.

@@ -12,7 +12,7 @@ if __name__ == "__main__":  # first: a signal during the imports below (seconds)
     signals.install(at_once=True)
     import sys
 
-    from src.mlflow_sidecar import Sidecar
+    from src.tracking.sidecar import Sidecar
 
     Sidecar.prestart(sys.argv[1:])  # MLflow's imports in its own process, beside torch's here
 
@@ -30,15 +30,18 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import checkpoint, cli, config, hpo, inference, reference
+from src import cli, config
+from src.config.schemas import Interval
 from src.data import Data, check_fit
 from src.errors import ConfigError
-from src.fast_step import skip_compile_guards
-from src.loop import Callback, FitResult, Progress, fit
-from src.run import Run
+from src.estimation import inference, reference
+from src.jobs import hydra_context
+from src.loop import Callback, FitResult, Progress, checkpoint, fit
+from src.loop.fast_step import skip_compile_guards
+from src.loop.training import Run
 from src.schedules import robbins_monro_verdict
-from src.schemas import Interval
-from src.tracking import hydra_context
+from src.sweep import trial as hpo
+from src.tracking.uris import tracking_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,7 +167,7 @@ def resumed(
     resume = cfg.resume or checkpoint.requeued_snapshot(run_dir)
     if not resume:
         return cfg, None, tags
-    uri = cfg.tracking.get("uri")
+    uri = tracking_uri(cfg.tracking.get("uri"))
     source = checkpoint.locate(str(resume), checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
     state = checkpoint.load(source)
     cfg = checkpoint.resumed_config(state, cfg, overrides, config.Config)
@@ -174,7 +177,9 @@ def resumed(
 def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
     """`warm_start=<run dir or run id>`: begin from that run's final parameters."""
     try:
-        model.load_state_dict(checkpoint.warm_start_parameters(cfg.warm_start, cfg.tracking.get("uri")))
+        model.load_state_dict(
+            checkpoint.warm_start_parameters(cfg.warm_start, tracking_uri(cfg.tracking.get("uri")))
+        )
     except RuntimeError as exc:  # other parameter names or shapes
         reason = str(exc).strip().splitlines()[-1].strip()
         message = f"warm_start={cfg.warm_start}: its parameters do not fit this model: {reason}"

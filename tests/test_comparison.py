@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from src import compare
-from src.tracking import run_name, short_number
+from src.tracking.names import run_name, short_number
 from src.train import train
 from tests.helpers import all_runs, make_config, run_cli
 

@@ -1,4 +1,4 @@
-"""The rule vocabulary behind the config schemas (src/rules.py) and how the schemas use it.
+"""The rule vocabulary behind the config schemas (src/config/rules.py) and how the schemas use it.
 
 The messages users see are in tests/test_bad_input.py; here, what each kind of rule accepts."""
 
@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from src import schemas
+from src.config import schemas
+from src.config.rules import bound, check, one_of
 from src.errors import ConfigError
-from src.rules import bound, check, one_of
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from src.loop import EpochMetrics, FitResult, evaluate, fit
+from src.loop.training import Run
 from src.models import LinearRegression
-from src.run import Run
 from src.train import CONF, build
 from tests.helpers import all_runs
 

@@ -1,4 +1,4 @@
-"""src/fast_step.py: torch.optim's SGD and Adam update, bitwise, without Optimizer.step's overhead.
+"""src/loop/fast_step.py: torch.optim's SGD and Adam update, bitwise, without Optimizer.step's overhead.
 
 The reference is torch.optim itself, stepped on an identical copy of the parameters."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from src.fast_step import fast_step
+from src.loop.fast_step import fast_step
 
 CASES: list[tuple[type[torch.optim.Optimizer], dict[str, Any]]] = [
     (torch.optim.SGD, {"lr": 0.1}),
@@ -104,7 +104,7 @@ def test_a_run_never_imports_dynamo_and_resumes_from_its_state() -> None:
 import sys
 from src.train import build, compose
 from src.loop import fit
-from src import checkpoint
+from src.loop import checkpoint
 cfg = compose("tracking=none", "optimizer=adam", "trainer.max_epochs=3", "trainer.progress=false",
               "trainer.checkpoint_every=1")
 run = build(cfg)

@@ -13,11 +13,11 @@ import statsmodels.api as sm
 import torch
 from statsmodels.datasets import fair, longley, spector
 
-from src import inference
 from src.config import Cov
 from src.data import split_sizes
+from src.estimation import inference
 from src.loop import EpochMetrics, Progress, fit, should_stop
-from src.run import Run
+from src.loop.training import Run
 from src.train import build
 from tests.helpers import all_runs, make_config, run_cli
 

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from src.loop import fit
+from src.loop.training import Run
 from src.models import LinearRegression
-from src.run import Run
 from src.train import build
 
 FULL_BATCH = (

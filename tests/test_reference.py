@@ -12,10 +12,10 @@ import torch
 from scipy.optimize import minimize
 from torch.nn.utils import parameters_to_vector
 
+from src.estimation.reference import least_squares, logistic_mle
 from src.loop import EpochMetrics, FitResult, fit
+from src.loop.training import Run
 from src.models import LogisticRegression
-from src.reference import least_squares, logistic_mle
-from src.run import Run
 from src.train import CONF, build, train
 
 

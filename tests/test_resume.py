@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from src import checkpoint
+from src.loop import checkpoint
 from src.models import LinearRegression
 from src.signals import Stopped
 from src.train import build, load_warm_start, train
@@ -138,7 +138,7 @@ def test_a_full_batch_run_stopped_right_after_its_step_resumes_identically(quiet
 
 
 def test_a_requeued_slurm_job_finds_the_snapshot_in_its_run_dir(tmp_path, monkeypatch):
-    from src.checkpoint import SNAPSHOT, requeued_snapshot
+    from src.loop.checkpoint import SNAPSHOT, requeued_snapshot
 
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     (tmp_path / SNAPSHOT).write_bytes(b"")

@@ -1,4 +1,4 @@
-"""MLflow's sidecar process (src/mlflow_sidecar.py): the training process never imports MLflow, every
+"""MLflow's sidecar process (src/tracking/sidecar.py): the training process never imports MLflow, every
 write is done when a run returns, its errors end the run FAILED, and no run outlives its process."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import TypeVar
 import pytest
 from mlflow.tracking import MlflowClient
 
-from src.mlflow_sidecar import MlflowError, Sidecar
 from src.signals import REASONS
-from src.tracking import MlflowTracker
+from src.tracking.sidecar import MlflowError, Sidecar
+from src.tracking.tracker import MlflowTracker
 from tests.helpers import all_runs, cli_env, make_config, run_cli
 
 T = TypeVar("T")

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from src import checkpoint, signals
-from src.loop import fit
+from src import signals
+from src.loop import checkpoint, fit
 from src.signals import Stopped
-from src.tracking import MlflowTracker
+from src.tracking.tracker import MlflowTracker
 from src.train import build, train
 from tests.helpers import all_runs, cli_env, make_config
 

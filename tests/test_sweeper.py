@@ -384,7 +384,7 @@ def test_bad_sweep_configs_are_one_line_errors(args, line):
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    from src.hpo import check_sweep
+    from src.sweep.trial import check_sweep
 
     sweeps = [a for a in args if a.startswith("optimizer.lr=")]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
@@ -610,7 +610,7 @@ def test_the_lecture_sweep_searches_the_w_and_b_space_with_hyperband(cli, tmp_pa
 
 @pytest.mark.slow
 def test_the_optimizer_choice_sweep_gives_each_optimizer_its_own_lr_range(cli, tmp_path):
-    from src.sweeps import LR_RANGES
+    from src.sweep.spaces import LR_RANGES
 
     proc = cli(
         "--multirun", "+experiment=optimizer_sweep", "hydra.sweeper.n_trials=4", "trainer.max_epochs=3"

@@ -16,8 +16,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from src import compare, mlflow_store, tracking
+from src import compare, jobs, tracking
 from src.loop import EpochMetrics
+from src.tracking import store as mlflow_store
 from src.train import train
 from tests.helpers import all_runs, interrupt_midway, make_config, mlflow_server_on, run_cli
 
@@ -152,7 +153,7 @@ def test_opening_a_store_ends_the_runs_of_dead_processes_killed(sqlite_uri):
     gone.kill()
     gone.wait()
     client, experiment = tracking.client_and_experiment(sqlite_uri, "descentlab")
-    owners = {"dead": dead_owner, "alive": tracking.this_process(), "elsewhere": "other-host 1 123"}
+    owners = {"dead": dead_owner, "alive": mlflow_store.this_process(), "elsewhere": "other-host 1 123"}
     ids = {
         name: client.create_run(experiment, tags={mlflow_store.PROCESS_TAG: owner}).info.run_id
         for name, owner in owners.items()
@@ -288,22 +289,20 @@ def test_a_multiruns_values_reach_each_job_through_hydra_and_a_jobs_own_win():
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         multirun = compose("config", return_hydra_config=True)
-        tracking.pass_to_jobs(
-            multirun, {tracking.PARENT_RUN_ENV: "abc123", tracking.SWEPT_ENV: "optimizer,lr"}
-        )
-        assert tracking.passed_to_jobs(multirun) == {
-            tracking.PARENT_RUN_ENV: "abc123",
-            tracking.SWEPT_ENV: "optimizer,lr",  # a comma, quoted: not a sweep
+        jobs.pass_to_jobs(multirun, {jobs.PARENT_RUN_ENV: "abc123", jobs.SWEPT_ENV: "optimizer,lr"})
+        assert jobs.passed_to_jobs(multirun) == {
+            jobs.PARENT_RUN_ENV: "abc123",
+            jobs.SWEPT_ENV: "optimizer,lr",  # a comma, quoted: not a sweep
         }
         hydra_overrides = list(multirun.hydra.overrides.hydra)
         job = compose("config", overrides=hydra_overrides, return_hydra_config=True)
         trial = compose(
             "config",
-            overrides=[*hydra_overrides, f"++hydra.job.env_set.{tracking.PARENT_RUN_ENV}=trial9"],
+            overrides=[*hydra_overrides, f"++hydra.job.env_set.{jobs.PARENT_RUN_ENV}=trial9"],
             return_hydra_config=True,
         )
-    assert job.hydra.job.env_set[tracking.PARENT_RUN_ENV] == "abc123"
-    assert job.hydra.job.env_set[tracking.SWEPT_ENV] == "optimizer,lr"
-    assert trial.hydra.job.env_set[tracking.PARENT_RUN_ENV] == "trial9"
+    assert job.hydra.job.env_set[jobs.PARENT_RUN_ENV] == "abc123"
+    assert job.hydra.job.env_set[jobs.SWEPT_ENV] == "optimizer,lr"
+    assert trial.hydra.job.env_set[jobs.PARENT_RUN_ENV] == "trial9"
     with pytest.raises(ValueError, match="no quotes"):
-        tracking.pass_to_jobs(multirun, {"X": "it's"})
+        jobs.pass_to_jobs(multirun, {"X": "it's"})

@@ -7,7 +7,7 @@ Hydra's submitit launcher, with what a cluster needs:
   loop finishes its step and writes its snapshot, and the MLflow run ends resumable; then, outside
   any signal handler, submitit's checkpoint/requeue puts the same job back in the queue (a time
   limit counts against `max_num_timeout`; past it the trial fails with that reason). The requeued
-  job finds the snapshot in its run dir (`src.checkpoint.requeued_snapshot`) and continues the same
+  job finds the snapshot in its run dir (`src.loop.checkpoint.requeued_snapshot`) and continues the same
   MLflow run and the same Optuna trial. (submitit's own handler requeues, or raises, from inside the
   signal handler, i.e. into whatever the job happens to be doing.)
 - **Limits checked up front**: a `timeout_min` that leaves under a minute before the warning is refused.
@@ -72,7 +72,7 @@ class Launcher(SlurmLauncher):
     @classmethod
     def check_config(cls, config: DictConfig) -> None:
         """The launcher's limits, before a sweep logs anything (for a Hydra callback, which finds
-        this method on the class: src.compare.MultirunParent)."""
+        this method on the class: src.sweep.parent.MultirunParent)."""
         check_limits(int(config.hydra.launcher.timeout_min), int(config.hydra.launcher.signal_delay_s))
 
     def setup(self, **kwargs: Any) -> None:

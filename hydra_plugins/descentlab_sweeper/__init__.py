@@ -2,7 +2,7 @@
 successor to hydra-optuna-sweeper, reading its configs) or `hydra/sweeper=descentlab_optuna` (the
 same, with Hydra's exclusive `range` stop).
 
-It uses small public pieces of the app (src.hpo: how a job finds its trial; src.studies, src.tracking,
-src.signals); the app never imports it: they meet through Hydra (the sweeper's overrides and
-`hydra.job.env_set`, the job's return value, Hydra's callbacks).
+It uses small public pieces of the app (src.sweep.trial: how a job finds its trial;
+src.sweep.studies, src.tracking, src.signals); the app never imports it: they meet through Hydra
+(the sweeper's overrides and `hydra.job.env_set`, the job's return value, Hydra's callbacks).
 """

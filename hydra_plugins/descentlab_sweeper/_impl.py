@@ -32,8 +32,10 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from src import hpo, signals, studies
-from src.tracking import ENV_SET, SWEPT_ENV
+from src import signals
+from src.jobs import ENV_SET, SWEPT_ENV
+from src.sweep import studies
+from src.sweep import trial as hpo
 
 from . import _repeats, _report, _space, _storage, _warm
 from .config import UPSTREAM_NAME, upstream_installed

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from hydra.errors import HydraException
 
-from src import studies
+from src.sweep import studies
 
 from . import _objectives, _space, _warm
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import Trial, TrialState
 
-from src import hpo
-from src.tracking import ENV_SET, PARENT_RUN_ENV
+from src.jobs import ENV_SET, PARENT_RUN_ENV
+from src.sweep import trial as hpo
 
 if TYPE_CHECKING:
     from ._impl import Sweep

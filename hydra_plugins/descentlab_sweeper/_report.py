@@ -15,17 +15,12 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from src import studies
-from src.mlflow_store import end_killed
-from src.tracking import (
-    PARENT_RUN_ENV,
-    REPEATS_TAG,
-    child_runs,
-    passed_to_jobs,
-    run_name,
-    tracking_uri,
-    uses_mlflow,
-)
+from src.jobs import PARENT_RUN_ENV, passed_to_jobs
+from src.sweep import studies
+from src.tracking.names import run_name
+from src.tracking.store import REPEATS_TAG, child_runs, end_killed
+from src.tracking.tracker import uses_mlflow
+from src.tracking.uris import tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +125,7 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
 class StudyRuns:
     """The study on the sweep's MLflow parent run, and the trials' runs under it.
 
-    The parent run belongs to src.compare.MultirunParent (a Hydra callback): it creates the run
+    The parent run belongs to src.sweep.parent.MultirunParent (a Hydra callback): it creates the run
     before the sweep, passes its id to the jobs (`hydra.job.env_set`, which this reads back from the
     sweep's config) and ends it. The sweeper only adds to it: the study's name, settings, counts and
     plots, the trials' states, and with repeats each trial's own run. Nothing happens without a

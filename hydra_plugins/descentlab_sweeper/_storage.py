@@ -1,4 +1,5 @@
-"""The lock that lets several processes share one study's budget (where a study lives: src/studies.py)."""
+"""The lock that lets several processes share one study's budget (where a study lives:
+src/sweep/studies.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from filelock import FileLock
 from optuna.storages import BaseStorage, RDBStorage
 from sqlalchemy import text
 
-from src.studies import redact
+from src.sweep.studies import redact
 
 log = logging.getLogger(__name__)
 

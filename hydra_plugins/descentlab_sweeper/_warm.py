@@ -13,7 +13,7 @@ from hydra.errors import HydraException
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from src import studies
+from src.sweep import studies
 
 from . import _space
 

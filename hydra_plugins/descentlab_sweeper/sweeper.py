@@ -68,7 +68,7 @@ class DescentlabOptunaSweeper(Sweeper):
     @classmethod
     def check_config(cls, config: DictConfig) -> None:
         """Check a composed config's sweep before the sweep starts, for a Hydra callback that would
-        log something first (src.compare.MultirunParent, which finds this method on the class)."""
+        log something first (src.sweep.parent.MultirunParent, which finds this method on the class)."""
         from hydra.utils import instantiate
 
         sweeper = instantiate(config.hydra.sweeper)

@@ -8,10 +8,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from src.config.schemas import PRECONDITIONERS
 from src.errors import ConfigError
 from src.optim.hessian import assign, flat, gradient_and_hessian
-
-PRECONDITIONERS = ("identity", "jacobi", "inverse_hessian", "diagonal")  # the choices of C below
 
 
 class Preconditioned(Optimizer):

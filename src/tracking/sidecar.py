@@ -6,7 +6,7 @@ training process's end: `send` sends a call and goes on, `ask` sends one whose v
 `Future`), `barrier()` waits until every call sent is done and raises the first error one met. The
 calls run in the order they were sent, so a write sent after a snapshot lands after it.
 
-`serve()` is the other end (`python -m src.mlflow_sidecar`), running src/mlflow_store.py's `Runs`.
+`serve()` is the other end (`python -m src.tracking.sidecar`), running src/tracking/store.py's `Runs`.
 It starts in a session of its own and ignores the signals that stop training (SIGINT, SIGTERM, and
 SLURM's SIGUSR2, which reaches every process of a job): they are for the training process, which
 decides what they mean and ends its runs. When the training process closes the pipe
@@ -88,10 +88,10 @@ class Sidecar:
 
     def __init__(self, warm: Sequence[str] = ()) -> None:
         self.pid = os.getpid()
-        root = str(Path(__file__).resolve().parents[1])  # the same src/ as this process's
+        root = str(Path(__file__).resolve().parents[2])  # the same src/ as this process's
         pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "src.mlflow_sidecar", *warm],
+            [sys.executable, "-m", "src.tracking.sidecar", *warm],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": pythonpath},
@@ -194,7 +194,7 @@ def serve() -> None:
         os.nice(5)  # on a busy machine, training comes first
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print from a library must not corrupt the replies
-    from src import mlflow_store
+    from src.tracking import store as mlflow_store
 
     mlflow_store.quiet_migrations()
     import mlflow.tracking  # noqa: F401  # while the training process imports torch
@@ -224,7 +224,7 @@ def serve() -> None:
     os._exit(0)
 
 
-if __name__ == "__main__":  # run as src.mlflow_sidecar, so that its errors unpickle as that module's
-    from src import mlflow_sidecar
+if __name__ == "__main__":  # run as src.tracking.sidecar, so that its errors unpickle as that module's
+    from src.tracking import sidecar as mlflow_sidecar
 
     mlflow_sidecar.serve()

@@ -14,7 +14,6 @@ another code path, hooks, non-CPU tensors) gets `optimizer.step` itself.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 
@@ -22,19 +21,9 @@ import torch
 from torch import Tensor
 from torch.optim import optimizer as torch_optimizer
 
+from src.models import scalar
+
 Step = Callable[[], object]
-
-
-@functools.cache
-def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.tensor(value, dtype=dtype, device=device)
-
-
-def scalar(value: float, like: Tensor) -> Tensor:
-    """`value` as a 0-dim tensor of `like`'s dtype, made once. `t.mul_(tensor)` takes a third of
-    the time of `t.mul_(float)`, which wraps the Python number in a new tensor on every call, and
-    gives the same result: a float scalar is cast to the tensor's dtype either way."""
-    return _scalar(value, like.dtype, like.device)
 
 
 def _sgd(opt: torch.optim.SGD) -> None:

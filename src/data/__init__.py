@@ -44,7 +44,7 @@ class Split:
 @dataclass(frozen=True)
 class Standardization:
     """X = (X_data − mean) / std column by column, from the training split (the intercept: 0 and 1):
-    what maps estimates back to the data's own units (src/inference.py)."""
+    what maps estimates back to the data's own units (src/estimation/inference.py)."""
 
     mean: Tensor  # float64, one per column of X
     std: Tensor

@@ -1,6 +1,6 @@
 """`Run`: everything one training run needs, built from a config by `src.train.build`.
 
-It is the contract between `build`, the loop (`src.loop.fit`), snapshots (`src.checkpoint`) and
+It is the contract between `build`, the loop (`src.loop.fit`), snapshots (`src.loop.checkpoint`) and
 `src.evaluate`: typed, so mypy checks every use. Frozen: the parts are replaced by building again,
 while their state (parameters, optimizer moments, RNG) changes as training goes.
 """
@@ -17,9 +17,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from src.config import Sampling, TrainerConf
+from src.config.schemas import Interval
 from src.data import Data
-from src.reference import Reference
-from src.schemas import Interval
+from src.estimation.reference import Reference
 from src.signals import StopRequest
 
 

@@ -1,4 +1,4 @@
-"""Where an Optuna study lives and how to open it: read by the sweeper and by each job (src/hpo.py).
+"""Where an Optuna study lives and how to open it: read by the sweeper and by each job (src/sweep/trial.py).
 
 `storage: null` is Optuna's JournalStorage in `<launch dir>/multirun/optuna.journal`: a fixed place,
 so the same command run again finds its study, and a journal file is made for several local

@@ -18,10 +18,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from src.config import Sampling, TrainerConf
+from src.config.schemas import Interval
 from src.data import Data, Split
-from src.fast_step import fast_step
-from src.run import Model, Run
-from src.schemas import Interval
+from src.loop.fast_step import fast_step
+from src.loop.training import Model, Run
 
 FAILED_STOPS = ("diverged", "non_finite")  # stop reasons of a run that failed, not converged
 
@@ -64,7 +64,7 @@ class FitResult:
 @dataclass
 class Progress:
     """Where training stands. With the model, optimizer, scheduler and RNG states it makes a
-    snapshot from which training continues bitwise-identically (src/checkpoint.py)."""
+    snapshot from which training continues bitwise-identically (src/loop/checkpoint.py)."""
 
     epoch: int = 0  # epochs completed
     best_val: float = math.inf

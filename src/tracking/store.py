@@ -1,7 +1,7 @@
 """MLflow work that needs no torch: opening a store, ending the runs of dead processes, the loss
 curve, and `Runs`, what a training run asks of MLflow, built into MLflow's entities from plain data.
 
-A training run's `Runs` lives in its MLflow sidecar process (src/mlflow_sidecar.py), which imports
+A training run's `Runs` lives in its MLflow sidecar process (src/tracking/sidecar.py), which imports
 this module and MLflow, never torch; a sweep's parent run and the Optuna plugin use the functions here
 in their own process. This module imports only the standard library at load time.
 """
@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 PROCESS_TAG = "descentlab.process"  # "host pid start" of the process running the run
 LOGGED_MODEL = "descentlab-model"  # the run's model in MLflow's Models column and tab
 CONFIG_ARTIFACT = "config.yaml"
+SWEEP_TAG = "descentlab.sweep_dir"  # on a sweep's parent run
+REPEATS_TAG = "descentlab.repeats"  # on an Optuna trial's run whose seeds are its children
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 log = logging.getLogger(__name__)
@@ -290,3 +293,10 @@ class Runs:
             with contextlib.suppress(Exception):
                 end_killed(client, run_id, why)
             del self.open[key]
+
+
+def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
+    """The runs nested directly under `parent_id` (tag mlflow.parentRunId)."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    query = f"tags.mlflow.parentRunId = '{parent_id}'"
+    return list(client.search_runs([experiment_id], query, max_results=10_000))

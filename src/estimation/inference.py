@@ -37,8 +37,8 @@ from torch.nn.utils import parameters_to_vector
 from src.config import Cov
 from src.data import Data
 from src.errors import ConfigError
+from src.estimation.reference import Reference, design
 from src.models import LinearRegression, LogisticRegression
-from src.reference import Reference, design
 
 Columns = dict[str, list[Any]]  # a table: column name → its values, row by row (no pandas: startup time)
 

@@ -1,10 +1,10 @@
 """What each choice of a config group accepts: optimizer, schedule, data, model and tracking.
 
-Each choice's schema is a dataclass declared with `@schema(group, name)`, which src/config.py's
+Each choice's schema is a dataclass declared with `@schema(group, name)`, which src/config/__init__.py's
 `register` stores in ConfigStore group `schema/<group>`; the YAML for a choice pulls it in with
 `defaults: [/schema/<group>/<name>@_here_, _self_]`, so Hydra refuses a misspelt key or a wrong type
 at compose time, naming the key. Value rules sit next to each field (`checked(default, rule, ...)`),
-rules between fields in the schema's `relations` (src/rules.py); config.validate checks them.
+rules between fields in the schema's `relations` (src/config/rules.py); config.validate checks them.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from typing import TypeVar, dataclass_transform
 
 from omegaconf import MISSING
 
-from src.optim.preconditioned import PRECONDITIONERS
-from src.rules import Checked, Rule, bound, checked, one_of
+from src.config.rules import Checked, Rule, bound, checked, one_of
 
 T = TypeVar("T")
 
 
 SCHEMAS: dict[str, dict[str, type]] = {}  # config group → choice → its schema (register stores them)
+
+
+PRECONDITIONERS = ("identity", "jacobi", "inverse_hessian", "diagonal")  # optimizer=preconditioned's C
 
 
 @dataclass_transform(field_specifiers=(field,))

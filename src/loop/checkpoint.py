@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
 from src.loop import EpochMetrics, Progress
-from src.run import Run
+from src.loop.training import Run
 
 FORMAT = 1  # bump when the snapshot's layout changes
 SNAPSHOT = "snapshot.pt"  # in the run dir
@@ -102,8 +102,9 @@ def requeued_snapshot(run_dir: Path | None) -> Path | None:
     return run_dir if (run_dir / SNAPSHOT).is_file() else None
 
 
-def locate(source: str, filename: str, artifact: str, uri: str | None, key: str) -> Path:
-    """`source` is a run dir holding `filename`, or an MLflow run id with `artifact` logged."""
+def locate(source: str, filename: str, artifact: str, uri: str, key: str) -> Path:
+    """`source` is a run dir holding `filename`, or an MLflow run id with `artifact` logged in the
+    store at `uri` (resolved: src.tracking.uris.tracking_uri)."""
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / filename).is_file():
@@ -114,11 +115,9 @@ def locate(source: str, filename: str, artifact: str, uri: str | None, key: str)
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from src.tracking import tracking_uri
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        return Path(download_artifacts(run_id=source, artifact_path=artifact, tracking_uri=tracking_uri(uri)))
+        return Path(download_artifacts(run_id=source, artifact_path=artifact, tracking_uri=uri))
     except MlflowException as exc:
         first = str(exc).splitlines()[0]
         raise SnapshotError(
@@ -160,7 +159,7 @@ def resumed_config(
     return cfg
 
 
-def warm_start_parameters(source: str, uri: str | None) -> dict[str, torch.Tensor]:
+def warm_start_parameters(source: str, uri: str) -> dict[str, torch.Tensor]:
     """The final parameters of another run: its model.pt, or the best ones in its snapshot."""
     path = Path(source).expanduser()
     if path.is_dir() and not (path / "model.pt").is_file():

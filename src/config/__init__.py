@@ -1,10 +1,10 @@
 """The run's config: its top-level keys and settings (trainer, regularization, inference), the checks
 of a composed config, and its registration with Hydra.
 
-Hydra merges conf/config.yaml onto `Config` and each group's YAML onto its schema (src/schemas.py),
+Hydra merges conf/config.yaml onto `Config` and each group's YAML onto its schema (src/config/schemas.py),
 so a misspelt key or a wrong type fails at compose time, naming the key. Value rules (lr > 0,
 proportions that leave a test split, ...) sit next to each field (`checked(default, rule, ...)`,
-src/rules.py); `validate` checks them all before anything is built or logged.
+src/config/rules.py); `validate` checks them all before anything is built or logged.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from src.rules import Checked, Rule, bound, check, checked, numbers, require
-from src.schemas import SCHEMAS, TableDataConf
+from src.config.rules import Checked, Rule, bound, check, checked, numbers, require
+from src.config.schemas import SCHEMAS, TableDataConf
 
 
 # --------------------------------------------------------------------------------------- trainer
@@ -48,11 +48,11 @@ class TrainerConf(Checked):
     # null: the whole training split is one batch (gradient descent)
     batch_size: int | None = checked(32, bound(">= 1", ", or null for the full training split"))
     sampling: Sampling = Sampling.shuffle
-    # Early stopping on val_loss, with the lecture's Lightning defaults, made scale-free (src/loop.py:
+    # Early stopping on val_loss, with the lecture's Lightning defaults, made scale-free (src/loop/loop.py:
     # should_stop): the thresholds are relative, so data in dollars behave as standardized data do.
     patience: int = checked(50, bound(">= 1"))
     min_delta: float = checked(0.0, bound(">= 0"))
-    # converged: L − L* below it × |L*| (src/loop.py)
+    # converged: L − L* below it × |L*| (src/loop/loop.py)
     stopping_threshold: float | None = checked(1e-8, bound(">= 0", " or null"))
     # diverged: monitored loss above it × the starting loss
     divergence_threshold: float | None = checked(1e5, bound("> 0", " or null"))
@@ -74,7 +74,7 @@ class TrainerConf(Checked):
 
 # ------------------------------------------------------------------------------------- inference
 class Cov(Enum):
-    """The covariance behind the standard errors, as statsmodels names them (src/inference.py)."""
+    """The covariance behind the standard errors, as statsmodels names them (src/estimation/inference.py)."""
 
     classical = "classical"  # OLS: s²(X'X)⁻¹, s² = e'e / (n − k); logit: inverse observed information
     HC0 = "HC0"  # White's sandwich
@@ -130,7 +130,7 @@ class Config:
     tracking: Any = MISSING
 
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization", "inference")
 
 

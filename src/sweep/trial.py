@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig
 
+from src.jobs import job_env
 from src.loop import EpochMetrics, FitResult, StopTraining
-from src.tracking import job_env
 
 if TYPE_CHECKING:
     import optuna
@@ -141,7 +141,7 @@ def current_trial() -> optuna.Trial | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from src import studies
+    from src.sweep import studies
 
     hydra = HydraConfig.get()
     study = optuna.load_study(
