@@ -138,7 +138,10 @@ DIAGRAM_START, DIAGRAM_END = (
 
 
 def package_of(module: str) -> str:
-    """The declared package a module belongs to (the longest prefix in LAYERS), or the module."""
+    """The declared package a module belongs to (the longest prefix in LAYERS; a plugin's package),
+    or the module itself."""
+    if module.startswith("hydra_plugins."):
+        return ".".join(module.split(".")[:2])
     declared = [p for _, packages in LAYERS for p in packages]
     found = [p for p in declared if module == p or module.startswith(f"{p}.")]
     return max(found, key=len) if found else module
