@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from enum import Enum
 from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.config.schemas import Activation
 from src.errors import ConfigError
 
 
@@ -105,15 +105,6 @@ class LogisticRegression(LinearRegression):
             )
 
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "sigmoid": nn.Sigmoid,
-    "silu": nn.SiLU,
-}
-
-
 class MLP(nn.Module):
     """f(x) = W_K a(… a(W_1 x + b_1) …) + b_K, loss the mean squared error. Not convex in its
     parameters, so it has no exact reference (no opt_gap)."""
@@ -122,11 +113,13 @@ class MLP(nn.Module):
         self,
         in_features: int,
         hidden: Sequence[int] = (32, 32),
-        activation: str | Enum = "tanh",
+        activation: str | Activation = "tanh",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        act = ACTIVATIONS[activation.value if isinstance(activation, Enum) else activation]
+        act: type[nn.Module] = getattr(
+            nn, Activation[activation].value if isinstance(activation, str) else activation.value
+        )
         sizes = [in_features, *hidden, 1]
         layers: list[nn.Module] = []
         for fan_in, fan_out in pairwise(sizes):

@@ -38,7 +38,7 @@ from src.estimation import inference, reference
 from src.jobs import hydra_context
 from src.loop import Callback, FitResult, Progress, checkpoint, fit
 from src.loop.fast_step import skip_compile_guards
-from src.loop.training import Run
+from src.loop.training import Training
 from src.schedules import robbins_monro_verdict
 from src.sweep import trial as hpo
 from src.tracking.uris import tracking_uri
@@ -75,7 +75,7 @@ def checked(group: str, make: Callable[[], T]) -> T:
         raise ConfigError(f"{group}: {str(exc).strip().splitlines()[0]}") from exc
 
 
-def build(cfg: DictConfig) -> Run:
+def build(cfg: DictConfig) -> Training:
     """Everything a run needs, from a composed and validated config; nothing is logged yet."""
     config.validate(cfg)
     trainer: config.TrainerConf = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
@@ -96,7 +96,7 @@ def build(cfg: DictConfig) -> Run:
     skip_compile_guards()  # descentlab never compiles: no torch._dynamo import (≈1.8 s) for nothing
     optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
     schedule = {key: value for key, value in cfg.schedule.items() if key != "interval"}
-    return Run(
+    return Training(
         model=model,
         optimizer=optimizer,
         scheduler=checked("schedule", lambda: instantiate(schedule)(optimizer)),
@@ -186,7 +186,7 @@ def load_warm_start(cfg: DictConfig, model: torch.nn.Module) -> None:
         raise ConfigError(message) from exc
 
 
-def step_size_check(run: Run) -> dict[str, str]:
+def step_size_check(run: Training) -> dict[str, str]:
     """Whether η_t meets the Robbins–Monro conditions, logged and as tags: only where the gradients
     are noisy (minibatches, or rows drawn with replacement); full-batch GD, Newton and L-BFGS have
     no noise for a decaying η_t to average out."""
@@ -201,7 +201,7 @@ def step_size_check(run: Run) -> dict[str, str]:
 def train(
     cfg: DictConfig, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
 ) -> FitResult:
-    """One run. It owns its stop request (`Run.stop`, src/signals.py): a signal is honoured at the
+    """One run. It owns its stop request (`Training.stop`, src/signals.py): a signal is honoured at the
     first step, after each step and evaluation, and between the stages around training; MLflow's run
     ends KILLED. A signal while the run is set up is carried into it."""
     signals.check()
@@ -214,7 +214,7 @@ def train(
 
 def _train(
     cfg: DictConfig,
-    run: Run,
+    run: Training,
     state: dict[str, Any] | None,
     callbacks: Sequence[Callback],
     tags: dict[str, str],

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from src.loop import EpochMetrics, FitResult, evaluate, fit
-from src.loop.training import Run
+from src.loop.training import Training
 from src.models import LinearRegression
 from src.train import CONF, build
 from tests.helpers import all_runs
@@ -37,7 +37,7 @@ def grid(lesson: str, seeds: bool = True) -> list[tuple[str, ...]]:
     return list(itertools.product(*axes))
 
 
-def run_lesson(lesson: str) -> dict[str, tuple[Run, FitResult]]:
+def run_lesson(lesson: str) -> dict[str, tuple[Training, FitResult]]:
     """Train every grid point; keyed by its overrides, e.g. 'data.condition_number=100.0 optimizer=gd'."""
     out = {}
     for point in grid(lesson, seeds=False):

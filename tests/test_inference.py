@@ -17,7 +17,7 @@ from src.config import Cov
 from src.data import split_sizes
 from src.estimation import inference
 from src.loop import EpochMetrics, Progress, fit, should_stop
-from src.loop.training import Run
+from src.loop.training import Training
 from src.train import build
 from tests.helpers import all_runs, make_config, run_cli
 
@@ -27,7 +27,7 @@ FULL_SAMPLE = ("data.train_prop=1.0", "data.val_prop=0.0", "trainer.dtype=float6
 TO_ROUNDING = "trainer.stopping_threshold=1e-15"
 
 
-def fitted(*overrides: str, stopping: str = TO_ROUNDING) -> tuple[Run, inference.Estimates]:
+def fitted(*overrides: str, stopping: str = TO_ROUNDING) -> tuple[Training, inference.Estimates]:
     """A full-sample float64 fit of the config and its table (cov: the config's)."""
     cfg = make_config("tracking=none", "trainer.progress=false", *FULL_SAMPLE, stopping, *overrides)
     parts = build(cfg)
@@ -54,7 +54,7 @@ def statsmodels_fit(model: sm.base.model.Model, cov: Cov, groups: np.ndarray) ->
 FIT_OPTIONS = {sm.Logit: {"disp": 0, "method": "newton", "tol": 1e-14}}
 
 
-def assert_table_is_statsmodels(parts: Run, model: sm.base.model.Model, groups: np.ndarray) -> None:
+def assert_table_is_statsmodels(parts: Training, model: sm.base.model.Model, groups: np.ndarray) -> None:
     for cov in Cov:
         ours = inference.estimate(parts.model, parts.data, parts.reference, cov, 0.0, "converged")
         assert ours is not None
@@ -76,7 +76,7 @@ def assert_table_is_statsmodels(parts: Run, model: sm.base.model.Model, groups: 
 
 
 @pytest.fixture(scope="module")
-def fair_fit() -> tuple[Run, inference.Estimates]:
+def fair_fit() -> tuple[Training, inference.Estimates]:
     # Clustered by occupation, which the default features then leave out of X.
     return fitted("data=fair", "optimizer=newton", "inference.cov=cluster", "inference.cluster=occupation")
 

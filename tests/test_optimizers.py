@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from src.loop import fit
-from src.loop.training import Run
+from src.loop.training import Training
 from src.models import LinearRegression
 from src.train import build
 
@@ -35,7 +35,7 @@ class Trajectory:
         self.thetas.append(self.model.weight.detach().clone())
 
 
-def run(quiet_config, *overrides: str) -> tuple[Run, Tensor, list[Tensor]]:
+def run(quiet_config, *overrides: str) -> tuple[Training, Tensor, list[Tensor]]:
     """Build `python -m src.train <overrides>` on the full batch; return its parts, θ₀ and θ_1..θ_T."""
     parts = build(quiet_config(*FULL_BATCH, *overrides))
     assert isinstance(parts.model, LinearRegression)
@@ -45,7 +45,7 @@ def run(quiet_config, *overrides: str) -> tuple[Run, Tensor, list[Tensor]]:
     return parts, theta0, trajectory.thetas
 
 
-def least_squares(parts: Run) -> tuple[Tensor, Tensor]:
+def least_squares(parts: Training) -> tuple[Tensor, Tensor]:
     return parts.data.train.X, parts.data.train.y
 
 

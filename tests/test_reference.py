@@ -14,7 +14,7 @@ from torch.nn.utils import parameters_to_vector
 
 from src.estimation.reference import least_squares, logistic_mle
 from src.loop import EpochMetrics, FitResult, fit
-from src.loop.training import Run
+from src.loop.training import Training
 from src.models import LogisticRegression
 from src.train import CONF, build, train
 
@@ -114,7 +114,7 @@ def test_separable_classes_have_no_logit_reference(caplog):
 
 
 # ------------------------------------------------------------------------------------- per-epoch metrics
-def fit_recording_theta(parts: Run) -> tuple[FitResult, list[np.ndarray]]:
+def fit_recording_theta(parts: Training) -> tuple[FitResult, list[np.ndarray]]:
     """fit, and θ_t (all parameters) at each epoch's end, when the metrics are taken."""
     model, thetas = parts.model, []
 

@@ -352,11 +352,13 @@ class LogisticModelConf(LinearModelConf):
 
 
 class Activation(Enum):
-    tanh = "tanh"
-    relu = "relu"
-    gelu = "gelu"
-    sigmoid = "sigmoid"
-    silu = "silu"
+    """The MLP's a(·): each value is the torch.nn module that computes it (src/models.py)."""
+
+    tanh = "Tanh"
+    relu = "ReLU"
+    gelu = "GELU"
+    sigmoid = "Sigmoid"
+    silu = "SiLU"
 
 
 @schema("model", "mlp")

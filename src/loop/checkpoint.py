@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
 from src.loop import EpochMetrics, Progress
-from src.loop.training import Run
+from src.loop.training import Training
 
 FORMAT = 1  # bump when the snapshot's layout changes
 SNAPSHOT = "snapshot.pt"  # in the run dir
@@ -67,7 +67,7 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
-def capture(progress: Progress, run: Run, run_id: str | None, config_yaml: str) -> dict[str, Any]:
+def capture(progress: Progress, run: Training, run_id: str | None, config_yaml: str) -> dict[str, Any]:
     """Everything needed to continue the run exactly: loop progress, states, RNG, and its config."""
     p = dataclasses.asdict(progress)  # history entries become plain dicts
     return {
@@ -82,7 +82,7 @@ def capture(progress: Progress, run: Run, run_id: str | None, config_yaml: str) 
     }
 
 
-def restore(state: dict[str, Any], run: Run) -> Progress:
+def restore(state: dict[str, Any], run: Training) -> Progress:
     """Load a snapshot's states into a freshly built run; returns the loop progress to resume."""
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])

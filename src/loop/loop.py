@@ -10,18 +10,25 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Protocol, cast
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from src.config import Sampling, TrainerConf
 from src.config.schemas import Interval
 from src.data import Data, Split
 from src.loop.fast_step import fast_step
-from src.loop.training import Model, Run
+from src.loop.gradients import (
+    closure,
+    evaluate,
+    gradient_function,
+    gradient_norm,
+    gradient_variance,
+    param_error,
+)
+from src.loop.training import Model, Training
 
 FAILED_STOPS = ("diverged", "non_finite")  # stop reasons of a run that failed, not converged
 
@@ -105,115 +112,6 @@ def batches(split: Split, size: int, rows: Tensor | None) -> list[tuple[Tensor, 
     return list(zip(X.split(size), y.split(size), strict=True))
 
 
-def objective(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor:
-    """The training objective, with its graph: the data loss plus the lecture's (α/2)‖θ‖², α = l2."""
-    loss = model.loss(X, y)
-    if l2:
-        loss = loss + l2 / 2 * sum(p.pow(2).sum() for p in model.parameters())
-    return loss
-
-
-def loss_and_grad(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor:
-    """The objective on (X, y), leaving its gradient in each parameter's .grad; no graph is kept."""
-    return gradient_function(model, l2)(X, y)
-
-
-def gradient_function(model: Model, l2: float = 0.0) -> Callable[[Tensor, Tensor], Tensor]:
-    """`loss_and_grad` for this model and penalty as a function of (X, y), chosen once per run.
-
-    A model may give its loss and gradient in closed form (`model.loss_and_grad`), which skips
-    autograd's overhead; the penalty then adds (α/2)‖θ‖² and αθ. Otherwise autograd computes both.
-    """
-    closed_form: Callable[[Tensor, Tensor], Tensor] | None = getattr(model, "loss_and_grad", None)
-    if closed_form is not None and not l2:  # the hot path: nothing else to do
-        return closed_form
-    return partial(_penalized_or_autograd, model, closed_form, l2)
-
-
-def _penalized_or_autograd(
-    model: Model, closed_form: Callable[[Tensor, Tensor], Tensor] | None, l2: float, X: Tensor, y: Tensor
-) -> Tensor:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if closed_form is None:
-        loss = objective(model, X, y, l2)
-        for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
-            p.grad = g
-        return loss.detach()
-    loss = closed_form(X, y)
-    with torch.no_grad():
-        for p in params:
-            cast(Tensor, p.grad).add_(p, alpha=l2)
-        return loss + l2 / 2 * sum(p.pow(2).sum() for p in params)
-
-
-def closure(model: Model, X: Tensor, y: Tensor, l2: float) -> Callable[..., Tensor]:
-    """optimizer.step's closure for (X, y): the objective with its gradient in .grad, or, called
-    with backward=False, the objective with its graph, for methods that differentiate it twice
-    (Newton, preconditioned): they keep torch's step(closure) without the loop rebuilding the loss
-    as a function of θ for torch.func.hessian."""
-
-    def batch_objective(backward: bool = True) -> Tensor:
-        return loss_and_grad(model, X, y, l2) if backward else objective(model, X, y, l2)
-
-    return batch_objective
-
-
-def evaluate(model: Model, split: Split) -> float:
-    """The data loss (no penalty): what validation and test report."""
-    with torch.no_grad():
-        return float(model.loss(split.X, split.y))
-
-
-def gradient_norm(model: Model, split: Split, l2: float = 0.0) -> tuple[Tensor, float]:
-    """The objective L(θ) and ‖∇L(θ)‖ over the whole split, leaving ∇L(θ) in .grad."""
-    loss = loss_and_grad(model, split.X, split.y, l2)
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = grads[0] if len(grads) == 1 else torch.cat([g.reshape(-1) for g in grads])  # one: no copy
-    return loss, float(torch.linalg.vector_norm(flat))
-
-
-class _Loss(nn.Module):
-    """A model's loss as a module's forward, so torch.func.functional_call evaluates it at any θ."""
-
-    def __init__(self, model: Model) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, X: Tensor, y: Tensor) -> Tensor:
-        return self.model.loss(X, y)
-
-
-def gradient_variance(model: Model, split: Split, size: int, sampling: Sampling) -> float:
-    """E‖g_B − ∇L(θ)‖²: how far a batch's mean gradient g_B strays from the full one (a penalty cancels).
-
-    With the per-example gradients ∇ℓ_n (vmap of grad) and the lecture's per-example variance
-    S² = (1/N) Σ‖∇ℓ_n − ∇L‖², it is S²/|B| for rows drawn with replacement and
-    S²/|B| · (N − |B|)/(N − 1) without (shuffle, sequential): 0 for the full batch. It takes the
-    model's loss to be the mean of per-row losses, as least squares is.
-    """
-    n = len(split)
-    if size >= n and sampling is not Sampling.replacement:
-        return 0.0
-    loss = _Loss(model)
-    params = {name: p.detach() for name, p in loss.named_parameters()}
-
-    def row_loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return torch.func.functional_call(loss, params, (x[None], y[None]))
-
-    per_row = torch.func.vmap(torch.func.grad(row_loss), in_dims=(None, 0, 0))(params, split.X, split.y)
-    G = torch.cat([g.reshape(n, -1) for g in per_row.values()], dim=1)  # (N, parameters)
-    S2 = float((G - G.mean(0)).pow(2).sum(1).mean())
-    without_replacement = 1.0 if sampling is Sampling.replacement else (n - size) / max(n - 1, 1)
-    return S2 / size * without_replacement
-
-
-def param_error(model: Model, theta: Tensor | None) -> float | None:
-    coefficients: Callable[[], Tensor] | None = getattr(model, "coefficients", None)
-    if theta is None or coefficients is None:
-        return None
-    return float(torch.linalg.vector_norm(coefficients() - theta))
-
-
 def should_stop(
     metrics: EpochMetrics, p: Progress, trainer: TrainerConf, reference_loss: float | None = None
 ) -> str | None:
@@ -249,7 +147,7 @@ def should_stop(
 class Steps:
     """How the optimizer steps, the same for every epoch of a run."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Training) -> None:
         self.run = run
         # L-BFGS and line searches re-evaluate the loss within a step, so they need it as a closure.
         self.needs_closure = isinstance(run.optimizer, torch.optim.LBFGS) or getattr(
@@ -273,7 +171,7 @@ class Steps:
         return loss
 
 
-def train_epoch(run: Run, p: Progress, steps: Steps, halt_if_requested: Callable[[], None]) -> None:
+def train_epoch(run: Training, p: Progress, steps: Steps, halt_if_requested: Callable[[], None]) -> None:
     """θ_{t+1} = θ_t − η_t g_t over the epoch's batches B_t, from where `p` left off."""
     run.learner.train()
     train = run.data.train
@@ -290,7 +188,7 @@ def train_epoch(run: Run, p: Progress, steps: Steps, halt_if_requested: Callable
         run.scheduler.step()
 
 
-def epoch_metrics(run: Run, p: Progress, steps: Steps, epoch: int, started: float) -> EpochMetrics:
+def epoch_metrics(run: Training, p: Progress, steps: Steps, epoch: int, started: float) -> EpochMetrics:
     """The epoch's metrics at the θ it ended with; leaves ∇L_train(θ) in .grad for the next step."""
     model, train, ref = run.learner, run.data.train, run.reference
     model.eval()
@@ -347,7 +245,7 @@ def monitored(data: Data) -> Split:
     return data.val if len(data.val) else data.train
 
 
-def result(run: Run, p: Progress, stop_reason: str, start: float) -> FitResult:
+def result(run: Training, p: Progress, stop_reason: str, start: float) -> FitResult:
     """Restore the best-val θ, then the one evaluation on the test split."""
     model, data, ref = run.learner, run.data, run.reference
     model.load_state_dict(p.best_state)
@@ -365,7 +263,7 @@ def result(run: Run, p: Progress, stop_reason: str, start: float) -> FitResult:
 
 
 def safe_point(
-    run: Run, p: Progress, snapshot: Callable[[Progress], None] | None, start: float
+    run: Training, p: Progress, snapshot: Callable[[Progress], None] | None, start: float
 ) -> Callable[[], None]:
     """A check for `run.stop`, called where training could resume from exactly here: if a stop
     was requested, snapshot the progress and raise `Stopped`."""
@@ -381,7 +279,7 @@ def safe_point(
 
 
 def fit(
-    run: Run,
+    run: Training,
     callbacks: Sequence[Callback] = (),
     progress: Progress | None = None,
     snapshot: Callable[[Progress], None] | None = None,

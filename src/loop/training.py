@@ -1,4 +1,4 @@
-"""`Run`: everything one training run needs, built from a config by `src.train.build`.
+"""`Training`: everything one training run needs, built from a config by `src.train.build`.
 
 It is the contract between `build`, the loop (`src.loop.fit`), snapshots (`src.loop.checkpoint`) and
 `src.evaluate`: typed, so mypy checks every use. Frozen: the parts are replaced by building again,
@@ -35,7 +35,7 @@ class Model(Protocol):
 
 
 @dataclass(frozen=True)
-class Run:
+class Training:
     model: nn.Module  # one of src/models.py: it owns its loss (the loop reads it as a `Model`)
     optimizer: Optimizer
     scheduler: LRScheduler
