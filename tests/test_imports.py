@@ -214,5 +214,24 @@ def test_the_design_page_draws_the_packages_as_the_code_has_them() -> None:
     assert shown == package_diagram(), "docs/design.md is out of date: run python -m tests.test_imports"
 
 
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60  # a module one can read through; a function on a screen
+
+
+def test_modules_and_functions_fit_on_a_screen() -> None:
+    too_long = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            where = path.relative_to(ROOT)
+            if len(text.splitlines()) > MAX_MODULE_LINES:
+                too_long.append(f"{where}: {len(text.splitlines())} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        too_long.append(f"{where}:{node.lineno} {node.name}(): {lines} lines")
+    assert too_long == []
+
+
 if __name__ == "__main__":
     write_diagram()
