@@ -2,7 +2,8 @@
 a --multirun's parent run, src/sweep/parent.py, ends with), and the config keys two runs differ in.
 
 Runs that differ only in `seed` are repeats of one configuration: the table then shows each group's
-n, mean and 95% t-interval, and the plot each group's mean curve with its band.
+n, mean and 95% t-interval, and the plot each group's mean curve with its band. `spread` is where the
+statistics of repeats are computed, for these and for the Optuna sweeper's trials with repeats.
 
 python -m src.compare                          # the latest sweep, in any experiment
 python -m src.compare --experiment lesson-x    # the latest sweep of one experiment
@@ -90,17 +91,58 @@ def group(runs: Iterable[Run]) -> list[Group]:
     return list(groups.values())
 
 
-def interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval (Student's t with n − 1 degrees of freedom); n = 1: no interval."""
-    from scipy import stats
+@dataclass(frozen=True)
+class Spread:
+    """A metric over the seeds of one configuration: how many, their mean and sample standard
+    deviation (nan for one seed). The statistics of repeats: the comparison's table and bands, and
+    the Optuna sweeper's trials with repeats, use these and no other."""
 
+    n: int
+    mean: float
+    sd: float
+
+    @property
+    def se(self) -> float:
+        """The standard error of the mean, s/√n (nan for one seed)."""
+        return self.sd / math.sqrt(self.n)
+
+    def interval(self) -> tuple[float, float]:
+        """The 95% t-interval, mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (Student's t); nan, nan for one seed."""
+        if self.n < 2:
+            return math.nan, math.nan
+        from scipy import stats
+
+        half = float(stats.t.ppf(0.975, self.n - 1)) * self.sd / math.sqrt(self.n)
+        return self.mean - half, self.mean + half
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """n, mean and sample standard deviation (n − 1 in the denominator) of a metric over seeds."""
     n = len(values)
     mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    return Spread(n, mean, sd)
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval (Student's t with n − 1 degrees of freedom); n = 1: no interval."""
+    stats = spread(values)
+    return (stats.mean, *stats.interval())
+
+
+def seed_summary(seeds: Iterable[Run]) -> dict[str, float]:
+    """What runs that are seeds of one configuration add up to: each `SUMMARY` metric's mean over
+    them, and with two or more its standard error as `<metric>_se` (an Optuna trial's run with
+    repeats records these)."""
+    group = Group("", list(seeds))
+    out: dict[str, float] = {}
+    for metric in SUMMARY:
+        values = group.values(metric)
+        if values:
+            stats = spread(values)
+            out[metric] = stats.mean
+            out |= {f"{metric}_se": stats.se} if stats.n > 1 else {}
+    return out
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -115,7 +157,7 @@ def _cell(values: Sequence[float]) -> str:
 def _sort_key(metric: str) -> Callable[[Group], float]:
     def key(g: Group) -> float:
         values = g.values(metric)
-        return sum(values) / len(values) if values else math.inf
+        return spread(values).mean if values else math.inf
 
     return key
 

@@ -26,18 +26,17 @@ from typing import TYPE_CHECKING
 
 import optuna
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import Trial, TrialState
 
 from src import signals
 from src.jobs import ENV_SET, SWEPT_ENV
 from src.sweep import studies
 from src.sweep import trial as hpo
 
-from . import _repeats, _report, _space, _storage, _warm
+from . import _outcome, _repeats, _report, _space, _storage, _warm
 from .config import UPSTREAM_NAME, upstream_installed
 
 if TYPE_CHECKING:
@@ -109,6 +108,7 @@ class Sweep:
         )
         self._check_directions(study)
         self.n_trials = sweeper.n_trials
+        self.seeds = _repeats.seeds(int(self.config.get("seed") or 0), sweeper.repeats)
         self.study = optuna.load_study(
             study_name=self.study_name,
             storage=self.storage,
@@ -247,11 +247,20 @@ class Sweep:
         key = (self.study_name, trial._trial_id)
         hpo.live[key] = trial  # a job in this process uses the live trial
         try:
-            ret = _repeats.launch(self, trial, overrides)
+            ret = _repeats.launch(
+                self.launcher,
+                trial,
+                overrides,
+                seeds=self.seeds,
+                study=self.study,
+                objectives=self.objectives,
+                runs=self.runs,
+            )
         finally:
             hpo.live.pop(key, None)
         self.runs.link(trial)
-        state, values, reason = self._judge(trial, ret)
+        attrs = _outcome.stored(self.study, trial.number).user_attrs
+        state, values, reason = _outcome.judge(ret, attrs, self.objectives)
         if reason is not None:
             trial.set_user_attr("fail_reason", reason)
             self.last_failure = reason
@@ -259,13 +268,13 @@ class Sweep:
             del self.in_flight[trial.number]
             self.outcomes[state] += 1
         self._tell(trial, values, state)
-        self._log_outcome(trial.number, state, values, reason, trial.params)
+        log.info(_outcome.describe(trial.number, state, values, reason, trial.params, self.objectives.names))
         self.runs.tag_child(trial.number, state.name)
         self._check_failure_rate()
 
     def _swept(self, trial: Trial) -> str:
         """The keys that name the trial's runs: its parameters, and `seed` with repeats."""
-        return ",".join([*trial.params, *(["seed"] if self.sweeper.repeats > 1 else [])])
+        return ",".join([*trial.params, *(["seed"] if len(self.seeds) > 1 else [])])
 
     def _tell(self, trial: Trial, values: list[float] | None, state: TrialState) -> None:
         try:
@@ -275,39 +284,6 @@ class Sweep:
             # study.optimize; the trial is told by then, and the budget ends the sweep anyway.
             if "Study.stop" not in str(error):
                 raise
-
-    def _judge(self, trial: Trial, ret: JobReturn) -> tuple[TrialState, list[float] | None, str | None]:
-        """COMPLETE with the returned value(s); PRUNED when the job stopped for the pruner; FAIL
-        with a reason when the job raised, said why it failed, or returned no finite number."""
-        if ret.status != JobStatus.COMPLETED:
-            error = ret._return_value  # reading .return_value would re-raise it
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            return TrialState.FAIL, None, f"{type(error).__name__}: {first_line}"[:1000]
-        attrs = self._fresh(trial).user_attrs  # what the job wrote, maybe from another process
-        if attrs.get("fail_reason"):
-            return TrialState.FAIL, None, str(attrs["fail_reason"])
-        if attrs.get("stop_reason") == "pruned":
-            return TrialState.PRUNED, None, None
-        values, reason = self.objectives.values(ret.return_value)
-        if values is None:
-            return TrialState.FAIL, None, reason
-        return TrialState.COMPLETE, values, None
-
-    def _fresh(self, trial: Trial) -> FrozenTrial:
-        return next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
-
-    def _log_outcome(
-        self, number: int, state: TrialState, values: list[float] | None, reason: str | None, params: dict
-    ) -> None:
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-        detail = {
-            TrialState.COMPLETE: ", ".join(
-                f"{name} {v:.4g}" for name, v in zip(self.objectives.names, values or [], strict=False)
-            ),
-            TrialState.PRUNED: "stopped early by the pruner",
-            TrialState.FAIL: str(reason),
-        }[state]
-        log.info("trial %d %s: %s; %s", number, state.name, detail, shown)
 
     def _check_failure_rate(self) -> None:
         with self.lock:
@@ -368,7 +344,7 @@ class Sweep:
             except Exception as problem:  # told meanwhile, or the storage itself failed
                 error = problem
             try:
-                state = self._fresh(trial).state.name
+                state = _outcome.stored(self.study, trial.number).state.name
             except Exception:
                 state = "unknown"
             if state in ("RUNNING", "unknown"):
@@ -388,7 +364,7 @@ class Sweep:
         results = sweep_dir / "optimization_results.yaml"
         _report.save_results(self.study, self.storage_path, counts, results)
         plots = _report.save_plots(self.study, sweep_dir / "optuna_plots")
-        self.runs.finish(self.study, self.storage_path, counts, plots, results)
+        self.runs.finish(self.study, self.storage_path, counts, [*plots, results])
         if self._failure_rate_exceeded():
             fails, done = self.outcomes[TrialState.FAIL], sum(self.outcomes.values())
             raise SweepFailed(

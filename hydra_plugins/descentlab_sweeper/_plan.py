@@ -10,8 +10,9 @@ import optuna
 from hydra.errors import HydraException
 
 from src.sweep import studies
+from src.sweep.objectives import Objectives, parse
 
-from . import _objectives, _space, _warm
+from . import _space, _warm
 
 if TYPE_CHECKING:
     from .sweeper import DescentlabOptunaSweeper
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Plan:
-    objectives: _objectives.Objectives
+    objectives: Objectives
     space: _space.Space
     arguments: list[str]  # params and command-line overrides, for the default study name
     enqueue: list[dict[str, Any]]  # points to evaluate first, as params of the space
@@ -48,7 +49,7 @@ def check(sweeper: DescentlabOptunaSweeper, arguments: list[str], cwd: str) -> P
     for ok, message in rules:
         if not ok:
             raise HydraException(message)
-    objectives = _objectives.parse(sweeper.direction, sweeper.objectives)
+    objectives = parse(sweeper.direction, sweeper.objectives)
     if objectives.multi and not str(sweeper.pruner.get("_target_", "")).endswith("NopPruner"):
         raise HydraException(
             f"hydra/sweeper/pruner={sweeper.pruner._target_.rsplit('.', 1)[-1]} is not allowed with "

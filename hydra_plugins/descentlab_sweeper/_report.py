@@ -1,11 +1,9 @@
 """What a sweep leaves behind: a summary line, `optimization_results.yaml` (the official plugin's
-file), Optuna's plots, and the study recorded on the sweep's MLflow parent run."""
+file), Optuna's plots, the trials' MLflow runs, and the study handed to the sweep's parent run."""
 
 from __future__ import annotations
 
 import logging
-import math
-import statistics
 import time
 import warnings
 from collections import Counter
@@ -15,11 +13,10 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from src.jobs import PARENT_RUN_ENV, passed_to_jobs
-from src.sweep import studies
+from src.compare import seed_summary
+from src.sweep import parent, studies
 from src.tracking.names import run_name
-from src.tracking.store import REPEATS_TAG, child_runs, end_killed
-from src.tracking.tracker import uses_mlflow
+from src.tracking.store import REPEATS_TAG, child_runs, end_killed, end_run
 from src.tracking.uris import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -123,18 +120,18 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
 
 
 class StudyRuns:
-    """The study on the sweep's MLflow parent run, and the trials' runs under it.
+    """The trials' MLflow runs under the sweep's parent run, and what the study hands the parent.
 
-    The parent run belongs to src.sweep.parent.MultirunParent (a Hydra callback): it creates the run
-    before the sweep, passes its id to the jobs (`hydra.job.env_set`, which this reads back from the
-    sweep's config) and ends it. The sweeper only adds to it: the study's name, settings, counts and
-    plots, the trials' states, and with repeats each trial's own run. Nothing happens without a
-    parent (`tracking=none`, or a store the callback could not open).
+    The parent run belongs to src.sweep.parent (its Hydra callback creates the run before the sweep,
+    passes its id to the jobs and ends it): the sweeper finds it there and hands it the study's
+    name, settings, counts, best trial and files to record. Here: the trials' states, and with
+    repeats each trial's own run. Nothing happens without a parent (`tracking=none`, a store the
+    callback could not open, another app).
     """
 
     def __init__(self, config: DictConfig, study_name: str) -> None:
         self.study_name = study_name
-        self.run_id = passed_to_jobs(config).get(PARENT_RUN_ENV) if uses_mlflow(config) else None
+        self.run_id = parent.sweep_parent(config)
         if self.run_id is not None:
             self.uri = tracking_uri(config.tracking.get("uri"))
         self.optimizer = str(config.hydra.runtime.choices.get("optimizer", "optimizer"))
@@ -145,7 +142,7 @@ class StudyRuns:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
-        self.client.set_tag(self.run_id, "optuna.study", self.study_name)
+        parent.record_study_name(self.client, self.run_id, self.study_name)
 
     def _trial_runs(self, number: int) -> list[Any]:
         """The trial's run (its job's, or with repeats the trial's own), found by the parent's id,
@@ -163,7 +160,7 @@ class StudyRuns:
         optimizer = str(trial.params.get("optimizer", self.optimizer))
         tags = {
             "mlflow.parentRunId": self.run_id,
-            "optuna.study": self.study_name,
+            parent.STUDY_TAG: self.study_name,
             "optuna.trial": str(trial.number),
             REPEATS_TAG: str(repeats),
         }
@@ -174,23 +171,17 @@ class StudyRuns:
         return str(run.info.run_id)
 
     def end_trial(self, run_id: str | None, completed: bool) -> None:
-        """The trial's run gets the mean over its seeds of each result, and the standard error."""
+        """The trial's run gets what its seeds add up to (src.compare.seed_summary: the mean of each
+        result over the seeds, and its standard error), and ends."""
         if run_id is None:
             return
         from mlflow.entities import Metric
 
-        seeds = child_runs(self.client, run_id)
-        results: list[tuple[str, float]] = []
-        for key in ("best_val_loss", "test_loss", "epochs"):
-            values = [s.data.metrics[key] for s in seeds if key in s.data.metrics]
-            results += [(key, statistics.mean(values))] if values else []
-            if len(values) > 1:
-                results += [(f"{key}_se", statistics.stdev(values) / math.sqrt(len(values)))]
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in results if math.isfinite(v)]
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics)
-        self.client.set_terminated(run_id, "FINISHED" if completed else "FAILED")
+        summary = seed_summary(child_runs(self.client, run_id))
+        if summary:
+            self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+        end_run(self.client, run_id, "FINISHED" if completed else "FAILED")
 
     def link(self, trial: optuna.Trial) -> None:
         """The trial's MLflow run id as its user attribute `mlflow_run_id` (the trial's own run
@@ -211,14 +202,12 @@ class StudyRuns:
                 why = f"its process died (trial {number} had no heartbeat)"
                 end_killed(self.client, run.info.run_id, why)
 
-    def finish(
-        self, study: optuna.Study, storage: str, counts: Counter[str], plots: list[Path], results: Path
-    ) -> None:
+    def finish(self, study: optuna.Study, storage: str, counts: Counter[str], files: list[Path]) -> None:
+        """Hand the finished study to the parent run's owner: its settings, counts, best trial or
+        Pareto front, and its files."""
         if self.run_id is None:
             return
-        from mlflow.entities import Metric, Param, RunTag
-
-        params = {
+        settings = {
             "study_name": study.study_name,
             "sampler": type(study.sampler).__name__,
             "pruner": type(study.pruner).__name__,
@@ -226,24 +215,16 @@ class StudyRuns:
             "directions": "/".join(d.name.lower() for d in study.directions),
             "objectives": "/".join(names(study)),
         }
-        metrics: dict[str, float] = {f"trials_{s}": counts[s] for s in ("complete", "pruned", "fail")}
-        tags = {}
-        trial = best(study)
+        trial, top = best(study), None
         if trial is not None:
             assert trial.value is not None
-            metrics["best_value"] = trial.value
-            tags["best_trial"] = str(trial.number)
-            params.update({f"best.{k}": str(v) for k, v in trial.params.items()})
-        if len(study.directions) > 1:
-            metrics["pareto_trials"] = len(study.best_trials)
-        existing = self.client.get_run(self.run_id).data.params
-        self.client.log_batch(
+            top = parent.BestTrial(trial.number, trial.value, trial.params)
+        parent.record_study(
+            self.client,
             self.run_id,
-            params=[Param(k, v[:6000]) for k, v in params.items() if k not in existing],
-            metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()],
-            tags=[RunTag(k, v) for k, v in tags.items()],
+            settings=settings,
+            counts={state: counts[state] for state in ("complete", "pruned", "fail")},
+            best=top,
+            pareto_trials=len(study.best_trials) if len(study.directions) > 1 else None,
+            files=files,
         )
-        for path in plots:
-            self.client.log_artifact(self.run_id, str(path), "optuna")
-        if results.is_file():
-            self.client.log_artifact(self.run_id, str(results), "optuna")

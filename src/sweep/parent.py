@@ -1,6 +1,11 @@
 """A --multirun's parent MLflow run: created before the first job, passed to every job (their runs
-nest under it), given the sweep's comparison at the end and ended, whatever happens. Its one owner
-is `MultirunParent`, a Hydra callback (conf/config.yaml)."""
+nest under it), given the sweep's comparison at the end and ended, whatever happens.
+
+This module is the one code that writes the parent run. `MultirunParent`, a Hydra callback
+(conf/config.yaml), creates it, records the comparison and ends it (through
+`src.tracking.store.end_run`); a sweeper in the same --multirun finds it with `sweep_parent` and
+hands what it wants recorded to `record_study_name` and `record_study`, never writing to it itself.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ import atexit
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback as HydraCallback
@@ -16,9 +24,9 @@ from omegaconf import DictConfig
 from src import signals
 from src.compare import overlay, sweep_runs, table
 from src.errors import CallbackConfigError, ConfigError
-from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, launch_dir, pass_to_jobs
+from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, launch_dir, pass_to_jobs, passed_to_jobs
 from src.tracking.names import source_tags, swept_keys
-from src.tracking.store import PROCESS_TAG, SWEEP_TAG, child_runs, this_process
+from src.tracking.store import MAX_PARAM_LENGTH, PROCESS_TAG, SWEEP_TAG, child_runs, end_run, this_process
 from src.tracking.tracker import uses_mlflow
 from src.tracking.uris import SQLITE_WRITERS, client_and_experiment, compare_link, tracking_uri, ui_hint
 
@@ -28,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STUDY_TAG = "optuna.study"  # on the parent run of an Optuna sweep: its study's name
+
 
 class MultirunParent(HydraCallback):
     """The one owner of a --multirun's parent MLflow run: it creates the run before the first job,
@@ -35,8 +45,9 @@ class MultirunParent(HydraCallback):
 
     At the end the parent gets the best child's results, the comparison table and the overlaid
     curves, and the sweep says where all of it is. If the sweep dies, the parent is ended at exit
-    rather than left RUNNING: KILLED when a signal stopped it, else FAILED. A sweeper may add to
-    the run (the Optuna sweeper records its study there), never create or end it.
+    rather than left RUNNING: KILLED when a signal stopped it, else FAILED. A sweeper hands what it
+    wants recorded there to this module's functions (the Optuna sweeper: its study), never creates,
+    writes or ends the run itself.
     """
 
     def __init__(self) -> None:
@@ -134,5 +145,63 @@ class MultirunParent(HydraCallback):
 
     def _end(self, status: str) -> None:
         if self.client is not None and self.run_id is not None:
-            self.client.set_terminated(self.run_id, status)
+            end_run(self.client, self.run_id, status)
             self.run_id = None
+
+
+def sweep_parent(config: DictConfig) -> str | None:
+    """The id of the sweep's parent run, as `MultirunParent` passed it to the jobs, for a sweeper of
+    the same --multirun; None without one (tracking=none, a store the callback could not open, an
+    app without the callback)."""
+    return passed_to_jobs(config).get(PARENT_RUN_ENV) if uses_mlflow(config) else None
+
+
+def record_study_name(client: MlflowClient, run_id: str, study_name: str) -> None:
+    """The parent of an Optuna sweep says its study while the sweep runs (tag optuna.study)."""
+    client.set_tag(run_id, STUDY_TAG, study_name)
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """A single-objective study's best COMPLETE trial."""
+
+    number: int
+    value: float
+    params: Mapping[str, Any]
+
+
+def record_study(
+    client: MlflowClient,
+    run_id: str,
+    *,
+    settings: Mapping[str, str],
+    counts: Mapping[str, int],
+    best: BestTrial | None,
+    pareto_trials: int | None,
+    files: Sequence[Path],
+) -> None:
+    """A finished study on its sweep's parent run: its settings (params, where the run has none of
+    that name yet), its finished trials by state (metrics `trials_<state>`), the best trial (metric
+    best_value, tag best_trial, params `best.<name>`) or the size of the Pareto front (metric
+    pareto_trials), and its files (plots, results) as artifacts under `optuna/`."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    params = dict(settings)
+    metrics: dict[str, float] = {f"trials_{state}": n for state, n in counts.items()}
+    tags = {}
+    if best is not None:
+        metrics["best_value"] = best.value
+        tags["best_trial"] = str(best.number)
+        params.update({f"best.{k}": str(v) for k, v in best.params.items()})
+    if pareto_trials is not None:
+        metrics["pareto_trials"] = pareto_trials
+    existing = client.get_run(run_id).data.params
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        params=[Param(k, v[:MAX_PARAM_LENGTH]) for k, v in params.items() if k not in existing],
+        metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    for path in files:
+        client.log_artifact(run_id, str(path), "optuna")

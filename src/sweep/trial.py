@@ -19,11 +19,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
-from hydra.errors import HydraException
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from src.jobs import job_env
 from src.loop import EpochMetrics, FitResult, StopTraining
+from src.loop.loop import FAILED_STOPS
+from src.sweep.objectives import job_results, parse
 
 if TYPE_CHECKING:
     import optuna
@@ -33,17 +34,10 @@ TRIAL_ENV = "DESCENTLAB_OPTUNA_TRIAL_ID"
 REPEAT_ENV = "DESCENTLAB_OPTUNA_REPEAT"  # with hydra.sweeper.repeats: which of the trial's seeds a job is
 live: dict[tuple[str, int], optuna.Trial] = {}  # trials whose jobs run in this process (the sweeper's)
 
-FAILED_STOPS = ("diverged", "non_finite")  # stop reasons that make a trial FAIL, not COMPLETE
-# What a job can return as an objective: the fit's numbers (hydra.sweeper.objectives names them).
-OBJECTIVES = ("best_val_loss", "test_loss", "wall_time", "epochs", "best_epoch", "param_error")
 
-
-def objectives(sweeper: DictConfig | None) -> list[str]:
-    """The objectives this job returns: hydra.sweeper.objectives, by default best_val_loss alone."""
-    named = sweeper.get("objectives") if sweeper is not None else None
-    if named is None:
-        return ["best_val_loss"]
-    return [str(n) for n in named] if isinstance(named, ListConfig | list) else [str(named)]
+def objectives(sweeper: DictConfig) -> list[str]:
+    """The results this job returns: those hydra.sweeper.objectives names, by default best_val_loss."""
+    return job_results(parse(sweeper.get("direction"), sweeper.get("objectives")))
 
 
 @runtime_checkable
@@ -63,23 +57,8 @@ def check_sweep(cfg: DictConfig) -> None:
         plugin = get_class(str(node._target_))
         if issubclass(plugin, ChecksConfig):
             plugin.check_config(cfg)
-    sweeper = cfg.hydra.sweeper
-    if "objectives" not in sweeper:
-        return
-    names = objectives(sweeper)
-    unknown = [n for n in names if n not in OBJECTIVES]
-    if unknown:
-        raise HydraException(
-            f"hydra.sweeper.objectives: {', '.join(unknown)} is not an objective; "
-            f"available: {', '.join(OBJECTIVES)}"
-        )
-    direction = sweeper.get("direction")
-    n_directions = len(direction) if isinstance(direction, ListConfig | list) else 1
-    if len(names) != n_directions:  # objectives unset: best_val_loss alone
-        raise HydraException(
-            f"hydra.sweeper.direction has {n_directions} entries: name as many objectives, "
-            f"e.g. hydra.sweeper.objectives=[best_val_loss,wall_time]; available: {', '.join(OBJECTIVES)}"
-        )
+    if "objectives" in cfg.hydra.sweeper:  # a sweeper that names its objectives: ours
+        objectives(cfg.hydra.sweeper)
 
 
 class NoTrial:

@@ -1,4 +1,7 @@
-"""What a study optimizes: its directions, the objectives' names, and what a job's return means.
+"""What a sweep optimizes: its directions, the objectives' names, what a job's return means, and
+which objectives descentlab's job can return. The one owner of `hydra.sweeper.direction` and
+`hydra.sweeper.objectives`: the Optuna sweeper (hydra_plugins/descentlab_sweeper) reads them here,
+the check before a sweep starts (`src.sweep.trial.check_sweep`) and each job (`this_trial`) too.
 
 A job returns a number (one direction) or one number per direction, as with hydra-optuna-sweeper.
 `hydra.sweeper.objectives` names them (descentlab's job returns the named results; another app's
@@ -15,6 +18,8 @@ from typing import Any
 from hydra.errors import HydraException
 
 DIRECTIONS = ("minimize", "maximize")
+# What descentlab's job can return as an objective: the fit's numbers (hydra.sweeper.objectives names them).
+RESULTS = ("best_val_loss", "test_loss", "wall_time", "epochs", "best_epoch", "param_error")
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,26 @@ def parse(direction: Any, objectives: Any) -> Objectives:
             f"direction ({len(directions)}: {_show(direction)})"
         )
     return Objectives(directions, names, named=True)
+
+
+def job_results(objectives: Objectives) -> list[str]:
+    """The fit's results descentlab's job returns for these objectives (unnamed: best_val_loss
+    alone); a HydraException naming the key where it cannot return them."""
+    if not objectives.named:
+        if objectives.multi:
+            raise HydraException(
+                f"hydra.sweeper.direction has {len(objectives.directions)} entries: name as many "
+                "objectives, e.g. hydra.sweeper.objectives=[best_val_loss,wall_time]; "
+                f"available: {', '.join(RESULTS)}"
+            )
+        return ["best_val_loss"]
+    unknown = [n for n in objectives.names if n not in RESULTS]
+    if unknown:
+        raise HydraException(
+            f"hydra.sweeper.objectives: {', '.join(unknown)} is not an objective; "
+            f"available: {', '.join(RESULTS)}"
+        )
+    return objectives.names
 
 
 def _is_list(value: Any) -> bool:
