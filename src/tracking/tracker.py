@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src import signals
@@ -61,10 +60,13 @@ def uses_mlflow(config: DictConfig) -> bool:
 
 
 def make_tracker(cfg: DictConfig, **args: Any) -> MlflowTracker | NullTracker:
-    """The run's tracker: `cfg.tracking` built with the run's config and `args`, less the keys only a
-    sweep's comparison reads (COMPARISON_KEYS)."""
-    node = {k: v for k, v in cfg.tracking.items() if k not in COMPARISON_KEYS}
-    tracker: MlflowTracker | NullTracker = instantiate(node, cfg=cfg, **args, _recursive_=False)
+    """The run's tracker: `cfg.tracking`'s target, given the node's settings (less the keys only a
+    sweep's comparison reads, COMPARISON_KEYS), the run's config and `args`."""
+    from hydra.utils import get_class
+
+    node = cfg.tracking
+    settings = {str(k): node[k] for k in node if k != "_target_" and k not in COMPARISON_KEYS}
+    tracker: MlflowTracker | NullTracker = get_class(node._target_)(cfg=cfg, **settings, **args)
     return tracker
 
 
