@@ -41,6 +41,7 @@ from src.loop.fast_step import skip_compile_guards
 from src.loop.training import Training
 from src.schedules import robbins_monro_verdict
 from src.sweep import trial as hpo
+from src.tracking.tracker import make_tracker
 from src.tracking.uris import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ def _train(
     resume_run_id = state["mlflow_run_id"] if state is not None else None
     tracker_args = dict(tags=tags, resume_run_id=resume_run_id, snapshot_path=snapshot_path)
     run.stop.check()
-    with instantiate(cfg.tracking, cfg=cfg, **tracker_args, _recursive_=False) as tracker:
+    with make_tracker(cfg, **tracker_args) as tracker:
         if state is None:
             tracker.log_dataset(run.data)
 

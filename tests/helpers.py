@@ -14,8 +14,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from src.train import compose
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -68,6 +72,13 @@ def all_runs(uri: str, experiment: str = "descentlab") -> list:
     if found is None:
         return []
     return client.search_runs([found.experiment_id], max_results=1000)
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
 
 
 def interrupt_midway(

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 from src.signals import REASONS
 from src.tracking.sidecar import MlflowError, Sidecar
 from src.tracking.tracker import MlflowTracker
-from tests.helpers import all_runs, cli_env, make_config, run_cli
+from src.train import train
+from tests.helpers import all_runs, artifact_paths, cli_env, make_config, run_cli
 
 T = TypeVar("T")
 ENDLESS = ("trainer.max_epochs=1000000000", "trainer.patience=1000000000", "trainer.stopping_threshold=null")
@@ -66,8 +67,9 @@ def test_a_training_process_imports_neither_mlflow_nor_matplotlib(tmp_path):
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 0  # drawn into the run dir
 
 
-def test_a_failed_write_is_raised_when_the_run_ends_and_the_run_ends_failed(sqlite_uri):
-    tracker = MlflowTracker("descentlab", make_config("trainer.max_epochs=2"))
+@pytest.mark.parametrize("sidecar", [True, False], ids=["sidecar", "in_process"])
+def test_a_failed_write_is_raised_when_the_run_ends_and_the_run_ends_failed(sqlite_uri, sidecar):
+    tracker = MlflowTracker("descentlab", make_config("trainer.max_epochs=2"), sidecar=sidecar)
     with pytest.raises(MlflowError, match=r"MlflowException: .*bad!key"), tracker:
         tracker._log("bad!key", 1.0, 1)  # MLflow refuses the name, in the sidecar, after this returns
         tracker.flush()
@@ -161,3 +163,58 @@ def test_the_sidecar_outlives_the_signals_that_stop_training():
     finally:
         sidecar.close()
     assert sidecar.proc.returncode == 0
+
+
+SMALL = ("trainer.progress=false", "trainer.max_epochs=3")
+TIMINGS = ("epoch_time", "wall_time")  # seconds: their keys and steps are compared, not their values
+
+
+def record(uri: str) -> dict[str, Any]:
+    """The store's one run as a reader sees it, less its id and times: status, name, params, each
+    metric's steps and values, tags, artifacts, dataset input, logged models."""
+    client = MlflowClient(uri)
+    (run,) = all_runs(uri)
+    run_id = run.info.run_id
+    history = {
+        key: sorted(client.get_metric_history(run_id, key), key=lambda m: m.step) for key in run.data.metrics
+    }
+    datasets = [
+        (i.dataset.name, i.dataset.digest, i.dataset.source, i.dataset.profile)
+        for i in run.inputs.dataset_inputs
+    ]
+    return {
+        "status": run.info.status,
+        "name": run.info.run_name,
+        "params": run.data.params,
+        "steps": {key: [m.step for m in points] for key, points in history.items()},
+        "values": {key: [m.value for m in points] for key, points in history.items() if key not in TIMINGS},
+        "tags": run.data.tags,
+        "artifacts": artifact_paths(client, run_id),
+        "datasets": datasets,
+        "models": len(run.outputs.model_outputs),
+    }
+
+
+def test_mlflow_in_the_training_process_records_the_run_the_sidecar_records(tmp_path, monkeypatch):
+    """`tracking.sidecar=false` runs the same writer in the training process: the same record."""
+    uris = {way: f"sqlite:///{tmp_path / way}.db" for way in ("sidecar", "in_process")}
+    with monkeypatch.context() as patch:
+        patch.setattr(Sidecar, "get", lambda: pytest.fail("tracking.sidecar=false used a sidecar"))
+        train(make_config(*SMALL, f"tracking.uri={uris['in_process']}", "tracking.sidecar=false"))
+    train(make_config(*SMALL, f"tracking.uri={uris['sidecar']}"))
+    in_process, sidecar = record(uris["in_process"]), record(uris["sidecar"])
+    values = in_process.pop("values"), sidecar.pop("values")
+    assert in_process == sidecar
+    assert in_process["status"] == "FINISHED"
+    assert {"model/model.pt", "loss_curve.png", "config.yaml"} <= in_process["artifacts"]
+    assert {"train_loss", "val_loss", "wall_time"} <= in_process["steps"].keys()
+    assert values[0].keys() == values[1].keys()
+    for key, numbers in values[0].items():  # the same numbers, up to the last digits of the reference's,
+        # which differ between any two runs in one process (two through the sidecar too)
+        assert numbers == pytest.approx(values[1][key], rel=1e-9), key
+
+
+def test_a_command_line_with_mlflow_in_its_own_process_starts_no_sidecar(monkeypatch):
+    monkeypatch.setattr(Sidecar, "_current", None)
+    Sidecar.prestart(["optimizer=adam", "tracking.sidecar=false"])
+    assert Sidecar._current is None

@@ -20,16 +20,9 @@ from src import compare, jobs, tracking
 from src.loop import EpochMetrics
 from src.tracking import store as mlflow_store
 from src.train import train
-from tests.helpers import all_runs, interrupt_midway, make_config, mlflow_server_on, run_cli
+from tests.helpers import all_runs, artifact_paths, interrupt_midway, make_config, mlflow_server_on, run_cli
 
 EPOCH_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "param_error", "epoch_time")
-
-
-def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    out: set[str] = set()
-    for item in client.list_artifacts(run_id, path):
-        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
-    return out
 
 
 @pytest.mark.slow

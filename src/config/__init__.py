@@ -18,7 +18,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
@@ -40,6 +39,12 @@ class DType(Enum):
 
 def is_device(name: str) -> bool:
     return name == "cpu" or re.fullmatch(r"cuda(:\d+)?", name) is not None
+
+
+def cuda_available() -> bool:
+    import torch  # here, not at the top: the config is read by processes without torch (src.compare)
+
+    return torch.cuda.is_available()
 
 
 @dataclass
@@ -67,7 +72,7 @@ class TrainerConf(Checked):
     device: str = checked(
         "cpu",
         Rule(is_device, "must be 'cpu' or 'cuda[:N]'"),
-        Rule(lambda d: d == "cpu" or torch.cuda.is_available(), "no CUDA device here; use 'cpu'"),
+        Rule(lambda d: d == "cpu" or cuda_available(), "no CUDA device here; use 'cpu'"),
     )
     progress: bool = True  # tqdm bar; always off inside --multirun
 
@@ -131,7 +136,11 @@ class Config:
 
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-GROUPS = ("data", "model", "optimizer", "schedule", "trainer", "regularization", "inference")
+# The config groups whose choice (conf/<group>/<choice>.yaml) says what a run computes: a run is
+# compared and named by each one's choice (src/tracking/names.py). `tracking` is a group too, about
+# where a run is recorded.
+GROUPS = ("data", "model", "optimizer", "schedule")
+SETTINGS = ("trainer", "regularization", "inference")  # the other top-level keys with a schema
 
 
 SEEDS = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
@@ -151,7 +160,7 @@ def validate(cfg: DictConfig) -> None:
         cfg.seed,
         f"must be in [{SEEDS[0]}, {SEEDS[1]}] (torch's range)",
     )
-    for group in GROUPS:
+    for group in (*GROUPS, *SETTINGS):
         node = cfg[group]
         if OmegaConf.get_type(node) is dict:
             continue  # a group without a schema (a user's own YAML) is checked by its target

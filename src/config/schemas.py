@@ -388,3 +388,6 @@ class TrackingConf:
 @schema("tracking", "mlflow")
 class MlflowConf(TrackingConf):
     _target_: str = "src.tracking.MlflowTracker"
+    # MLflow works in a process of its own beside training (src/tracking/sidecar.py); false: in the
+    # training process, which then imports MLflow and waits on each write
+    sidecar: bool = True

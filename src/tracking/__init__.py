@@ -10,9 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from src.tracking.names import GROUPS, flatten, params, run_name, short_number, source_tags, swept_keys
+    from src.tracking.names import flatten, params, run_name, short_number, source_tags, swept_keys
     from src.tracking.store import (
         CONFIG_ARTIFACT,
+        DEFAULT_URI,
         PROCESS_TAG,
         REPEATS_TAG,
         SWEEP_TAG,
@@ -20,9 +21,8 @@ if TYPE_CHECKING:
         end_killed,
         end_run,
     )
-    from src.tracking.tracker import MODEL_ARTIFACT, MlflowTracker, NullTracker, uses_mlflow
+    from src.tracking.tracker import MODEL_ARTIFACT, MlflowTracker, NullTracker, make_tracker, uses_mlflow
     from src.tracking.uris import (
-        DEFAULT_URI,
         SQLITE_WRITERS,
         checked_store,
         client_and_experiment,
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CONFIG_ARTIFACT",
     "DEFAULT_URI",
-    "GROUPS",
     "MODEL_ARTIFACT",
     "PROCESS_TAG",
     "REPEATS_TAG",
@@ -50,6 +49,7 @@ __all__ = [
     "end_killed",
     "end_run",
     "flatten",
+    "make_tracker",
     "params",
     "run_name",
     "short_number",
@@ -62,19 +62,28 @@ __all__ = [
 ]
 _WHERE = {  # the module that defines each name
     **dict.fromkeys(
-        ["GROUPS", "flatten", "params", "run_name", "short_number", "source_tags", "swept_keys"],
+        ["flatten", "params", "run_name", "short_number", "source_tags", "swept_keys"],
         "src.tracking.names",
     ),
     **dict.fromkeys(
-        ["CONFIG_ARTIFACT", "PROCESS_TAG", "REPEATS_TAG", "SWEEP_TAG", "child_runs", "end_killed", "end_run"],
+        [
+            "CONFIG_ARTIFACT",
+            "DEFAULT_URI",
+            "PROCESS_TAG",
+            "REPEATS_TAG",
+            "SWEEP_TAG",
+            "child_runs",
+            "end_killed",
+            "end_run",
+        ],
         "src.tracking.store",
     ),
     **dict.fromkeys(
-        ["MODEL_ARTIFACT", "MlflowTracker", "NullTracker", "uses_mlflow"], "src.tracking.tracker"
+        ["MODEL_ARTIFACT", "MlflowTracker", "NullTracker", "make_tracker", "uses_mlflow"],
+        "src.tracking.tracker",
     ),
     **dict.fromkeys(
         [
-            "DEFAULT_URI",
             "SQLITE_WRITERS",
             "checked_store",
             "client_and_experiment",

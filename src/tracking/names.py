@@ -3,19 +3,18 @@ name (the values that tell it apart from its sweep's other runs), its source tag
 
 from __future__ import annotations
 
+import functools
 import getpass
 import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-if TYPE_CHECKING:
-    pass
-
+from src.config import GROUPS
 
 # Settings about recording and running, not about what is computed; `config.yaml` keeps them all.
 NOT_PARAMS = (
@@ -28,7 +27,6 @@ NOT_PARAMS = (
     "trainer.grad_variance",  # whether a metric is logged
     "trainer.divergence_threshold",  # a guard that names a failed run (stop_reason), not a setting
 )
-GROUPS = ("optimizer", "schedule", "data", "model")  # logged by their choice, not their `_target_`
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
@@ -50,7 +48,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 def params(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
     """What a reader compares runs by: each group's choice (`optimizer: nesterov`) and the values the
     run was computed with; no `_target_`, nothing null, no bookkeeping (NOT_PARAMS)."""
-    out = {group: choice(cfg, choices, group) for group in GROUPS if group in cfg}
+    out = {group: choice(cfg, choices, group) for group in GROUPS if group in cfg}  # by choice, not target
     for key, value in flatten(cfg).items():
         if key == "trainer.batch_size" and value == "None":
             value = "full"  # the whole training split: a value to compare by, as in run names
@@ -77,7 +75,9 @@ def source_tags() -> dict[str, str]:
     return tags
 
 
+@functools.cache  # one `git rev-parse` a process
 def git_commit() -> str | None:
+    """The commit of this checkout's HEAD; None outside a git checkout."""
     try:
         repo = Path(__file__).resolve().parents[2]
         out = subprocess.run(

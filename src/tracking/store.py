@@ -1,9 +1,10 @@
 """MLflow work that needs no torch: opening a store, ending the runs of dead processes, the loss
-curve, and `Runs`, what a training run asks of MLflow, built into MLflow's entities from plain data.
+curve, and `RunWriter`, what a training run asks of MLflow, built into MLflow's entities from plain data.
 
-A training run's `Runs` lives in its MLflow sidecar process (src/tracking/sidecar.py), which imports
-this module and MLflow, never torch; a sweep's parent run and the Optuna plugin use the functions here
-in their own process. This module imports only the standard library at load time.
+A training run's `RunWriter` lives in its MLflow sidecar process (src/tracking/sidecar.py), which
+imports this module and MLflow, never torch, or with `tracking.sidecar=false` in the training process
+itself; a sweep's parent run and the Optuna plugin use the functions here in their own process. This
+module imports only the standard library at load time.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_URI = "sqlite:///mlflow.db"  # the store where neither tracking.uri nor $MLFLOW_TRACKING_URI says
 PROCESS_TAG = "descentlab.process"  # "host pid start" of the process running the run
 LOGGED_MODEL = "descentlab-model"  # the run's model in MLflow's Models column and tab
 CONFIG_ARTIFACT = "config.yaml"
@@ -30,6 +35,17 @@ REPEATS_TAG = "descentlab.repeats"  # on an Optuna trial's run whose seeds are i
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 log = logging.getLogger(__name__)
+
+
+def given_uri(uri: str | None = None) -> str:
+    """The store as given: `uri`, else $MLFLOW_TRACKING_URI, else DEFAULT_URI (a relative sqlite
+    path as it is: src/tracking/uris.py's `tracking_uri` says where it lies)."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite store's URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///").split("?")[0]) if uri.startswith("sqlite:///") else None
 
 
 def quiet_migrations() -> None:
@@ -41,11 +57,11 @@ def quiet_migrations() -> None:
 def first_use_lock(uri: str) -> AbstractContextManager[object]:
     """For a sqlite store, a file lock around its first use: processes that open a new store at the
     same moment would otherwise race in MLflow's schema migration ("table ... already exists")."""
-    if not uri.startswith("sqlite:///"):
+    if (path := sqlite_file(uri)) is None:
         return contextlib.nullcontext()
     from filelock import FileLock
 
-    return FileLock(uri.removeprefix("sqlite:///").split("?")[0] + ".lock")
+    return FileLock(f"{path}.lock")
 
 
 def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
@@ -164,21 +180,25 @@ def loss_curve(history: Sequence[tuple[int, float, float]], best_epoch: int, tit
     return path
 
 
-class Runs:
-    """The MLflow runs one training process has open, each under the key its tracker chose. Every
-    method takes plain data (tuples, dicts, paths) and builds MLflow's entities here. A failed call
-    is remembered: the run then ends FAILED with that error, and its later calls are skipped."""
+class RunWriter:
+    """Writes the MLflow runs one training process has open, each under the key its tracker chose.
+    Every method takes the run's key and plain data (tuples, dicts, paths) and builds MLflow's
+    entities here. A call is made through the writer (`writer(RunWriter.log_text, key, ...)`): a
+    failed call is remembered, the run then ends FAILED with that error, and its later calls are
+    skipped (their value is None)."""
 
     def __init__(self) -> None:
         self.open: dict[str, tuple[MlflowClient, str, str]] = {}  # key -> client, experiment, run id
         self.failed: dict[str, str] = {}  # key -> the first error, as "Type: message"
 
-    def __call__(self, function: str, key: str, *args: Any, **kwargs: Any) -> Any:
-        opening, ending = function in ("open_run", "reopen_run"), function == "terminate"
+    def __call__(
+        self, method: Callable[Concatenate[RunWriter, str, P], R], key: str, *args: P.args, **kwargs: P.kwargs
+    ) -> R | None:
+        opening, ending = method in (RunWriter.open_run, RunWriter.reopen_run), method == RunWriter.terminate
         if not opening and (key not in self.open or (key in self.failed and not ending)):
             return None  # its run was never created, or a call already failed: that error is reported
         try:
-            return getattr(self, function)(key, *args, **kwargs)
+            return method(self, key, *args, **kwargs)
         except Exception as exc:
             self.failed.setdefault(key, f"{type(exc).__name__}: {exc}")
             raise

@@ -18,10 +18,11 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -32,16 +33,19 @@ from src.data import Data
 from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, hydra_context, job_env, launch_dir
 from src.loop import EpochMetrics, FitResult
 from src.tracking import logged_model as mlflow_model
-from src.tracking.names import GROUPS, choice, git_commit, own_keys, params, run_name, source_tags
-from src.tracking.sidecar import Sidecar, SidecarError
-from src.tracking.store import PROCESS_TAG, end_run, quiet_migrations, this_process
+from src.tracking.names import GROUPS, choice, own_keys, params, run_name, source_tags
+from src.tracking.sidecar import Calls, InProcess, Sidecar, SidecarError
+from src.tracking.store import PROCESS_TAG, RunWriter, end_run, quiet_migrations, this_process
 from src.tracking.uris import checked_store, tracking_uri, ui_hint
 
 if TYPE_CHECKING:
     from src.estimation.inference import Estimates
 
 MODEL_ARTIFACT = "model/model.pt"
+# `tracking` keys that only a --multirun's comparison reads (src/sweep/parent.py), no tracker.
+COMPARISON_KEYS = ("plot_metric", "sort_by")
 
+P = ParamSpec("P")
 
 log = logging.getLogger(__name__)
 quiet_migrations()  # for the stores this process opens itself (a sweep's parent run, the plugin)
@@ -53,6 +57,17 @@ def uses_mlflow(config: DictConfig) -> bool:
 
     node = config.get("tracking")
     return node is not None and "_target_" in node and issubclass(get_class(node._target_), MlflowTracker)
+
+
+def make_tracker(cfg: DictConfig, **args: Any) -> MlflowTracker | NullTracker:
+    """The run's tracker: `cfg.tracking`'s target, given the node's settings (less the keys only a
+    sweep's comparison reads, COMPARISON_KEYS), the run's config and `args`."""
+    from hydra.utils import get_class
+
+    node = cfg.tracking
+    settings = {str(k): node[k] for k in node if k != "_target_" and k not in COMPARISON_KEYS}
+    tracker: MlflowTracker | NullTracker = get_class(node._target_)(cfg=cfg, **settings, **args)
+    return tracker
 
 
 class NullTracker:
@@ -94,7 +109,7 @@ class MlflowTracker:
     and sends it there in order, without waiting. Only the run's id waits, when first asked for (the
     first snapshot, usually long after MLflow has created the run); leaving the run waits until every
     write is done, so when a run returns, its record is complete and ended, and an error of any write
-    is raised then."""
+    is raised then. With `sidecar=False` the same writes run in this process, each when it is sent."""
 
     def __init__(
         self,
@@ -104,8 +119,7 @@ class MlflowTracker:
         tags: dict[str, str] | None = None,
         resume_run_id: str | None = None,
         snapshot_path: Path | None = None,
-        plot_metric: str = "val_loss",  # these two are for a sweep's comparison (MultirunParent)
-        sort_by: str = "best_val_loss",
+        sidecar: bool = True,
     ) -> None:
         self.given_uri = uri
         self.uri = tracking_uri(uri)
@@ -114,6 +128,7 @@ class MlflowTracker:
         self.extra_tags = tags or {}
         self.resume_run_id = resume_run_id  # continue this run (same id, later steps)
         self.snapshot_path = snapshot_path  # logged as an artifact when the run ends, if written
+        self.in_sidecar = sidecar  # else MLflow works in this process
         self.key = uuid.uuid4().hex  # the run's name in the sidecar, before MLflow gives it an id
         self._opened: Future[tuple[str, str]] | None = None  # its experiment's id and its id
         self.name: str | None = None
@@ -131,8 +146,11 @@ class MlflowTracker:
         experiment_id, run_id = self._opened.result()
         return ui_hint(self.uri, experiment_id, run_id)
 
-    def _send(self, function: str, *args: Any, **kwargs: Any) -> None:
-        self.sidecar.send(function, self.key, *args, **kwargs)
+    def _send(
+        self, method: Callable[Concatenate[RunWriter, str, P], Any], *args: P.args, **kwargs: P.kwargs
+    ) -> None:
+        """`method` of the run's writer, for this run, in order, without waiting."""
+        self.calls.send(method, self.key, *args, **kwargs)
 
     def _copy(self, path: Path) -> str:
         """A copy that stays as it is until the sidecar has uploaded it (the original may change)."""
@@ -144,18 +162,16 @@ class MlflowTracker:
     def __enter__(self) -> MlflowTracker:
         choices, overrides, self.output_dir = hydra_context()
         checked_store(self.uri, self.given_uri)  # a bad store fails now, before training
-        self.sidecar = Sidecar.get()
+        self.calls: Calls = Sidecar.get() if self.in_sidecar else InProcess()
         self.scratch = Path(tempfile.mkdtemp(prefix="descentlab-mlflow-"))  # removed at the end
         where = {"uri": self.uri, "experiment": self.experiment, "cwd": os.getcwd(), "env": mlflow_env()}
         if self.resume_run_id is not None:
             tags = {PROCESS_TAG: this_process(), **self.extra_tags}
-            self._opened = self.sidecar.ask("reopen_run", self.key, where, self.resume_run_id, tags)
+            self._opened = self.calls.ask(RunWriter.reopen_run, self.key, where, self.resume_run_id, tags)
             return self
         tags = {f"choice.{group}": c for group, c in choices.items()}
         tags["overrides"] = " ".join(overrides)
         tags[PROCESS_TAG] = this_process()
-        if commit := git_commit():
-            tags["mlflow.source.git.commit"] = commit
         tags |= source_tags()
         if parent := job_env(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = parent
@@ -163,7 +179,9 @@ class MlflowTracker:
         self.name = self._name(choices, overrides)
         logged = list(params(self.cfg, choices).items())
         config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
-        self._opened = self.sidecar.ask("open_run", self.key, where, self.name, tags, logged, config_yaml)
+        self._opened = self.calls.ask(
+            RunWriter.open_run, self.key, where, self.name, tags, logged, config_yaml
+        )
         return self
 
     def _name(self, choices: dict[str, str], overrides: list[str]) -> str:
@@ -201,14 +219,16 @@ class MlflowTracker:
             "test_rows": len(data.test),
             "features": data.n_features,
         }
-        self._send("log_dataset", name, digest.hexdigest()[:8], source_type, source, json.dumps(profile))
+        self._send(
+            RunWriter.log_dataset, name, digest.hexdigest()[:8], source_type, source, json.dumps(profile)
+        )
 
     def _log(self, key: str, value: float | None, step: int) -> None:
         if value is not None and math.isfinite(value):
             self._pending.append((key, value, int(time.time() * 1000), step))
 
     def flush(self) -> None:
-        self._send("log_metrics", self._pending)
+        self._send(RunWriter.log_metrics, self._pending)
         self._pending = []
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
@@ -224,10 +244,10 @@ class MlflowTracker:
         for key, value in estimates.certificate.items():
             self._log(key, value, 0)
         self.flush()
-        self._send("log_text", to_csv(estimates.table), ARTIFACT)
+        self._send(RunWriter.log_text, to_csv(estimates.table), ARTIFACT)
         if estimates.standardization is not None:
-            self._send("log_text", to_csv(estimates.standardization), "standardization.csv")
-        self._send("set_tag", "converged", str(estimates.converged).lower())
+            self._send(RunWriter.log_text, to_csv(estimates.standardization), "standardization.csv")
+        self._send(RunWriter.set_tag, "converged", str(estimates.converged).lower())
 
     def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
         """The run's outcome: its figures, stop reason, loss curve and model."""
@@ -238,20 +258,20 @@ class MlflowTracker:
             self._log("best_param_error", result.param_error, 0)
         self._log("reference_loss", result.reference_loss, 0)  # skipped when None
         self.flush()
-        self._send("set_tag", "stop_reason", result.stop_reason)
+        self._send(RunWriter.set_tag, "stop_reason", result.stop_reason)
         out = self.output_dir or self.scratch
         history = [(m.epoch, m.train_loss, m.val_loss) for m in result.history]
         png = str(out / "loss_curve.png")  # drawn there by the sidecar (matplotlib is its import)
-        self._send("log_loss_curve", history, result.best_epoch, result.stop_reason, png)
+        self._send(RunWriter.log_loss_curve, history, result.best_epoch, result.stop_reason, png)
         checkpoint = {
             "state_dict": model.state_dict(),
             "model": OmegaConf.to_yaml(self.cfg.model, resolve=True),
             "in_features": int(next(model.parameters()).shape[-1]),
         }
         torch.save(checkpoint, out / "model.pt")  # the run dir's copy, for warm_start=<run dir>
-        self._send("log_model", str(mlflow_model.save(checkpoint, self.scratch / "model")))
+        self._send(RunWriter.log_model, str(mlflow_model.save(checkpoint, self.scratch / "model")))
         if self.output_dir is not None and (self.output_dir / ".hydra").is_dir():
-            self._send("log_artifacts", self._copy(self.output_dir / ".hydra"), ".hydra")
+            self._send(RunWriter.log_artifacts, self._copy(self.output_dir / ".hydra"), ".hydra")
 
     def __exit__(
         self,
@@ -266,7 +286,7 @@ class MlflowTracker:
             if self._pending:
                 self.flush()
             if self.snapshot_path is not None and self.snapshot_path.is_file():
-                self._send("log_artifacts", self._copy(self.snapshot_path), "snapshot")
+                self._send(RunWriter.log_artifacts, self._copy(self.snapshot_path), "snapshot")
         finally:
             if exc_type is not None:
                 killed = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
@@ -278,11 +298,11 @@ class MlflowTracker:
         """End the run in MLflow and wait until everything sent is written. An error of an earlier
         write is raised here (the run then ends FAILED), unless the run already failed of its own."""
         try:
-            self._send("terminate", status, error, stop_reason)
-            self.sidecar.barrier()
+            self._send(RunWriter.terminate, status, error, stop_reason)
+            self.calls.barrier()
             self._opened.result()  # type: ignore[union-attr]  # the run could not be created
-        except SidecarError:
-            self._end_here(status, error, stop_reason)
+        except SidecarError as died:
+            self._end_here(status, error or f"SidecarError: {died}", stop_reason)
             raise
         except Exception:
             if raising:
@@ -291,7 +311,7 @@ class MlflowTracker:
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def _end_here(self, status: str, error: str | None, stop_reason: str | None) -> None:
+    def _end_here(self, status: str, error: str, stop_reason: str | None) -> None:
         """The sidecar died: end the run from this process (an error's cost only), never RUNNING.
         Its id may not have come back: then it is this process's RUNNING run of this name."""
         from mlflow.tracking import MlflowClient
@@ -304,7 +324,7 @@ class MlflowTracker:
             ids = {r.info.run_id for r in runs if r.info.run_name == self.name}
         status = "FAILED" if status == "FINISHED" else status
         for run_id in ids:
-            end_run(client, str(run_id), status, error or f"SidecarError: {self.sidecar.ended}", stop_reason)
+            end_run(client, str(run_id), status, error, stop_reason)
 
 
 def mlflow_env() -> dict[str, str]:

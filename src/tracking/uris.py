@@ -18,16 +18,15 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 from src.jobs import launch_dir
-from src.tracking.store import open_experiment
+from src.tracking.store import given_uri, open_experiment
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 SQLITE_WRITERS = 6  # concurrent writers one sqlite store was tested with (tests/test_parallel.py)
 
 
 def tracking_uri(uri: str | None = None) -> str:
-    """The store: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db. A relative sqlite path
-    means the directory the command was launched from, also when Hydra runs the job elsewhere."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """The store: `uri`, else $MLFLOW_TRACKING_URI, else DEFAULT_URI. A relative sqlite path means
+    the directory the command was launched from, also when Hydra runs the job elsewhere."""
+    uri = given_uri(uri)
     path = uri.removeprefix("sqlite:///")
     if uri.startswith("sqlite:///") and not Path(path).is_absolute():
         uri = f"sqlite:///{launch_dir() / path}"
