@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import Config, register
+from src.config import Config, register, retyped
 from src.estimation import inference
 from src.loop import evaluate
 from src.tracking.store import CONFIG_ARTIFACT
@@ -37,10 +37,16 @@ def load_run(run_id: str, uri: str | None = None) -> tuple[DictConfig, dict]:
         model_path = download_artifacts(
             run_id=run_id, artifact_path=MODEL_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri(uri)
         )
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(cfg_path))
+        cfg = logged_config(Path(cfg_path).read_text())
         checkpoint = torch.load(Path(model_path), weights_only=True)
-    assert isinstance(cfg, DictConfig)
     return cfg, checkpoint
+
+
+def logged_config(text: str) -> DictConfig:
+    """A run's logged config (resolved YAML), typed by the schemas again, as src.train composed it."""
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
+    assert isinstance(cfg, DictConfig)
+    return retyped(cfg)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from src.train import build
+    from src.train import build, settings
 
     register()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -75,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"error: recomputed test_loss {test_loss!r} differs from the logged {logged!r}")
     else:
         print("no test split (the run estimated on every row it was given): no test_loss")
-    estimates = inference.estimate(model, data, run.reference, cfg.inference.cov, run.l2, stop_reason)
+    estimates = inference.estimate(
+        model, data, run.reference, cfg.inference.cov, run.l2, stop_reason, settings(cfg, run)
+    )
     if estimates is not None:
         print("\n".join([estimates.format(), *estimates.warnings]))
 

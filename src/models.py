@@ -31,8 +31,30 @@ def scalar(value: float, like: Tensor) -> Tensor:
     return _scalar(value, like.dtype, like.device)
 
 
+def newton_system(Z: Tensor, y: Tensor, theta: Tensor, logit: bool) -> tuple[Tensor, Tensor, float]:
+    """Newton's step on the data loss at θ as a least-squares problem: (A, c, s) with
+
+        ∇L(θ) = s Aᵀ(Aθ − c),   ∇²L(θ) = s AᵀA,   so   θ − [∇²L]⁻¹∇L = argmin_θ' ‖A θ' − c‖,
+
+    the next iterate without forming the Hessian (whose condition number is A's squared):
+    - least squares, L = (1/N)‖Zθ − y‖²: A = Z, c = y, s = 2/N (one step lands on the fit);
+    - logit, p = σ(Zθ), w = p(1 − p): A = √w Z, c = √w (Zθ − (p − y)/w), s = 1/N: IRLS's weighted
+      least squares on the working response.
+    Z is the design with the bias's column of ones, last, as the model orders its parameters.
+    """
+    n = len(y)
+    if not logit:
+        return Z, y, 2 / n
+    eta = Z @ theta
+    prob = torch.sigmoid(eta)
+    root = (prob * (1 - prob)).clamp(min=torch.finfo(Z.dtype).tiny).sqrt()
+    return Z * root[:, None], root * eta - (prob - y) / root, 1 / n
+
+
 class LinearRegression(nn.Module):
     """f(x) = x·θ (+ b), loss L(θ) = (1/N) Σ (y_n − x_n·θ)², the lecture's least squares."""
+
+    logit = False  # its loss's Newton system (`newton_system`): least squares, not the logit's
 
     def __init__(
         self, in_features: int, bias: bool = False, generator: torch.Generator | None = None
@@ -71,10 +93,21 @@ class LinearRegression(nn.Module):
         """θ̂, comparable with the data's true θ."""
         return self.weight.detach()
 
+    def newton_system(self, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor, float]:
+        """`newton_system` of this model's loss on (X, y) at its parameters (weights, then bias)."""
+        weight, bias = self.weight.detach(), self.bias
+        Z, theta = X, weight
+        if bias is not None:
+            Z = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype, device=X.device)], dim=1)
+            theta = torch.cat([weight, bias.detach().reshape(1)])
+        return newton_system(Z, y, theta, self.logit)
+
 
 class LogisticRegression(LinearRegression):
     """P(y = 1 | x) = σ(x·θ (+ b)); loss the mean binary cross-entropy, i.e. −(1/N) × the logit
     log-likelihood, computed on the logits for numerical stability."""
+
+    logit = True
 
     def loss(self, X: Tensor, y: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(self(X), y)

@@ -6,6 +6,10 @@ objectives it names, e.g. best_val_loss and wall_time).
 
 from __future__ import annotations
 
+import time
+
+STARTED = time.perf_counter()  # the process's start, as near as Python lets us: setup_time counts from it
+
 from src import signals
 
 if __name__ == "__main__":  # first: a signal during the imports below (seconds) ends the process
@@ -199,18 +203,39 @@ def step_size_check(run: Training) -> dict[str, str]:
     return {"robbins_monro": str(satisfied).lower(), "robbins_monro.reason": reason}
 
 
+_first_job = [True]  # whether the next job is this process's first: its setup began with the process
+
+
+def job_started() -> float:
+    """When this job's setup began: the process's start for its first job (imports included), the
+    call for each later one (a --multirun runs its jobs one after another in one process)."""
+    first, _first_job[0] = _first_job[0], False
+    return STARTED if first else time.perf_counter()
+
+
 def train(
     cfg: DictConfig, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
 ) -> FitResult:
     """One run. It owns its stop request (`Training.stop`, src/signals.py): a signal is honoured at the
     first step, after each step and evaluation, and between the stages around training; MLflow's run
     ends KILLED. A signal while the run is set up is carried into it."""
+    since = job_started()
     signals.check()
     cfg, state, tags = resumed(cfg, dict(tags or {}))
     run = build(cfg)
     with signals.scoped(run.stop):
         run.stop.check()
-        return _train(cfg, run, state, callbacks, tags | step_size_check(run))
+        return _train(cfg, run, state, callbacks, tags | step_size_check(run), since)
+
+
+def settings(cfg: DictConfig, run: Training) -> inference.Settings:
+    """What the run's table of estimates needs to know of how it was fitted."""
+    return inference.Settings(
+        optimizer=type(run.optimizer).__name__,
+        dtype=run.trainer.dtype.value,
+        stopping_threshold=run.trainer.stopping_threshold,
+        min_digits=cfg.inference.min_digits,
+    )
 
 
 def _train(
@@ -219,6 +244,7 @@ def _train(
     state: dict[str, Any] | None,
     callbacks: Sequence[Callback],
     tags: dict[str, str],
+    since: float,
 ) -> FitResult:
     progress = checkpoint.restore(state, run) if state is not None else None
     if cfg.warm_start and state is None:  # a resumed warm start continues from its snapshot
@@ -239,11 +265,15 @@ def _train(
                 checkpoint.save(checkpoint.capture(p, run, tracker.run_id, config_yaml), snapshot_path)
             tracker.flush()  # MLflow then holds exactly the epochs the snapshot holds
 
+        _ = tracker.run_id  # MLflow's start-up is setup: the run exists before the first step
+        setup_time = time.perf_counter() - since
         result = fit(run, callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot)
+        result.setup_time = setup_time
         tracker.log_result(result, run.model)  # first: MLflow draws and writes while we estimate
         estimates = inference.estimate(
-            run.model, run.data, run.reference, cfg.inference.cov, run.l2, result.stop_reason
-        )
+            run.model, run.data, run.reference, cfg.inference.cov, run.l2, result.stop_reason,
+            settings(cfg, run),
+        )  # fmt: skip
         if estimates is None:
             log.info("no table of estimates: %s", inference.unavailable(run.model, run.l2))
         else:

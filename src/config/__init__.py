@@ -62,6 +62,8 @@ class TrainerConf(Checked):
     # diverged: monitored loss above it × the starting loss
     divergence_threshold: float | None = checked(1e5, bound("> 0", " or null"))
     grad_tol: float | None = checked(None, bound("> 0", " or null"))  # "converged" once ‖∇L_train(θ)‖ < it
+    # a first-order method's evidence for "converged", beside the gap: ‖∇L(θ)‖ ≤ it × ‖∇L(θ₀)‖
+    grad_rtol: float | None = checked(1e-4, bound("> 0", " or null"))
     grad_variance: bool = False  # log E‖g_B − ∇L‖² each epoch: a per-example gradient pass, so opt-in
     max_time: float | None = checked(None, bound("> 0", " seconds or null"))  # seconds of training
     # epochs between snapshots (null: only on interrupt)
@@ -95,6 +97,8 @@ class InferenceConf(Checked):
 
     cov: Cov | None = None  # null: classical where the model has standard errors, none elsewhere
     cluster: str | None = None  # the data's column holding the groups, for cov=cluster
+    # the `converged` tag needs at least these digits of agreement with θ* (where θ* exists)
+    min_digits: float = checked(7.0, bound("in [0, 16]"))
 
     def relations(self) -> Iterator[tuple[bool, str, str]]:
         clustered = self.cov is Cov.cluster
@@ -174,6 +178,27 @@ def validate(cfg: DictConfig) -> None:
         "needs a table of data (data=csv, or a statsmodels data set such as data=fair); "
         "simulated data have no columns",
     )
+
+
+def retyped(cfg: DictConfig) -> DictConfig:
+    """A config read back from YAML (a logged run's) with each group typed by its choice's schema
+    again, found by the group's `_target_`: what Hydra's composition had given it, so that `validate`
+    judges it as it judged the run (a CSV's `inference.cluster` included). A group with no schema of
+    that target (a user's own YAML), or that no longer fits it, stays as it is."""
+    for group, schemas in SCHEMAS.items():
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or OmegaConf.get_type(node) is not dict:
+            continue
+        target = node.get("_target_")
+        for schema in schemas.values():
+            if getattr(schema, "_target_", None) != target:
+                continue
+            try:
+                cfg[group] = OmegaConf.merge(OmegaConf.structured(schema), node)
+            except Exception:  # omegaconf's validation errors: another schema of the target may fit
+                continue
+            break
+    return cfg
 
 
 def register() -> None:

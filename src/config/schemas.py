@@ -306,7 +306,9 @@ class TableDataConf(DataConf):
     target: str | None = None
     features: list[str] | None = None  # null: every numeric column but the target
     intercept: bool = True  # prepend a column of ones named `const` (statsmodels' add_constant)
-    standardize: bool = True  # centre and scale each feature by its training-split mean and std
+    # centre and scale each feature by its training-split mean and std; without an intercept, scale
+    # only (by its root mean square): centring would put the intercept back
+    standardize: bool = True
     drop_missing: bool = False  # drop rows with NaN / ±inf in the used columns instead of refusing
 
 

@@ -123,7 +123,7 @@ def from_frame(
         len(data.test),
         target,
         ", ".join(names),
-        " (standardized)" * standardize,
+        (" (standardized)" if intercept else " (scaled, not centred: no intercept)") * standardize,
     )
     return replace(data, names=tuple(names), standardization=scaling)
 
@@ -229,15 +229,23 @@ def finite_rows(
 def scaled(
     data: Data, features: list[str], standardize: bool, intercept: bool
 ) -> tuple[Data, Standardization | None]:
-    """Standardize X on the training split's statistics (if asked), then prepend the intercept."""
+    """Standardize X on the training split's statistics (if asked), then prepend the intercept.
+
+    With an intercept each feature is centred and scaled, (x − m) / s; without one (a model through
+    the origin) it is only scaled, x / √mean(x²): centring would put the intercept back, since
+    θ·(x − m) = θ·x − θ·m."""
     dtype = data.train.X.dtype
     mean, std = torch.zeros(len(features), dtype=dtype), torch.ones(len(features), dtype=dtype)
     if standardize:
-        std, mean = torch.std_mean(data.train.X, dim=0, correction=0)
+        if intercept:
+            std, mean = torch.std_mean(data.train.X, dim=0, correction=0)
+        else:
+            std = data.train.X.pow(2).mean(0).sqrt()
         constant = [c for c, s in zip(features, std.tolist(), strict=True) if s == 0]
         if constant:
+            kind = "constant" if intercept else "zero"
             raise ConfigError(
-                f"data.standardize=true, but {', '.join(map(repr, constant))} is constant on the training "
+                f"data.standardize=true, but {', '.join(map(repr, constant))} is {kind} on the training "
                 "split; leave it out of data.features or set data.standardize=false"
             )
         data = data.map_features(lambda X: (X - mean) / std)

@@ -30,14 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector
 
 from src.config import Cov
 from src.data import Data
 from src.errors import ConfigError
-from src.estimation.reference import Reference, design
+from src.estimation.reference import Reference, design, objective_terms
 from src.models import LinearRegression, LogisticRegression
 
 Columns = dict[str, list[Any]]  # a table: column name → its values, row by row (no pandas: startup time)
@@ -46,7 +45,17 @@ COLUMNS = ["term", "estimate", "reference", "std_error", "statistic", "p_value",
 ARTIFACT = "estimates.csv"
 MAX_HESSIAN = 200  # parameters up to which the Hessian's condition number is reported
 DIGITS = 16.0  # float64 agreement: where θ equals θ* to the last bit
-WANTED_DIGITS = 6.0  # fewer digits of agreement with θ* than this, and the table warns
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the run was fitted with: what its `converged` needs, and what a warning must not
+    recommend again (the method or setting already in use)."""
+
+    optimizer: str = ""  # the optimizer's class name: Newton, LBFGS, SGD, ...
+    dtype: str = "float64"
+    stopping_threshold: float | None = 1e-8
+    min_digits: float = 7.0  # inference.min_digits: digits of agreement with θ* that `converged` needs
 
 
 def to_csv(table: Columns) -> str:
@@ -161,22 +170,6 @@ def covariance(cov: Cov, logit: bool, Z: Tensor, y: Tensor, theta: Tensor, group
         correction = G / (G - 1) * (n - 1) / (n - k)
         return correction * bread @ (scores.T @ scores) @ bread
     return bread @ ((Z.T * weights) @ Z) @ bread
-
-
-def objective_terms(
-    logit: bool, Z: Tensor, y: Tensor, theta: Tensor, l2: float
-) -> tuple[float, Tensor, Tensor]:
-    """The training objective L(θ), its gradient and its Hessian, in float64 and closed form."""
-    n, k = Z.shape
-    eye = torch.eye(k, dtype=Z.dtype)
-    if logit:
-        prob = torch.sigmoid(Z @ theta)
-        loss = F.binary_cross_entropy_with_logits(Z @ theta, y)
-        grad, hessian = Z.T @ (prob - y) / n, (Z.T * (prob * (1 - prob))) @ Z / n
-    else:
-        residual = Z @ theta - y
-        loss, grad, hessian = residual @ residual / n, 2 * Z.T @ residual / n, 2 * Z.T @ Z / n
-    return float(loss + l2 / 2 * theta @ theta), grad + l2 * theta, hessian + l2 * eye
 
 
 def digits(theta: Tensor, reference: Tensor) -> float:
@@ -294,26 +287,56 @@ def certificate_line(certificate: dict[str, float], stop_reason: str) -> str:
     return f"stopped: {stop_reason}; {', '.join(words)}"
 
 
-def warnings_for(certificate: dict[str, float], stop_reason: str) -> list[str]:
+def advice(settings: Settings, loose: bool) -> list[str]:
+    """What could still help, leaving out what the run already did. `loose`: the loss converged but
+    the coefficients did not (a flat, ill-conditioned objective), which only a tighter threshold or
+    Newton's steps fix; otherwise the run stopped early."""
+    hints = []
+    if not loose:
+        hints.append("train longer (trainer.max_epochs, trainer.patience)")
+    elif settings.stopping_threshold is None or settings.stopping_threshold > 1e-15:
+        hints.append("lower trainer.stopping_threshold (e.g. 1e-15)")
+    if settings.dtype != "float64":
+        hints.append("train in float64 (trainer.dtype=float64)")
+    choices = {"newton": "Newton"} if loose else {"newton": "Newton", "lbfgs": "LBFGS"}
+    methods = [f"optimizer={name}" for name, cls in choices.items() if cls != settings.optimizer]
+    if methods:
+        hints.append(f"use {' or '.join(methods)}")
+    return hints
+
+
+def warnings_for(
+    certificate: dict[str, float], stop_reason: str, settings: Settings = Settings()
+) -> list[str]:
     """Why these numbers are not yet the estimator's, if they are not."""
     if stop_reason != "converged":
         return [
             f"WARNING: the run did not converge (stopped: {stop_reason}); these are the optimizer's "
-            "numbers, not yet the estimator's: train longer (trainer.max_epochs, trainer.patience), "
-            "in float64, or with optimizer=newton or optimizer=lbfgs"
+            f"numbers, not yet the estimator's: {'; '.join(advice(settings, loose=False))}"
         ]
-    if certificate.get("estimate_digits", DIGITS) < WANTED_DIGITS:
+    digits_ = certificate.get("estimate_digits", DIGITS)
+    if digits_ < settings.min_digits:
+        loose = advice(settings, loose=True) or [
+            "the design may hold no more digits in this dtype (see cond(Hessian)): standardize the "
+            "features (data.standardize=true) where the data allow, or accept fewer with "
+            "inference.min_digits"
+        ]
         return [
-            f"WARNING: the loss converged, but the estimates agree with theta* to only "
-            f"{certificate['estimate_digits']:.1f} digits (on an ill-conditioned problem a tiny loss gap "
-            "leaves the coefficients loose): lower trainer.stopping_threshold (e.g. 1e-15) "
-            "or use optimizer=newton"
+            f"WARNING: the loss converged, but the estimates agree with theta* to only {digits_:.1f} "
+            f"digits (inference.min_digits={settings.min_digits:g}; on an ill-conditioned problem a tiny "
+            f"loss gap leaves the coefficients loose): {'; '.join(loose)}"
         ]
     return []
 
 
 def estimate(
-    model: nn.Module, data: Data, reference: Reference | None, cov: Cov | None, l2: float, stop_reason: str
+    model: nn.Module,
+    data: Data,
+    reference: Reference | None,
+    cov: Cov | None,
+    l2: float,
+    stop_reason: str,
+    settings: Settings = Settings(),
 ) -> Estimates | None:
     """The table of estimates for a linear or logistic model (None for other models)."""
     if not isinstance(model, LinearRegression):
@@ -324,7 +347,7 @@ def estimate(
     table = table_of(fit, cov, data.train.groups, reason)
     certificate = certify(fit, reference, l2)
     footer = [*footer_of(fit, data, cov, reason), certificate_line(certificate, stop_reason)]
-    warnings = warnings_for(certificate, stop_reason)
+    warnings = warnings_for(certificate, stop_reason, settings)
     scaling = data.standardization
     standardization = None
     if scaling is not None:

@@ -7,7 +7,7 @@ the model in `model.parameters()` order: the weights, then the bias if the model
 
 The objective with the L2 penalty α = `l2` is L(θ) + (α/2)‖θ‖², the bias included (as torch's
 weight_decay includes it):
-- least squares, (1/N) Σ (y_n − z_n·θ)² + (α/2)‖θ‖²: closed form;
+- least squares, (1/N) Σ (y_n − z_n·θ)² + (α/2)‖θ‖²: closed form, by QR (the same bits on every call);
 - logistic, (1/N) Σ [log(1 + e^{z_n·θ}) − y_n z_n·θ] + (α/2)‖θ‖²: Newton's method to machine precision.
 Other models (the MLP) are not convex: no reference, and a log line says so.
 """
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.data import Split
-from src.models import LinearRegression, LogisticRegression
+from src.models import LinearRegression, LogisticRegression, newton_system
+from src.optim.qr import augmented, lstsq
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,28 @@ def design(X: Tensor, bias: bool) -> Tensor:
     return torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype, device=X.device)], dim=1) if bias else X
 
 
-def least_squares(X: Tensor, y: Tensor, bias: bool = False, l2: float = 0.0) -> Reference:
-    """argmin (1/N)‖y − Zθ‖² + (α/2)‖θ‖².
+def objective_terms(
+    logit: bool, Z: Tensor, y: Tensor, theta: Tensor, l2: float
+) -> tuple[float, Tensor, Tensor]:
+    """The training objective L(θ) + (α/2)‖θ‖², its gradient and its Hessian, in closed form: the
+    gradient s Aᵀ(Aθ − c) + αθ and Hessian s AᵀA + αI from the model's least-squares form (src.models.
+    newton_system), the one place the logit's (1/N) Zᵀ(p − y) and (1/N) Zᵀ diag(p(1 − p)) Z live."""
+    A, c, s = newton_system(Z, y, theta, logit)
+    eye = torch.eye(len(theta), dtype=Z.dtype, device=Z.device)
+    data = F.binary_cross_entropy_with_logits(Z @ theta, y) if logit else torch.mean((Z @ theta - y) ** 2)
+    gradient = s * (A.T @ (A @ theta - c)) + l2 * theta
+    return float(data + l2 / 2 * theta @ theta), gradient, s * (A.T @ A) + l2 * eye
 
-    α = 0: least squares by QR (torch.linalg.lstsq), stable on ill-conditioned designs. α > 0: the
-    gradient −(2/N) Zᵀ(y − Zθ) + αθ vanishes at (ZᵀZ + (αN/2) I) θ = Zᵀy, a positive definite system.
+
+def least_squares(X: Tensor, y: Tensor, bias: bool = False, l2: float = 0.0) -> Reference:
+    """argmin (1/N)‖y − Zθ‖² + (α/2)‖θ‖², by a QR of Z (src.optim.qr: bitwise the same θ* on every
+    call, stable on ill-conditioned designs). α > 0: the gradient −(2/N) Zᵀ(y − Zθ) + αθ vanishes at
+    (ZᵀZ + (αN/2) I) θ = Zᵀy, the least-squares problem of [Z; √(αN/2) I] against [y; 0].
     """
     Z, y = design(X, bias), y.double()
-    n, p = Z.shape
-    if l2 == 0:
-        theta = torch.linalg.lstsq(Z, y[:, None]).solution[:, 0]
-        method = "least squares, closed form (QR)"
-    else:
-        eye = torch.eye(p, dtype=Z.dtype, device=Z.device)
-        theta = torch.linalg.solve(Z.T @ Z + (l2 * n / 2) * eye, Z.T @ y)
-        method = f"ridge least squares (l2={l2:g}), closed form"
+    A, b = augmented(Z, y, l2 * len(y) / 2)
+    theta = lstsq(A, b)
+    method = "least squares, closed form (QR)" if l2 == 0 else f"ridge least squares (l2={l2:g}), QR"
     loss = torch.mean((y - Z @ theta) ** 2) + l2 / 2 * theta @ theta
     return Reference(theta, float(loss), method)
 
@@ -70,13 +78,14 @@ def logistic_mle(
 ) -> Reference | None:
     """The logit MLE (α = 0) or its penalized version, by Newton's method with step halving.
 
-    ∇L = (1/N) Zᵀ(p − y) + αθ and ∇²L = (1/N) Zᵀ diag(p(1 − p)) Z + αI with p = σ(Zθ). Newton
-    converges quadratically near θ*; it stops when a step no longer changes θ beyond rounding. None
-    when the MLE does not exist (classes separable on the training split, α = 0: θ runs off to ∞).
+    Each step is IRLS's weighted least-squares problem (src.models.newton_system, solved by QR:
+    the same step as H⁻¹∇L with ∇L = (1/N) Zᵀ(p − y) + αθ, ∇²L = (1/N) Zᵀ diag(p(1 − p)) Z + αI,
+    p = σ(Zθ)). Newton converges quadratically near θ*; it stops when a step no longer changes θ
+    beyond rounding. None when the MLE does not exist (classes separable on the training split,
+    α = 0: θ runs off to ∞).
     """
     Z, y = design(X, bias), y.double()
-    n, p = Z.shape
-    eye = torch.eye(p, dtype=Z.dtype, device=Z.device)
+    p = Z.shape[1]
 
     def objective(theta: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(Z @ theta, y) + l2 / 2 * theta @ theta
@@ -84,10 +93,8 @@ def logistic_mle(
     theta = torch.zeros(p, dtype=Z.dtype, device=Z.device)
     current = objective(theta)
     for iteration in range(max_iter):
-        prob = torch.sigmoid(Z @ theta)
-        grad = Z.T @ (prob - y) / n + l2 * theta
-        hessian = (Z.T * (prob * (1 - prob))) @ Z / n + l2 * eye
-        step = torch.linalg.lstsq(hessian, grad[:, None]).solution[:, 0]
+        A, c, s = newton_system(Z, y, theta, logit=True)
+        step = theta - lstsq(*augmented(A, c, l2 / s))
         if not torch.isfinite(step).all():
             break
         if torch.linalg.vector_norm(step) <= 1e-14 * (1 + torch.linalg.vector_norm(theta)):

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from src.config import Sampling
 from src.data import Split
 from src.loop.training import Model
+from src.optim.qr import augmented
 
 
 def objective(model: Model, X: Tensor, y: Tensor, l2: float = 0.0) -> Tensor:
@@ -57,16 +58,37 @@ def _penalized_or_autograd(
         return loss + l2 / 2 * sum(p.pow(2).sum() for p in params)
 
 
-def closure(model: Model, X: Tensor, y: Tensor, l2: float) -> Callable[..., Tensor]:
-    """optimizer.step's closure for (X, y): the objective with its gradient in .grad, or, called
+class BatchObjective:
+    """optimizer.step's closure for (X, y): called, the objective with its gradient in .grad; called
     with backward=False, the objective with its graph, for methods that differentiate it twice
     (Newton, preconditioned): they keep torch's step(closure) without the loop rebuilding the loss
-    as a function of θ for torch.func.hessian."""
+    as a function of θ for torch.func.hessian. `newton_system` gives Newton the least-squares form
+    of its step where the model has one."""
 
-    def batch_objective(backward: bool = True) -> Tensor:
+    def __init__(self, model: Model, X: Tensor, y: Tensor, l2: float) -> None:
+        self.model, self.X, self.y, self.l2 = model, X, y, l2
+
+    def __call__(self, backward: bool = True) -> Tensor:
+        model, X, y, l2 = self.model, self.X, self.y, self.l2
         return loss_and_grad(model, X, y, l2) if backward else objective(model, X, y, l2)
 
-    return batch_objective
+    def newton_system(self) -> tuple[Tensor, Tensor, float] | None:
+        """(A, c, s) with ∇L = s Aᵀ(Aθ − c) and ∇²L = s AᵀA for the penalized objective (src.models'
+        `newton_system`, the penalty's αθ and αI as rows √(α/s) I against 0), or None for a model
+        without one."""
+        system: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, float]] | None = getattr(
+            self.model, "newton_system", None
+        )
+        if system is None:
+            return None
+        A, c, s = system(self.X, self.y)
+        A, c = augmented(A, c, self.l2 / s)
+        return A, c, s
+
+
+def closure(model: Model, X: Tensor, y: Tensor, l2: float) -> BatchObjective:
+    """optimizer.step's closure for (X, y) (see BatchObjective)."""
+    return BatchObjective(model, X, y, l2)
 
 
 def evaluate(model: Model, split: Split) -> float:

@@ -49,6 +49,7 @@ class EpochMetrics:
     epoch_time: float  # seconds
     opt_gap: float | None = None  # L_train(θ) − L_train(θ*) where the exact minimizer θ* is known
     ref_error: float | None = None  # ‖θ − θ*‖, all parameters
+    newton_decrement: float | None = None  # Newton's last step's λ² = ∇L·[∇²L]⁻¹∇L, at the θ it left
 
 
 class Callback(Protocol):
@@ -63,9 +64,10 @@ class FitResult:
     best_val_loss: float
     test_loss: float  # once, with the best-val parameters restored
     param_error: float | None  # of the restored parameters
-    wall_time: float
+    wall_time: float  # training seconds: every epoch's steps and evaluation (Σ epoch_time), and the test
     reference_loss: float | None = None  # L_train(θ*), what opt_gap is measured from
     history: list[EpochMetrics] = field(default_factory=list)
+    setup_time: float = math.nan  # seconds before the first step: imports, data, MLflow (src.train sets it)
 
 
 @dataclass
@@ -79,7 +81,9 @@ class Progress:
     best_state: dict[str, Tensor] = field(default_factory=dict)
     stale_epochs: int = 0
     start_loss: float = math.nan  # the monitored loss at θ₀, the scale divergence is judged against
-    elapsed: float = 0.0  # training seconds so far, across resumes (max_time counts them all)
+    start_grad_norm: float = math.nan  # ‖∇L_train(θ₀)‖, what a first-order method's gradient is judged by
+    elapsed: float = 0.0  # seconds since training began, across resumes (max_time counts them all)
+    train_time: float = 0.0  # of which in steps and evaluations (Σ epoch_time): the run's wall_time
     history: list[EpochMetrics] = field(default_factory=list)
     # Inside an epoch: the learning rate it started with, its row order (None: stored order),
     # and the batches done so far.
@@ -120,18 +124,22 @@ def should_stop(
     Its thresholds are relative, so that the same defaults mean the same on data in any units:
     converged once L − L* < stopping_threshold × |L*| where the exact minimum L* is known (× the
     starting loss if L* = 0; without L*, once the monitored loss is below stopping_threshold × the
-    starting loss); diverged once the monitored loss exceeds divergence_threshold × the starting
-    loss. Convergence is checked first: a run that lands on θ* is never diverged.
+    starting loss) and the estimator's own evidence agrees (`settled`); diverged once the monitored
+    loss exceeds divergence_threshold × the starting loss. Convergence is checked first: a run that
+    lands on θ* is never diverged.
     """
     monitored = metrics.val_loss
     if not (math.isfinite(monitored) and math.isfinite(metrics.train_loss)):
         return "non_finite"
     if trainer.stopping_threshold is not None:
         if metrics.opt_gap is not None and reference_loss is not None:
-            gap, scale = metrics.opt_gap, abs(reference_loss) or p.start_loss
+            # |L*| below the loss's rounding (an exact fit): judged against the starting loss's rounding
+            eps = torch.finfo(getattr(torch, trainer.dtype.value)).eps
+            gap, scale = metrics.opt_gap, max(abs(reference_loss), eps * p.start_loss) or p.start_loss
         else:
             gap, scale = monitored, p.start_loss
-        if gap < trainer.stopping_threshold * scale:
+        threshold = trainer.stopping_threshold * scale
+        if gap < threshold and settled(metrics, p, trainer, threshold):
             return "converged"
     if trainer.grad_tol is not None and metrics.grad_norm < trainer.grad_tol:
         return "converged"
@@ -142,6 +150,18 @@ def should_stop(
     if trainer.max_time is not None and p.elapsed >= trainer.max_time:
         return "max_time"
     return None
+
+
+def settled(metrics: EpochMetrics, p: Progress, trainer: TrainerConf, threshold: float) -> bool:
+    """The estimator's own evidence that θ has converged, beside the loss gap. Newton: the decrement
+    of its last step, λ²/2 ≈ L(θ) − L* at the θ that step left, is below the gap's threshold, so a
+    step has verified the point before it (one step never certifies itself). A first-order method:
+    ‖∇L(θ)‖ ≤ trainer.grad_rtol × ‖∇L(θ₀)‖."""
+    if metrics.newton_decrement is not None:
+        return abs(metrics.newton_decrement) / 2 <= threshold
+    if trainer.grad_rtol is None or not math.isfinite(p.start_grad_norm):
+        return True
+    return metrics.grad_norm <= trainer.grad_rtol * p.start_grad_norm
 
 
 class Steps:
@@ -208,6 +228,7 @@ def epoch_metrics(run: Training, p: Progress, steps: Steps, epoch: int, started:
         epoch_time=time.perf_counter() - started,
         opt_gap=None if ref is None else float(end_loss) - ref.loss,
         ref_error=None if ref is None else ref.error(model.parameters()),
+        newton_decrement=getattr(run.optimizer, "decrement", None),
     )
 
 
@@ -245,18 +266,20 @@ def monitored(data: Data) -> Split:
     return data.val if len(data.val) else data.train
 
 
-def result(run: Training, p: Progress, stop_reason: str, start: float) -> FitResult:
+def result(run: Training, p: Progress, stop_reason: str) -> FitResult:
     """Restore the best-val θ, then the one evaluation on the test split."""
     model, data, ref = run.learner, run.data, run.reference
+    start = time.perf_counter()
     model.load_state_dict(p.best_state)
+    test_loss = evaluate(model, data.test) if len(data.test) else math.nan  # nan: no test split
     return FitResult(
         stop_reason=stop_reason,
         epochs=p.epoch,
         best_epoch=p.best_epoch,
         best_val_loss=p.best_val,
-        test_loss=evaluate(model, data.test) if len(data.test) else math.nan,  # nan: no test split
+        test_loss=test_loss,
         param_error=param_error(model, data.theta),
-        wall_time=time.perf_counter() - start,
+        wall_time=p.train_time + time.perf_counter() - start,
         reference_loss=None if ref is None else ref.loss,
         history=p.history,
     )
@@ -292,6 +315,7 @@ def fit(
     stop_reason, start = "max_epochs", time.perf_counter() - p.elapsed
     if p.epoch == 0 and not p.sizes:
         p.start_loss = evaluate(model, monitored(run.data))
+        p.start_grad_norm = gradient_norm(model, run.data.train, run.l2)[1]
     halt_if_requested = safe_point(run, p, snapshot, start)
     epochs = range(p.epoch + 1, trainer.max_epochs + 1)
     bar = tqdm(epochs, initial=p.epoch, total=trainer.max_epochs, disable=None if trainer.progress else True)
@@ -299,6 +323,7 @@ def fit(
         epoch_start = time.perf_counter()
         train_epoch(run, p, steps, halt_if_requested)
         metrics = epoch_metrics(run, p, steps, epoch, epoch_start)
+        p.train_time += metrics.epoch_time
         update_best(p, metrics, model, trainer)
         bar.set_postfix(train=f"{metrics.train_loss:.3g}", val=f"{metrics.val_loss:.3g}", lr=f"{p.lr:.3g}")
         p.elapsed = time.perf_counter() - start
@@ -315,4 +340,4 @@ def fit(
     if snapshot is not None:
         snapshot(p)  # the end state, from which a resume can refine further
     run.stop.check()  # a request made during the last callbacks or snapshot: still an interruption
-    return result(run, p, stop_reason, start)
+    return result(run, p, stop_reason)

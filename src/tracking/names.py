@@ -26,6 +26,8 @@ NOT_PARAMS = (
     "trainer.device",
     "trainer.grad_variance",  # whether a metric is logged
     "trainer.divergence_threshold",  # a guard that names a failed run (stop_reason), not a setting
+    "trainer.grad_rtol",  # likewise: the evidence "converged" also needs
+    "inference.min_digits",  # likewise: what the `converged` tag needs
 )
 
 

@@ -252,7 +252,7 @@ class MlflowTracker:
     def log_result(self, result: FitResult, model: torch.nn.Module) -> None:
         """The run's outcome: its figures, stop reason, loss curve and model."""
         # Run-level results at step 0: one point each, which MLflow's charts draw as bars.
-        for key in ("best_val_loss", "best_epoch", "test_loss", "epochs", "wall_time"):
+        for key in ("best_val_loss", "best_epoch", "test_loss", "epochs", "wall_time", "setup_time"):
             self._log(key, float(getattr(result, key)), 0)  # test_loss nan (no test split): skipped
         if result.param_error is not None:
             self._log("best_param_error", result.param_error, 0)
