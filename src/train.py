@@ -19,6 +19,7 @@ if __name__ == "__main__":  # first: a signal during the imports below (seconds)
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,12 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 from src import cli, config
 from src.config.schemas import Interval
 from src.data import Data, check_fit
+from src.data.splits import whitened
 from src.errors import ConfigError
-from src.estimation import inference, reference
+from src.estimation import inference, reference, report
 from src.jobs import hydra_context
 from src.loop import Callback, FitResult, Progress, checkpoint, fit
 from src.loop.fast_step import skip_compile_guards
 from src.loop.training import Training
+from src.models import LinearRegression
 from src.schedules import robbins_monro_verdict
 from src.sweep import trial as hpo
 from src.tracking.uris import tracking_uri
@@ -89,6 +92,7 @@ def build(cfg: DictConfig) -> Training:
     explain_splits(data)
     model: torch.nn.Module = instantiate(cfg.model)(data.n_features, generator=generator)
     model.to(dtype=dtype, device=device)
+    data = weighted(data, model)
     check_fit(data, model, trainer.batch_size)
     l2: float = cfg.regularization.l2
     inference.check(cfg.inference.cov, model, l2)
@@ -106,6 +110,20 @@ def build(cfg: DictConfig) -> Training:
         trainer=trainer,
         generator=generator,
         l2=l2,
+    )
+
+
+def weighted(data: Data, model: torch.nn.Module) -> Data:
+    """data.weights for this model: weighted least squares is least squares on rows times √w (as
+    statsmodels' WLS fits); other models take no weights yet."""
+    if data.weighted_by is None:
+        return data
+    if type(model) is LinearRegression:
+        log.info("weighted least squares: each row times sqrt(%s), as statsmodels' WLS", data.weighted_by)
+        return whitened(data)
+    raise ConfigError(
+        f"data.weights={data.weighted_by!r} is for model=linear (weighted least squares) only here; "
+        f"{type(model).__name__} takes no weights: leave data.weights unset"
     )
 
 
@@ -128,6 +146,7 @@ def summarize(
     estimates: inference.Estimates | None = None,
     validated: bool = True,
     where: str | None = None,
+    run_dir: Path | None = None,
 ) -> None:
     test = "no test split" if math.isnan(result.test_loss) else f"test loss {result.test_loss:.4g}"
     best = (  # a diverged epoch is never the best one: with none before it, θ₀ is kept
@@ -144,18 +163,48 @@ def summarize(
         test,
     )
     if result.param_error is not None:
-        log.info("||theta - theta_hat|| = %.3g", result.param_error)
+        log.info(
+            "distance to the true theta the data were simulated with: ||theta - theta_hat|| = %.3g",
+            result.param_error,
+        )
     if result.reference_loss is not None and result.history:
         last = result.history[-1]
-        log.info("last epoch: opt_gap = %.3g, ||theta - theta*|| = %.3g", last.opt_gap, last.ref_error)
+        log.info(
+            "last epoch: loss above the exact minimum L*, opt_gap = %.3g; distance to the exact "
+            "minimizer theta*, ||theta - theta*|| = %.3g",
+            last.opt_gap,
+            last.ref_error,
+        )
     if estimates is not None:
-        log.info("estimates:\n%s", estimates.format())
+        log.info("estimates:\n%s", report.text(estimates))
         for warning in estimates.warnings:
             log.warning(warning.removeprefix("WARNING: "))
+    if run_dir is not None:
+        files = f" ({', '.join(report.files(estimates))}, full precision in the csv)" if estimates else ""
+        log.info("run directory: %s%s", run_dir, files)
     if run_id is not None:
         log.info("MLflow run %s", run_id)
     if where is not None:
         log.info("see it: %s", where)
+
+
+def notes(run: Training, result: FitResult) -> list[str]:
+    """What the table's parameters are, where they are not simply the estimator on every row."""
+    data, said = run.data, []
+    if data.weighted_by is not None:
+        said.append(f"weighted least squares, weights {data.weighted_by!r} (statsmodels' WLS(weights=...))")
+    if len(data.val) or len(data.test):
+        n = len(data.train) + len(data.val) + len(data.test)
+        which = (
+            f"the parameters of epoch {result.best_epoch}, the best on the validation split (early stopping)"
+            if len(data.val)
+            else "the parameters the run ended with"
+        )
+        said.append(
+            f"NOTE: {which}, fitted on the {len(data.train)} training rows of {n}: not the estimator on "
+            "the whole sample; for that, +experiment=estimate (data.train_prop=1.0 data.val_prop=0.0)"
+        )
+    return said
 
 
 def resumed(
@@ -224,6 +273,8 @@ def _train(
         load_warm_start(cfg, run.model)
         tags["warm_start_from"] = str(cfg.warm_start)
     run_dir = hydra_context()[2]
+    if run_dir is not None:
+        log.info("run directory: %s", run_dir)
     snapshot_path = run_dir / checkpoint.SNAPSHOT if run_dir is not None else None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     resume_run_id = state["mlflow_run_id"] if state is not None else None
@@ -246,10 +297,13 @@ def _train(
         if estimates is None:
             log.info("no table of estimates: %s", inference.unavailable(run.model, run.l2))
         else:
+            estimates = replace(estimates, footer=[*notes(run, result), *estimates.footer])
             tracker.log_estimates(estimates)
+            if run_dir is not None:
+                report.write(estimates, run_dir)
         run.stop.check()
     validated = len(run.data.val) > 0
-    summarize(result, tracker.run_id, estimates, validated=validated, where=tracker.where)
+    summarize(result, tracker.run_id, estimates, validated, tracker.where, run_dir)
     return result
 
 

@@ -165,6 +165,12 @@ def validate(cfg: DictConfig) -> None:
         "needs a table of data (data=csv, or a statsmodels data set such as data=fair); "
         "simulated data have no columns",
     )
+    require(
+        not (cfg.data.get("formula") and cfg.model.get("bias")),
+        "model.bias",
+        True,
+        "data.formula decides the intercept (write `- 1` in it for none); leave model.bias=false",
+    )
 
 
 def register() -> None:
