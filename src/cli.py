@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 import sys
 from collections.abc import Callable
@@ -10,7 +12,7 @@ from typing import Any, TextIO
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from src import signals
 from src.errors import CallbackConfigError, ConfigError
@@ -26,11 +28,45 @@ def one_line(exc: BaseException) -> str:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         return f"{group}={name} is not a choice; available: {', '.join(sorted(exc.options))}"
     cause = exc.__cause__
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and (known := unknown_key(cause)):
+        return known
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         msg = cause.msg.splitlines()[0] if cause.msg else str(cause).splitlines()[0]
         return f"{cause.full_key}: {msg}"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines) if lines else type(exc).__name__
+
+
+def unknown_key(cause: ConfigKeyError | ConfigAttributeError) -> str | None:
+    """A misspelt key of a config group: the group's keys and the closest, in the user's words (the
+    group's choice, not the schema's class name): `optimizer.learning_rate is not a key of
+    optimizer=sgd; did you mean optimizer.lr? ...`."""
+    from src.config.schemas import SCHEMAS
+
+    schema, full_key = cause.object_type, str(cause.full_key or "")
+    if not (dataclasses.is_dataclass(schema) and full_key and cause.key is not None):
+        return None
+    parent, _, key = full_key.rpartition(".")
+    keys = [f.name for f in dataclasses.fields(schema) if not f.name.startswith("_")]
+    group = parent.split(".")[0]
+    choice = next((n for n, c in SCHEMAS.get(group, {}).items() if c is schema), None)
+    where = f"{parent}={choice}" if choice and parent == group else parent or "the config"
+    close = closest(key, keys)
+    hint = f": did you mean {parent + '.' if parent else ''}{close}? Its" if close else "; its"
+    elsewhere = sorted(
+        n for n, c in SCHEMAS.get(group, {}).items() if key in {f.name for f in dataclasses.fields(c)}
+    )
+    other = f" ({key} is a key of {group}={', '.join(elsewhere)})" if elsewhere and parent == group else ""
+    return f"{full_key} is not a key of {where}{hint} keys: {', '.join(keys)}{other}"
+
+
+def closest(key: str, keys: list[str]) -> str | None:
+    """The key most likely meant: a near spelling (lrr: lr), the initials of a long name
+    (learning_rate: lr), or a name it is part of (epochs: max_epochs)."""
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    initials = "".join(part[:1] for part in key.split("_"))
+    within = [k for k in keys if len(key) >= 3 and (key in k or k in key) and len(k) >= 3]
+    return next(iter([*close, *([initials] if initials in keys else []), *within]), None)
 
 
 def choices() -> str:

@@ -10,6 +10,7 @@ src/config/rules.py); `validate` checks them all before anything is built or log
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from collections.abc import Iterator
@@ -142,7 +143,9 @@ def validate(cfg: DictConfig) -> None:
     known = {f.name for f in dataclasses.fields(Config)}
     keys = ", ".join(sorted(known - {"defaults"}))
     for key in cfg:
-        require(key in known, str(key), cfg[key], f"not a config key; the keys are {keys}")
+        close = difflib.get_close_matches(str(key), sorted(known - {"defaults"}), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        require(key in known, str(key), cfg[key], f"not a config key; the keys are {keys}{hint}")
     for key, value in numbers(OmegaConf.to_container(cfg, resolve=True)):
         require(math.isfinite(value), key, value, "must be a finite number (null where there is none)")
     require(

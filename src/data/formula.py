@@ -244,7 +244,7 @@ def extra_columns(
     if weights is not None:
         if not pd.api.types.is_numeric_dtype(frame[weights]):
             raise not_numeric(frame, source, weights, "")
-        w = torch.from_numpy(frame[weights].to_numpy(dtype="float64", na_value=math.nan))
+        w = torch.from_numpy(frame[weights].to_numpy(dtype="float64", na_value=math.nan, copy=True))
         keep &= torch.isfinite(w)
     if not bool(keep.all()):
         missing = int((~keep).sum())
