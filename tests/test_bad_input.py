@@ -145,7 +145,10 @@ FORMULA_CATALOG = [
         ["data.formula='y ~ x1'", "data.weights=gap_w"],
         "has 1 rows with a missing or infinite value in 'gap_w'; clean",
     ),
-    (["data.target=y", "data.weights=bad_w"], "data.weights='bad_w': 1 rows of data.path="),
+    (
+        ["data.target=y", "data.features=[x1]", "data.weights=bad_w"],
+        "data.weights='bad_w': 1 rows of data.path=",
+    ),
     (["data.formula='y ~ x1'", "data.weights=nope"], "data.weights='nope' is not a column of data.path="),
     (
         ["data.formula='y ~ x1 - 1'", "data.intercept=true"],
