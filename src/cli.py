@@ -117,7 +117,7 @@ def run(main: Callable[[], Any]) -> None:
         main()
         signals.check()  # a signal during Hydra's teardown, after the run ended
     except KeyboardInterrupt as exc:  # a Stopped at a safe point, or a second signal's at once
-        print(getattr(exc, "reason", "interrupted"), file=sys.stderr)
+        print(getattr(exc, "reason", "interrupted") + getattr(exc, "hint", ""), file=sys.stderr)
         sys.exit(signals.INTERRUPTED)
     except (ConfigError, CallbackConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

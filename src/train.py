@@ -220,6 +220,9 @@ def resumed(
     source = checkpoint.locate(str(resume), checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
     state = checkpoint.load(source)
     cfg = checkpoint.resumed_config(state, cfg, overrides, config.Config)
+    progress = state["progress"]
+    inside = f", step {len(progress['sizes'])} of epoch {progress['epoch'] + 1}" if progress["sizes"] else ""
+    log.info("resumed at epoch %d%s from %s", progress["epoch"], inside, source)
     return cfg, state, tags | {"resumed_from": str(resume)}
 
 
@@ -257,8 +260,21 @@ def train(
     cfg, state, tags = resumed(cfg, dict(tags or {}))
     run = build(cfg)
     with signals.scoped(run.stop):
-        run.stop.check()
-        return _train(cfg, run, state, callbacks, tags | step_size_check(run))
+        try:
+            run.stop.check()
+            return _train(cfg, run, state, callbacks, tags | step_size_check(run))
+        except KeyboardInterrupt as exc:  # a Stopped: say where the run is and how to go on
+            exc.hint = resume_hint(hydra_context()[2])  # type: ignore[attr-defined]
+            raise
+
+
+def resume_hint(run_dir: Path | None) -> str:
+    """What cli prints after `interrupted`: the run directory and the command that continues it."""
+    if run_dir is None:
+        return ""
+    if not (run_dir / checkpoint.SNAPSHOT).is_file():
+        return f"; run directory: {run_dir} (no snapshot yet: nothing to resume)"
+    return f"; run directory: {run_dir}; continue it with: python -m src.train resume={run_dir}"
 
 
 def _train(
