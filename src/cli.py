@@ -7,11 +7,12 @@ import difflib
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from src import signals
@@ -78,6 +79,66 @@ def choices() -> str:
     loader = hydra.config_loader()
     groups = sorted(set(loader.list_groups("")) - {"hydra", "schema"})
     return "".join(f"{g}: {', '.join(sorted(loader.get_group_options(g)))}\n" for g in groups)
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+ANSWERED_HERE = ("--help", "-h")  # Hydra's own flags (--multirun, --cfg, --info, ...) go to Hydra
+
+
+def precheck(argv: list[str]) -> None:
+    """The command line's config, composed and checked before torch, MLflow and Optuna are imported
+    (seconds): a misspelt key or a value out of range ends here, as cli's one line and exit 2, and
+    `--help` is answered here. Anything else (a sweep, Hydra's flags) goes on to the run, which
+    checks the same config again; so does any failure other than a config error."""
+    if any(arg in ANSWERED_HERE for arg in argv):
+        help_only([arg for arg in argv if not arg.startswith("-")])
+    if any(arg.startswith("-") for arg in argv) or os.environ.get(FULL_ERROR) == "1":
+        return  # Hydra's flags are Hydra's; HYDRA_FULL_ERROR=1 asks for its traceback
+    import hydra
+
+    from src import config
+
+    config.register()
+    overrides = [arg for arg in argv if not arg.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            config.validate(hydra.compose("config", overrides=overrides))
+    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+    except Exception:  # not a config error: the run reports it as it always has
+        return
+
+
+def help_only(overrides: list[str]) -> None:
+    """conf/config.yaml's hydra.help, filled in as Hydra's --help does, without importing the run and
+    without Hydra's listing of every group (it copies the whole config repository per group: 40 s)."""
+    import string
+
+    import hydra
+    from hydra.core.config_store import ConfigStore
+
+    from src import config
+
+    config.register()
+    OmegaConf.register_new_resolver(
+        "app_choices", lambda: quick_choices(ConfigStore.instance()), replace=True
+    )
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = hydra.compose("config", overrides=overrides, return_hydra_config=True)
+    template = str(cfg.hydra.help.template)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    print(string.Template(template).safe_substitute(CONFIG=OmegaConf.to_yaml(cfg)))
+    sys.exit(0)
+
+
+def quick_choices(store: Any) -> str:
+    """`choices()` from the files: each conf/<group>/*.yaml, and the recipes of `+experiment=`."""
+    groups = {d.name: sorted(f.stem for f in d.glob("*.yaml")) for d in CONF.iterdir() if d.is_dir()}
+    groups.pop("hydra", None)
+    groups["experiment"] = sorted(name.removesuffix(".yaml") for name in store.list("experiment"))
+    return "".join(f"{g}: {', '.join(names)}\n" for g, names in sorted(groups.items()))
 
 
 class _WithoutHydraJobLine:

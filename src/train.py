@@ -12,6 +12,9 @@ if __name__ == "__main__":  # first: a signal during the imports below (seconds)
     signals.install(at_once=True)
     import sys
 
+    from src import cli as precheck
+
+    precheck.precheck(sys.argv[1:])  # the config, checked before torch, MLflow and Optuna: < 1 s
     from src.tracking.sidecar import Sidecar
 
     Sidecar.prestart(sys.argv[1:])  # MLflow's imports in its own process, beside torch's here

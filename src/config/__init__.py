@@ -19,10 +19,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from src.config.formulas import parsed
 from src.config.rules import Checked, Rule, bound, check, checked, numbers, require
 from src.config.schemas import SCHEMAS, TableDataConf
 
@@ -37,6 +37,12 @@ class Sampling(Enum):
 class DType(Enum):
     float32 = "float32"
     float64 = "float64"
+
+
+def cuda_available() -> bool:
+    import torch  # only when a CUDA device is asked for: checking a config imports no torch
+
+    return torch.cuda.is_available()
 
 
 def is_device(name: str) -> bool:
@@ -68,7 +74,7 @@ class TrainerConf(Checked):
     device: str = checked(
         "cpu",
         Rule(is_device, "must be 'cpu' or 'cuda[:N]'"),
-        Rule(lambda d: d == "cpu" or torch.cuda.is_available(), "no CUDA device here; use 'cpu'"),
+        Rule(lambda d: d == "cpu" or cuda_available(), "no CUDA device here; use 'cpu'"),
     )
     progress: bool = True  # tqdm bar; always off inside --multirun
 
@@ -168,6 +174,8 @@ def validate(cfg: DictConfig) -> None:
         "needs a table of data (data=csv, or a statsmodels data set such as data=fair); "
         "simulated data have no columns",
     )
+    if cfg.data.get("formula") is not None:
+        parsed(cfg.data.formula)  # its syntax; its columns are checked on the data
     require(
         not (cfg.data.get("formula") and cfg.model.get("bias")),
         "model.bias",
