@@ -315,11 +315,8 @@ class TableDataConf(DataConf):
 
     def relations(self) -> Iterator[tuple[bool, str, str]]:
         yield from super().relations()
-        yield (
-            self.formula is None or self.features is None,
-            "features",
-            "data.features and data.formula both choose the regressors: give one (the formula names them)",
-        )
+        both = "data.features and data.formula both choose the regressors: give one (the formula names them)"
+        yield self.formula is None or self.features is None, "features", both
 
 
 @schema("data", "csv")
@@ -332,11 +329,8 @@ class CsvDataConf(TableDataConf):
     def relations(self) -> Iterator[tuple[bool, str, str]]:
         yield from super().relations()
         yield self.path is not None, "path", "give the file, data.path=<file.csv>"  # first: the file
-        yield (
-            self.target is not None or self.formula is not None,
-            "target",
-            "name the column to predict, or give data.formula='y ~ x1 + x2'",
-        )
+        to_predict = "name the column to predict, or give data.formula='y ~ x1 + x2'"
+        yield self.target is not None or self.formula is not None, "target", to_predict
 
 
 @schema("data", "statsmodels")

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from src.config.formulas import one_line, parsed
 from src.data.splits import Data, Standardization, split
+from src.data.tables import check_columns, check_groups, check_rank, check_weights, not_numeric, scaled
 from src.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -146,8 +147,6 @@ def from_formula(
 ) -> Data:
     """`from_frame` for a formula: the design, then the split, standardization and checks as there;
     the intercept, if the formula has one, is the first column, `Intercept`."""
-    from src.data.tables import check_columns, check_groups, check_rank, scaled
-
     where = f"data.formula={formula!r}"
     check_columns(list(frame.columns), source)
     if features is not None:
@@ -177,17 +176,9 @@ def from_formula(
         check_rank(data.train.X, names)
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("from data.features", f"from {where}")) from None
-    log.info(
-        "%s: %d train / %d val / %d test rows; %s; X = %s%s%s",
-        source,
-        len(data.train),
-        len(data.val),
-        len(data.test),
-        formula,
-        ", ".join(names),
-        " (standardized)" * standardize,
-        f"; weights {weights}" * bool(weights),
-    )
+    rows = f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test rows"
+    scaled_as = " (standardized)" * standardize + f"; weights {weights}" * bool(weights)
+    log.info("%s: %s; %s; X = %s%s", source, rows, formula, ", ".join(names), scaled_as)
     return replace(data, names=tuple(names), standardization=scaling, weighted_by=weights)
 
 
@@ -197,8 +188,6 @@ def extra_columns(
     """y and X with the cluster labels and weights of the same rows; rows missing either are
     dropped (data.drop_missing) or refused."""
     import pandas as pd
-
-    from src.data.tables import check_weights, not_numeric
 
     columns = list(frame.columns)
     for key, column in (("inference.cluster", cluster), ("data.weights", weights)):

@@ -1,15 +1,12 @@
-"""Data from a table: a user's CSV or Parquet file (`load_file`) or a data set statsmodels ships
-(`load_statsmodels`), both through `from_frame`, which checks every column and value before anything
-is trained or logged."""
+"""Data from a table (src/data/files.py reads it): `from_frame` checks every column and value before
+anything is trained or logged, splits the rows, standardizes and prepends the intercept."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -21,52 +18,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-
-READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet"}
-
-
-def load_file(path: str, target: str, **table: Any) -> Data:
-    """A CSV or Parquet file, by extension; a relative path is relative to the launch directory."""
-    import pandas as pd
-    from hydra.utils import to_absolute_path
-
-    file = Path(to_absolute_path(path))  # Hydra may have changed the working directory
-    reader = READERS.get(file.suffix.lower())
-    if reader is None:
-        allowed = ", ".join(sorted(READERS))
-        raise ConfigError(f"data.path={file}: unknown file type {file.suffix!r}; allowed: {allowed}")
-    if not file.exists():
-        raise ConfigError(f"data.path={file}: no such file")
-    try:
-        frame = getattr(pd, reader)(file)
-        if reader == "read_csv":  # pandas renames a repeated name (x, x.1): read the header as written
-            check_columns(
-                pd.read_csv(file, header=None, nrows=1, dtype=str).iloc[0].tolist(), f"data.path={file}"
-            )
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"data.path={file}: the file is empty") from None
-    except Exception as exc:  # pandas and pyarrow raise many kinds; the message says which
-        kind = reader.removeprefix("read_").replace("csv", "CSV").replace("parquet", "Parquet")
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"data.path={file}: cannot read it as {kind}: {reason}") from exc
-    return from_frame(frame, f"data.path={file}", target, **table)
-
-
-def statsmodels_datasets() -> list[str]:
-    import statsmodels.datasets as datasets
-
-    return sorted(name for name in datasets.__all__ if hasattr(getattr(datasets, name), "load_pandas"))
-
-
-def load_statsmodels(name: str, target: str | None, **table: Any) -> Data:
-    """A data set statsmodels ships (`statsmodels.datasets.<name>`, with its license note there);
-    nothing is downloaded. `target` null: the data set's own dependent variable."""
-    if name not in statsmodels_datasets():
-        available = ", ".join(statsmodels_datasets())
-        raise ConfigError(f"data.name={name!r} is not a statsmodels data set; available: {available}")
-    dataset = importlib.import_module(f"statsmodels.datasets.{name}").load_pandas()
-    return from_frame(dataset.data, f"statsmodels data set {name!r}", target or dataset.endog_name, **table)
 
 
 def check_columns(names: list[str], source: str) -> None:
@@ -98,22 +49,13 @@ def from_frame(
     val_prop: float,
     generator: torch.Generator,
     cluster: str | None = None,
-    formula: str | None = None,
     weights: str | None = None,
 ) -> Data:
     """Check the columns and values, split the rows, then standardize (on training statistics only)
     and prepend the intercept column: X = [1, x_1, …, x_M] in the order of `features`. `cluster`
     (inference.cluster) names a column whose values group the rows for clustered standard errors;
-    `weights` (data.weights) one of row weights. With a `formula`, it builds X (src/data/formula.py)."""
+    `weights` (data.weights) one of row weights. (A formula's design: src/data/formula.py.)"""
     frame = frame.set_axis([str(c) for c in frame.columns], axis="columns")
-    if formula is not None:
-        from src.data.formula import from_formula
-
-        return from_formula(
-            frame, source, formula, drop_missing, cluster, weights, target=target, features=features,
-            intercept=intercept, standardize=standardize, train_prop=train_prop, val_prop=val_prop,
-            generator=generator,
-        )  # fmt: skip
     intercept = True if intercept is None else intercept
     check_table(frame, source, target, cluster, weights)
     features = chosen_features(frame, source, target, features, cluster, weights)
