@@ -13,6 +13,8 @@ P5  MLflow's whole cost on a 300-epoch run: P2's process with MLflow vs with `tr
 P6  a 20-trial Optuna sweep (+experiment=lecture_sweep, pruning, joblib with 2 workers) vs the same
     trials run one process per trial (two at a time, unpruned), both tracked in MLflow: trials per
     minute, and the best value reached.
+P7  how fast a mistake answers: a misspelt key, a bad value, formula and weights errors, and --help,
+    each a whole `python -m src.train` process (benchmarks/mistakes.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import mistakes
 from benchmarks.lecture import lecture_adam, lecture_sgd, make_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,7 +342,7 @@ def p6_sweep(trials: int, max_epochs: int) -> dict[str, Any]:
     }
 
 
-FIGURES = ("P1", "P2", "P2b", "P4", "P5", "P6")
+FIGURES = ("P1", "P2", "P2b", "P4", "P5", "P6", "P7")
 
 
 def measure_once(only: set[str], smoke: bool) -> dict[str, Any]:
@@ -354,6 +357,7 @@ def measure_once(only: set[str], smoke: bool) -> dict[str, Any]:
             repeats=1 if smoke else 3,
         ),
         "P6": lambda: p6_sweep(trials=2 if smoke else 20, max_epochs=10 if smoke else 300),
+        "P7": lambda: mistakes.p7_mistakes(repeats=1 if smoke else 3),
     }
     machine = {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     results: dict[str, Any] = {"machine": {**machine, "load_before": os.getloadavg()}}
@@ -425,6 +429,8 @@ def rows(name: str, f: dict[str, Any]) -> list[Row]:
             ("P2b CPU s", ours["cpu"], "lecture", theirs["cpu"], cpu, "", None),  # reported, no target
             ("P2b memory MB", ours["peak_mb"], "lecture", theirs["peak_mb"], mem, "<= 1.5x", mem <= 1.5),
         ]
+    if name == "P7":
+        return mistakes.rows(f)
     if name == "P4":
         return [("P4 GB/s", f["gd_GBps"], "copy", f["copy_GBps"], f["fraction"], ">= 0.5x", f["met"])]
     rate, best = f["trials_per_min"], f["best_value"]

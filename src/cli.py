@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from src import signals
 from src.errors import CallbackConfigError, ConfigError
@@ -26,11 +29,45 @@ def one_line(exc: BaseException) -> str:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         return f"{group}={name} is not a choice; available: {', '.join(sorted(exc.options))}"
     cause = exc.__cause__
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and (known := unknown_key(cause)):
+        return known
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         msg = cause.msg.splitlines()[0] if cause.msg else str(cause).splitlines()[0]
         return f"{cause.full_key}: {msg}"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines) if lines else type(exc).__name__
+
+
+def unknown_key(cause: ConfigKeyError | ConfigAttributeError) -> str | None:
+    """A misspelt key of a config group: the group's keys and the closest, in the user's words (the
+    group's choice, not the schema's class name): `optimizer.learning_rate is not a key of
+    optimizer=sgd; did you mean optimizer.lr? ...`."""
+    from src.config.schemas import SCHEMAS
+
+    schema, full_key = cause.object_type, str(cause.full_key or "")
+    if not (dataclasses.is_dataclass(schema) and full_key and cause.key is not None):
+        return None
+    parent, _, key = full_key.rpartition(".")
+    keys = [f.name for f in dataclasses.fields(schema) if not f.name.startswith("_")]
+    group = parent.split(".")[0]
+    choice = next((n for n, c in SCHEMAS.get(group, {}).items() if c is schema), None)
+    where = f"{parent}={choice}" if choice and parent == group else parent or "the config"
+    close = closest(key, keys)
+    hint = f": did you mean {parent + '.' if parent else ''}{close}? Its" if close else "; its"
+    elsewhere = sorted(
+        n for n, c in SCHEMAS.get(group, {}).items() if key in {f.name for f in dataclasses.fields(c)}
+    )
+    other = f" ({key} is a key of {group}={', '.join(elsewhere)})" if elsewhere and parent == group else ""
+    return f"{full_key} is not a key of {where}{hint} keys: {', '.join(keys)}{other}"
+
+
+def closest(key: str, keys: list[str]) -> str | None:
+    """The key most likely meant: a near spelling (lrr: lr), the initials of a long name
+    (learning_rate: lr), or a name it is part of (epochs: max_epochs)."""
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    initials = "".join(part[:1] for part in key.split("_"))
+    within = [k for k in keys if len(key) >= 3 and (key in k or k in key) and len(k) >= 3]
+    return next(iter([*close, *([initials] if initials in keys else []), *within]), None)
 
 
 def choices() -> str:
@@ -42,6 +79,66 @@ def choices() -> str:
     loader = hydra.config_loader()
     groups = sorted(set(loader.list_groups("")) - {"hydra", "schema"})
     return "".join(f"{g}: {', '.join(sorted(loader.get_group_options(g)))}\n" for g in groups)
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+ANSWERED_HERE = ("--help", "-h")  # Hydra's own flags (--multirun, --cfg, --info, ...) go to Hydra
+
+
+def precheck(argv: list[str]) -> None:
+    """The command line's config, composed and checked before torch, MLflow and Optuna are imported
+    (seconds): a misspelt key or a value out of range ends here, as cli's one line and exit 2, and
+    `--help` is answered here. Anything else (a sweep, Hydra's flags) goes on to the run, which
+    checks the same config again; so does any failure other than a config error."""
+    if any(arg in ANSWERED_HERE for arg in argv):
+        help_only([arg for arg in argv if not arg.startswith("-")])
+    if any(arg.startswith("-") for arg in argv) or os.environ.get(FULL_ERROR) == "1":
+        return  # Hydra's flags are Hydra's; HYDRA_FULL_ERROR=1 asks for its traceback
+    import hydra
+
+    from src import config
+
+    config.register()
+    overrides = [arg for arg in argv if not arg.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            config.validate(hydra.compose("config", overrides=overrides))
+    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+    except Exception:  # not a config error: the run reports it as it always has
+        return
+
+
+def help_only(overrides: list[str]) -> None:
+    """conf/config.yaml's hydra.help, filled in as Hydra's --help does, without importing the run and
+    without Hydra's listing of every group (it copies the whole config repository per group: 40 s)."""
+    import string
+
+    import hydra
+    from hydra.core.config_store import ConfigStore
+
+    from src import config
+
+    config.register()
+    OmegaConf.register_new_resolver(
+        "app_choices", lambda: quick_choices(ConfigStore.instance()), replace=True
+    )
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = hydra.compose("config", overrides=overrides, return_hydra_config=True)
+    template = str(cfg.hydra.help.template)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    print(string.Template(template).safe_substitute(CONFIG=OmegaConf.to_yaml(cfg)))
+    sys.exit(0)
+
+
+def quick_choices(store: Any) -> str:
+    """`choices()` from the files: each conf/<group>/*.yaml, and the recipes of `+experiment=`."""
+    groups = {d.name: sorted(f.stem for f in d.glob("*.yaml")) for d in CONF.iterdir() if d.is_dir()}
+    groups.pop("hydra", None)
+    groups["experiment"] = sorted(name.removesuffix(".yaml") for name in store.list("experiment"))
+    return "".join(f"{g}: {', '.join(names)}\n" for g, names in sorted(groups.items()))
 
 
 class _WithoutHydraJobLine:
@@ -81,7 +178,7 @@ def run(main: Callable[[], Any]) -> None:
         main()
         signals.check()  # a signal during Hydra's teardown, after the run ended
     except KeyboardInterrupt as exc:  # a Stopped at a safe point, or a second signal's at once
-        print(getattr(exc, "reason", "interrupted"), file=sys.stderr)
+        print(getattr(exc, "reason", "interrupted") + getattr(exc, "hint", ""), file=sys.stderr)
         sys.exit(signals.INTERRUPTED)
     except (ConfigError, CallbackConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

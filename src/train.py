@@ -16,6 +16,9 @@ if __name__ == "__main__":  # first: a signal during the imports below (seconds)
     signals.install(at_once=True)
     import sys
 
+    from src import cli as precheck
+
+    precheck.precheck(sys.argv[1:])  # the config, checked before torch, MLflow and Optuna: < 1 s
     from src.tracking.sidecar import Sidecar
 
     Sidecar.prestart(sys.argv[1:])  # MLflow's imports in its own process, beside torch's here
@@ -23,6 +26,7 @@ if __name__ == "__main__":  # first: a signal during the imports below (seconds)
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,12 +41,14 @@ from omegaconf import DictConfig, OmegaConf
 from src import cli, config
 from src.config.schemas import Interval
 from src.data import Data, check_fit
+from src.data.splits import whitened
 from src.errors import ConfigError
-from src.estimation import inference, reference
+from src.estimation import inference, reference, report
 from src.jobs import hydra_context
 from src.loop import Callback, FitResult, Progress, checkpoint, fit
 from src.loop.fast_step import skip_compile_guards
 from src.loop.training import Training
+from src.models import LinearRegression
 from src.schedules import robbins_monro_verdict
 from src.sweep import trial as hpo
 from src.tracking.tracker import make_tracker
@@ -94,6 +100,7 @@ def build(cfg: DictConfig) -> Training:
     explain_splits(data)
     model: torch.nn.Module = instantiate(cfg.model)(data.n_features, generator=generator)
     model.to(dtype=dtype, device=device)
+    data = weighted(data, model)
     check_fit(data, model, trainer.batch_size)
     l2: float = cfg.regularization.l2
     inference.check(cfg.inference.cov, model, l2)
@@ -111,6 +118,20 @@ def build(cfg: DictConfig) -> Training:
         trainer=trainer,
         generator=generator,
         l2=l2,
+    )
+
+
+def weighted(data: Data, model: torch.nn.Module) -> Data:
+    """data.weights for this model: weighted least squares is least squares on rows times √w (as
+    statsmodels' WLS fits); other models take no weights yet."""
+    if data.weighted_by is None:
+        return data
+    if type(model) is LinearRegression:
+        log.info("weighted least squares: each row times sqrt(%s), as statsmodels' WLS", data.weighted_by)
+        return whitened(data)
+    raise ConfigError(
+        f"data.weights={data.weighted_by!r} is for model=linear (weighted least squares) only here; "
+        f"{type(model).__name__} takes no weights: leave data.weights unset"
     )
 
 
@@ -133,6 +154,7 @@ def summarize(
     estimates: inference.Estimates | None = None,
     validated: bool = True,
     where: str | None = None,
+    run_dir: Path | None = None,
 ) -> None:
     test = "no test split" if math.isnan(result.test_loss) else f"test loss {result.test_loss:.4g}"
     best = (  # a diverged epoch is never the best one: with none before it, θ₀ is kept
@@ -149,18 +171,48 @@ def summarize(
         test,
     )
     if result.param_error is not None:
-        log.info("||theta - theta_hat|| = %.3g", result.param_error)
+        log.info(
+            "distance to the true theta the data were simulated with: ||theta - theta_hat|| = %.3g",
+            result.param_error,
+        )
     if result.reference_loss is not None and result.history:
         last = result.history[-1]
-        log.info("last epoch: opt_gap = %.3g, ||theta - theta*|| = %.3g", last.opt_gap, last.ref_error)
+        log.info(
+            "last epoch: loss above the exact minimum L*, opt_gap = %.3g; distance to the exact "
+            "minimizer theta*, ||theta - theta*|| = %.3g",
+            last.opt_gap,
+            last.ref_error,
+        )
     if estimates is not None:
-        log.info("estimates:\n%s", estimates.format())
+        log.info("estimates:\n%s", report.text(estimates))
         for warning in estimates.warnings:
             log.warning(warning.removeprefix("WARNING: "))
+    if run_dir is not None:
+        files = f" ({', '.join(report.files(estimates))}, full precision in the csv)" if estimates else ""
+        log.info("run directory: %s%s", run_dir, files)
     if run_id is not None:
         log.info("MLflow run %s", run_id)
     if where is not None:
         log.info("see it: %s", where)
+
+
+def notes(run: Training, result: FitResult) -> list[str]:
+    """What the table's parameters are, where they are not simply the estimator on every row."""
+    data, said = run.data, []
+    if data.weighted_by is not None:
+        said.append(f"weighted least squares, weights {data.weighted_by!r} (statsmodels' WLS(weights=...))")
+    if len(data.val) or len(data.test):
+        n = len(data.train) + len(data.val) + len(data.test)
+        which = (
+            f"the parameters of epoch {result.best_epoch}, the best on the validation split (early stopping)"
+            if len(data.val)
+            else "the parameters the run ended with"
+        )
+        said.append(
+            f"NOTE: {which}, fitted on the {len(data.train)} training rows of {n}: not the estimator on "
+            "the whole sample; for that, +experiment=estimate (data.train_prop=1.0 data.val_prop=0.0)"
+        )
+    return said
 
 
 def resumed(
@@ -176,6 +228,9 @@ def resumed(
     source = checkpoint.locate(str(resume), checkpoint.SNAPSHOT, checkpoint.SNAPSHOT_ARTIFACT, uri, "resume")
     state = checkpoint.load(source)
     cfg = checkpoint.resumed_config(state, cfg, overrides, config.Config)
+    progress = state["progress"]
+    inside = f", step {len(progress['sizes'])} of epoch {progress['epoch'] + 1}" if progress["sizes"] else ""
+    log.info("resumed at epoch %d%s from %s", progress["epoch"], inside, source)
     return cfg, state, tags | {"resumed_from": str(resume)}
 
 
@@ -224,8 +279,12 @@ def train(
     cfg, state, tags = resumed(cfg, dict(tags or {}))
     run = build(cfg)
     with signals.scoped(run.stop):
-        run.stop.check()
-        return _train(cfg, run, state, callbacks, tags | step_size_check(run), since)
+        try:
+            run.stop.check()
+            return _train(cfg, run, state, callbacks, tags | step_size_check(run), since)
+        except KeyboardInterrupt as exc:  # a Stopped: say where the run is and how to go on
+            exc.hint = resume_hint(hydra_context()[2])  # type: ignore[attr-defined]
+            raise
 
 
 def settings(cfg: DictConfig, run: Training) -> inference.Settings:
@@ -236,6 +295,15 @@ def settings(cfg: DictConfig, run: Training) -> inference.Settings:
         stopping_threshold=run.trainer.stopping_threshold,
         min_digits=cfg.inference.min_digits,
     )
+
+
+def resume_hint(run_dir: Path | None) -> str:
+    """What cli prints after `interrupted`: the run directory and the command that continues it."""
+    if run_dir is None:
+        return ""
+    if not (run_dir / checkpoint.SNAPSHOT).is_file():
+        return f"; run directory: {run_dir} (no snapshot yet: nothing to resume)"
+    return f"; run directory: {run_dir}; continue it with: python -m src.train resume={run_dir}"
 
 
 def _train(
@@ -251,6 +319,8 @@ def _train(
         load_warm_start(cfg, run.model)
         tags["warm_start_from"] = str(cfg.warm_start)
     run_dir = hydra_context()[2]
+    if run_dir is not None:
+        log.info("run directory: %s", run_dir)
     snapshot_path = run_dir / checkpoint.SNAPSHOT if run_dir is not None else None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     resume_run_id = state["mlflow_run_id"] if state is not None else None
@@ -277,10 +347,13 @@ def _train(
         if estimates is None:
             log.info("no table of estimates: %s", inference.unavailable(run.model, run.l2))
         else:
+            estimates = replace(estimates, footer=[*notes(run, result), *estimates.footer])
             tracker.log_estimates(estimates)
+            if run_dir is not None:
+                report.write(estimates, run_dir)
         run.stop.check()
     validated = len(run.data.val) > 0
-    summarize(result, tracker.run_id, estimates, validated=validated, where=tracker.where)
+    summarize(result, tracker.run_id, estimates, validated, tracker.where, run_dir)
     return result
 
 

@@ -13,8 +13,21 @@ CATALOG = [
     # unknown choices, keys and types
     (["optimizer=nope"], "optimizer=nope is not a choice; available: adagrad, adam, adamw, gd, lbfgs"),
     (["schedule=nope"], "schedule=nope is not a choice; available: constant, cosine, exponential"),
-    (["optimizer.lrr=0.1"], "optimizer.lrr: Key 'lrr' not in 'SGDConf'"),
+    (
+        ["optimizer.lrr=0.1"],
+        "optimizer.lrr is not a key of optimizer=sgd: did you mean optimizer.lr? Its keys: lr, weight_decay",
+    ),
     (["+foo=1"], "foo=1 is not allowed: not a config key; the keys are data, inference, model, optimizer"),
+    (
+        ["optimizer.learning_rate=0.1"],
+        "optimizer.learning_rate is not a key of optimizer=sgd: did you mean optimizer.lr?",
+    ),
+    (
+        ["trainer.epochs=5"],
+        "trainer.epochs is not a key of trainer: did you mean trainer.max_epochs? Its keys: max_epochs,",
+    ),
+    (["optimizer=adam", "optimizer.momentum=0.5"], "(momentum is a key of optimizer=rmsprop, sgd)"),
+    (["+sed=1"], "sed=1 is not allowed: not a config key; the keys are data, inference, model, optimizer"),
     (["optimizer.lr=abc"], "optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
     (["seed=abc"], "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     (["trainer.sampling=sometimes"], "trainer.sampling: Invalid value 'sometimes', expected one of [shuffle"),
@@ -113,3 +126,60 @@ def test_bad_input_is_one_line_and_a_nonzero_exit_with_nothing_running(cli, tmp_
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and message in lines[0]
     assert all(r.info.status != "RUNNING" for r in all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+
+
+# Formulas and weights on a CSV (tests/test_formula.py compares the estimates with statsmodels).
+TABLE = "y,x1,x2,region,w,bad_w,gap_w\n" + "".join(
+    f"{(i * 7) % 11 + 0.5 * i},{i % 5},{(i * 3) % 7},{'nsw'[i % 3]},{1 + i % 4},{-1 if i == 3 else 1},"
+    f"{'' if i == 4 else 2}\n"
+    for i in range(30)
+)
+CSV = ["+experiment=estimate", "data.path=table.csv"]
+FORMULA_CATALOG = [
+    (["data.formula='y ~ x1 + nope'"], "data.formula='y ~ x1 + nope': 'nope' is not a column of data.path="),
+    (["data.formula='y ~ x1 +'"], "data.formula='y ~ x1 +' is not a formula: Operator `+` has"),
+    (["data.formula='y ~ 0'"], "data.formula='y ~ 0' has no regressors: write at least one term after `~`"),
+    (["data.formula='~ x1'"], "data.formula='~ x1' needs one column to explain on the left of `~`"),
+    (["data.formula='y ~ x1'", "data.weights=bad_w"], "data.weights='bad_w': 1 rows of data.path="),
+    (
+        ["data.formula='y ~ x1'", "data.weights=gap_w"],
+        "has 1 rows with a missing or infinite value in 'gap_w'; clean",
+    ),
+    (
+        ["data.target=y", "data.features=[x1]", "data.weights=bad_w"],
+        "data.weights='bad_w': 1 rows of data.path=",
+    ),
+    (["data.formula='y ~ x1'", "data.weights=nope"], "data.weights='nope' is not a column of data.path="),
+    (
+        ["data.formula='y ~ x1 - 1'", "data.intercept=true"],
+        "data.intercept=true disagrees with data.formula=",
+    ),
+    (
+        ["data.formula='y ~ x1'", "model.bias=true"],
+        "model.bias=True is not allowed: data.formula decides the inter",
+    ),
+    (
+        ["data.formula='y ~ x1'", "data.features=[x1]"],
+        "data.features and data.formula both choose the regressors",
+    ),
+    (
+        ["data.formula='y ~ x1'", "data.target=x2"],
+        "data.target='x2' disagrees with data.formula='y ~ x1', which",
+    ),
+    (["data.formula='region ~ x1'"], "the left-hand side 'region' must be one numeric column"),
+    (["data.formula='y ~ np.log(x1)'"], "gives infinite values (6 in 'np.log(x1)'; e.g. np.log of 0)"),
+    (
+        ["data.formula='y ~ x1'", "data.formla=x"],
+        "data.formla is not a key of data=csv: did you mean data.formula?",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"), FORMULA_CATALOG, ids=[" ".join(c[0]) for c in FORMULA_CATALOG]
+)
+def test_a_bad_formula_or_weight_column_is_one_line_and_exit_2(cli, tmp_path, overrides, message):
+    (tmp_path / "table.csv").write_text(TABLE)
+    test_bad_input_is_one_line_and_a_nonzero_exit_with_nothing_running(
+        cli, tmp_path, [*CSV, *overrides], message
+    )

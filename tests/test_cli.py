@@ -52,7 +52,10 @@ def test_multirun_over_optimizers_leaves_one_finished_run_each(cli, tmp_path):
         ("optimizer.lr=abc", "optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
         ("optimizer.lr=-1", "optimizer.lr=-1.0 is not allowed: must be > 0"),
         ("data.train_prop=0.95", "train_prop + val_prop = 1.1 must be <= 1"),
-        ("optimizer.lrr=0.1", "optimizer.lrr: Key 'lrr' not in 'SGDConf'"),
+        (
+            "optimizer.lrr=0.1",
+            "optimizer.lrr is not a key of optimizer=sgd: did you mean optimizer.lr? Its keys: lr,",
+        ),
         ("trainer.sampling=sometimes", "expected one of [shuffle, replacement, sequential]"),
         ("trainer.batch_size=0", "trainer.batch_size=0 is not allowed"),
         ("regularization.l2=-1", "regularization.l2=-1.0 is not allowed: must be >= 0"),

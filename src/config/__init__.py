@@ -10,6 +10,7 @@ src/config/rules.py); `validate` checks them all before anything is built or log
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from src.config.formulas import parsed
 from src.config.rules import Checked, Rule, bound, check, checked, numbers, require
 from src.config.schemas import SCHEMAS, TableDataConf
 
@@ -37,14 +39,14 @@ class DType(Enum):
     float64 = "float64"
 
 
-def is_device(name: str) -> bool:
-    return name == "cpu" or re.fullmatch(r"cuda(:\d+)?", name) is not None
-
-
 def cuda_available() -> bool:
-    import torch  # here, not at the top: the config is read by processes without torch (src.compare)
+    import torch  # only when a CUDA device is asked for: checking a config imports no torch
 
     return torch.cuda.is_available()
+
+
+def is_device(name: str) -> bool:
+    return name == "cpu" or re.fullmatch(r"cuda(:\d+)?", name) is not None
 
 
 @dataclass
@@ -155,7 +157,9 @@ def validate(cfg: DictConfig) -> None:
     known = {f.name for f in dataclasses.fields(Config)}
     keys = ", ".join(sorted(known - {"defaults"}))
     for key in cfg:
-        require(key in known, str(key), cfg[key], f"not a config key; the keys are {keys}")
+        close = difflib.get_close_matches(str(key), sorted(known - {"defaults"}), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        require(key in known, str(key), cfg[key], f"not a config key; the keys are {keys}{hint}")
     for key, value in numbers(OmegaConf.to_container(cfg, resolve=True)):
         require(math.isfinite(value), key, value, "must be a finite number (null where there is none)")
     require(
@@ -177,6 +181,14 @@ def validate(cfg: DictConfig) -> None:
         cluster,
         "needs a table of data (data=csv, or a statsmodels data set such as data=fair); "
         "simulated data have no columns",
+    )
+    if cfg.data.get("formula") is not None:
+        parsed(cfg.data.formula)  # its syntax; its columns are checked on the data
+    require(
+        not (cfg.data.get("formula") and cfg.model.get("bias")),
+        "model.bias",
+        True,
+        "data.formula decides the intercept (write `- 1` in it for none); leave model.bias=false",
     )
 
 

@@ -305,11 +305,20 @@ class TableDataConf(DataConf):
 
     target: str | None = None
     features: list[str] | None = None  # null: every numeric column but the target
-    intercept: bool = True  # prepend a column of ones named `const` (statsmodels' add_constant)
+    # 'y ~ np.log(x) + C(g) + x1:x2' (formulaic, patsy's syntax): the design instead of target/features
+    formula: str | None = None
+    # null: true, or the formula's own (`- 1` drops it); true: a column of ones, `const` (`Intercept`)
+    intercept: bool | None = None
     # centre and scale each feature by its training-split mean and std; without an intercept, scale
     # only (by its root mean square): centring would put the intercept back
     standardize: bool = True
     drop_missing: bool = False  # drop rows with NaN / ±inf in the used columns instead of refusing
+    weights: str | None = None  # a column of weights >= 0: WLS (model=linear), freq_weights (logistic)
+
+    def relations(self) -> Iterator[tuple[bool, str, str]]:
+        yield from super().relations()
+        both = "data.features and data.formula both choose the regressors: give one (the formula names them)"
+        yield self.formula is None or self.features is None, "features", both
 
 
 @schema("data", "csv")
@@ -322,7 +331,8 @@ class CsvDataConf(TableDataConf):
     def relations(self) -> Iterator[tuple[bool, str, str]]:
         yield from super().relations()
         yield self.path is not None, "path", "give the file, data.path=<file.csv>"  # first: the file
-        yield self.target is not None, "target", "name the column to predict"
+        to_predict = "name the column to predict, or give data.formula='y ~ x1 + x2'"
+        yield self.target is not None or self.formula is not None, "target", to_predict
 
 
 @schema("data", "statsmodels")

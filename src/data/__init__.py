@@ -10,6 +10,7 @@ Simulated: `simulate_linear` (the lecture's), `simulate_ill_conditioned`, `simul
 before anything is trained or logged.
 """
 
+from src.data.files import load_file, load_statsmodels, statsmodels_datasets
 from src.data.simulate import (
     simulate_ill_conditioned,
     simulate_linear,
@@ -18,7 +19,6 @@ from src.data.simulate import (
     simulate_polynomial,
 )
 from src.data.splits import Data, Split, Standardization, check_fit, split, split_sizes
-from src.data.tables import load_file, load_statsmodels, statsmodels_datasets
 
 __all__ = [
     "Data",

@@ -21,6 +21,7 @@ class Split:
     X: Tensor  # (n, features)
     y: Tensor  # (n,)
     groups: Tensor | None = None  # (n,) integer cluster labels, where inference.cluster names a column
+    weights: Tensor | None = None  # (n,) each row's weight >= 0, where data.weights names a column
 
     def __len__(self) -> int:
         return self.y.shape[0]
@@ -43,6 +44,7 @@ class Data:
     theta: Tensor | None = None  # the true coefficients, where the data are simulated
     names: tuple[str, ...] = ()  # X's columns: `const`, the table's columns; x1..xM where unnamed
     standardization: Standardization | None = None  # None: X is in the data's own units
+    weighted_by: str | None = None  # data.weights' column; its values are each split's `weights`
 
     @property
     def n_features(self) -> int:
@@ -59,7 +61,11 @@ class Data:
         def move(t: Tensor) -> Tensor:
             return t.to(device=device, dtype=dtype)
 
-        train, val, test = (replace(s, X=move(s.X), y=move(s.y)) for s in self.splits())
+        def moved(s: Split) -> Split:
+            weights = None if s.weights is None else move(s.weights)
+            return replace(s, X=move(s.X), y=move(s.y), weights=weights)
+
+        train, val, test = (moved(s) for s in self.splits())
         theta = None if self.theta is None else move(self.theta)
         return replace(self, train=train, val=val, test=test, theta=theta)
 
@@ -90,16 +96,32 @@ def split(
     generator: torch.Generator,
     theta: Tensor | None = None,
     groups: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Data:
     """Shuffle the rows once, then cut them into train, validation and test."""
     n_train, n_val, _ = split_sizes(y.shape[0], train_prop, val_prop)
     rows = torch.randperm(y.shape[0], generator=generator)
 
     def part(r: Tensor) -> Split:
-        return Split(X[r], y[r], None if groups is None else groups[r])
+        return Split(X[r], y[r], *(None if t is None else t[r] for t in (groups, weights)))
 
     train, val, test = rows[:n_train], rows[n_train : n_train + n_val], rows[n_train + n_val :]
     return Data(part(train), part(val), part(test), theta)
+
+
+def whitened(data: Data) -> Data:
+    """Weighted least squares as least squares: each row of X and y times √w, which is how
+    statsmodels' WLS fits and what its covariances are computed on, so the estimate, the exact
+    reference and every standard error (classical, HC, cluster) follow. The weights are then spent."""
+
+    def whiten(s: Split) -> Split:
+        if s.weights is None:
+            return s
+        root = s.weights.sqrt()
+        return replace(s, X=s.X * root[:, None], y=s.y * root, weights=None)
+
+    train, val, test = (whiten(s) for s in data.splits())
+    return replace(data, train=train, val=val, test=test)
 
 
 def check_fit(data: Data, model: nn.Module, batch_size: int | None) -> None:

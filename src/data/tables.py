@@ -1,15 +1,12 @@
-"""Data from a table: a user's CSV or Parquet file (`load_file`) or a data set statsmodels ships
-(`load_statsmodels`), both through `from_frame`, which checks every column and value before anything
-is trained or logged."""
+"""Data from a table (src/data/files.py reads it): `from_frame` checks every column and value before
+anything is trained or logged, splits the rows, standardizes and prepends the intercept."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -21,52 +18,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-
-READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet"}
-
-
-def load_file(path: str, target: str, **table: Any) -> Data:
-    """A CSV or Parquet file, by extension; a relative path is relative to the launch directory."""
-    import pandas as pd
-    from hydra.utils import to_absolute_path
-
-    file = Path(to_absolute_path(path))  # Hydra may have changed the working directory
-    reader = READERS.get(file.suffix.lower())
-    if reader is None:
-        allowed = ", ".join(sorted(READERS))
-        raise ConfigError(f"data.path={file}: unknown file type {file.suffix!r}; allowed: {allowed}")
-    if not file.exists():
-        raise ConfigError(f"data.path={file}: no such file")
-    try:
-        frame = getattr(pd, reader)(file)
-        if reader == "read_csv":  # pandas renames a repeated name (x, x.1): read the header as written
-            check_columns(
-                pd.read_csv(file, header=None, nrows=1, dtype=str).iloc[0].tolist(), f"data.path={file}"
-            )
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"data.path={file}: the file is empty") from None
-    except Exception as exc:  # pandas and pyarrow raise many kinds; the message says which
-        kind = reader.removeprefix("read_").replace("csv", "CSV").replace("parquet", "Parquet")
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"data.path={file}: cannot read it as {kind}: {reason}") from exc
-    return from_frame(frame, f"data.path={file}", target, **table)
-
-
-def statsmodels_datasets() -> list[str]:
-    import statsmodels.datasets as datasets
-
-    return sorted(name for name in datasets.__all__ if hasattr(getattr(datasets, name), "load_pandas"))
-
-
-def load_statsmodels(name: str, target: str | None, **table: Any) -> Data:
-    """A data set statsmodels ships (`statsmodels.datasets.<name>`, with its license note there);
-    nothing is downloaded. `target` null: the data set's own dependent variable."""
-    if name not in statsmodels_datasets():
-        available = ", ".join(statsmodels_datasets())
-        raise ConfigError(f"data.name={name!r} is not a statsmodels data set; available: {available}")
-    dataset = importlib.import_module(f"statsmodels.datasets.{name}").load_pandas()
-    return from_frame(dataset.data, f"statsmodels data set {name!r}", target or dataset.endog_name, **table)
 
 
 def check_columns(names: list[str], source: str) -> None:
@@ -91,27 +42,29 @@ def from_frame(
     source: str,
     target: str,
     features: list[str] | None,
-    intercept: bool,
+    intercept: bool | None,
     standardize: bool,
     drop_missing: bool,
     train_prop: float,
     val_prop: float,
     generator: torch.Generator,
     cluster: str | None = None,
+    weights: str | None = None,
 ) -> Data:
     """Check the columns and values, split the rows, then standardize (on training statistics only)
     and prepend the intercept column: X = [1, x_1, …, x_M] in the order of `features`. `cluster`
-    (inference.cluster) names a column whose values group the rows for clustered standard errors."""
+    (inference.cluster) names a column whose values group the rows for clustered standard errors;
+    `weights` (data.weights) one of row weights. (A formula's design: src/data/formula.py.)"""
     frame = frame.set_axis([str(c) for c in frame.columns], axis="columns")
-    check_table(frame, source, target, cluster)
-    features = chosen_features(frame, source, target, features, cluster)
-    values, groups = finite_rows(frame, source, [target, *features], cluster, drop_missing)
-    data = split(values[:, 1:], values[:, 0], train_prop, val_prop, generator, groups=groups)
-    if data.train.groups is not None and len(data.train.groups.unique()) < 2:
-        raise ConfigError(
-            f"inference.cluster={cluster!r} puts all {len(data.train)} training rows in one group; "
-            "clustered standard errors need at least 2 groups: choose another column or inference.cov"
-        )
+    intercept = True if intercept is None else intercept
+    check_table(frame, source, target, cluster, weights)
+    features = chosen_features(frame, source, target, features, cluster, weights)
+    used = [target, *features, *([weights] if weights else [])]
+    values, groups = finite_rows(frame, source, used, cluster, drop_missing)
+    w = check_weights(values[:, -1], weights, source) if weights else None
+    X = values[:, 1 : 1 + len(features)]
+    data = split(X, values[:, 0], train_prop, val_prop, generator, groups=groups, weights=w)
+    check_groups(data, cluster)
     names = ["const"] * intercept + features
     data, scaling = scaled(data, features, standardize, intercept)
     check_rank(data.train.X, names)
@@ -125,11 +78,34 @@ def from_frame(
         ", ".join(names),
         (" (standardized)" if intercept else " (scaled, not centred: no intercept)") * standardize,
     )
-    return replace(data, names=tuple(names), standardization=scaling)
+    return replace(data, names=tuple(names), standardization=scaling, weighted_by=weights)
 
 
-def check_table(frame: pd.DataFrame, source: str, target: str, cluster: str | None) -> None:
-    """Refuse repeated column names, an empty table, and a target or cluster column it lacks."""
+def check_groups(data: Data, cluster: str | None) -> None:
+    if data.train.groups is not None and len(data.train.groups.unique()) < 2:
+        raise ConfigError(
+            f"inference.cluster={cluster!r} puts all {len(data.train)} training rows in one group; "
+            "clustered standard errors need at least 2 groups: choose another column or inference.cov"
+        )
+
+
+def check_weights(w: Tensor, column: str, source: str) -> Tensor:
+    """data.weights' values (finite already): each >= 0, and not all 0."""
+    negative = int((w < 0).sum())
+    if negative:
+        raise ConfigError(
+            f"data.weights={column!r}: {negative} rows of {source} have a negative weight "
+            f"(e.g. {float(w[w < 0][0]):g}); weights must be >= 0"
+        )
+    if not bool((w > 0).any()):
+        raise ConfigError(f"data.weights={column!r}: every weight is 0; at least one must be > 0")
+    return w
+
+
+def check_table(
+    frame: pd.DataFrame, source: str, target: str, cluster: str | None, weights: str | None = None
+) -> None:
+    """Refuse repeated column names, an empty table, and a target, cluster or weights column it lacks."""
     columns = list(frame.columns)
     check_columns(columns, source)
     if len(frame) == 0:
@@ -141,13 +117,20 @@ def check_table(frame: pd.DataFrame, source: str, target: str, cluster: str | No
         )
     if cluster is not None and cluster not in columns:
         raise ConfigError(f"inference.cluster={cluster!r} is not a column of {source}; {available}")
+    if weights is not None and weights not in columns:
+        raise ConfigError(f"data.weights={weights!r} is not a column of {source}; {available}")
 
 
 def chosen_features(
-    frame: pd.DataFrame, source: str, target: str, features: list[str] | None, cluster: str | None
+    frame: pd.DataFrame,
+    source: str,
+    target: str,
+    features: list[str] | None,
+    cluster: str | None,
+    weights: str | None = None,
 ) -> list[str]:
     """The feature columns: those named (checked), or null for every numeric one but the target
-    and the cluster column."""
+    and the cluster and weights columns."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     columns = list(frame.columns)
@@ -157,8 +140,8 @@ def chosen_features(
         return is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column])
 
     if features is None:
-        features = [c for c in columns if c not in (target, cluster) and numeric(c)]
-        skipped = [c for c in columns if c not in (target, cluster) and not numeric(c)]
+        features = [c for c in columns if c not in (target, cluster, weights) and numeric(c)]
+        skipped = [c for c in columns if c not in (target, cluster, weights) and not numeric(c)]
         if skipped:
             log.info("%s: leaving out non-numeric columns %s", source, ", ".join(skipped))
         if not features:
@@ -181,7 +164,7 @@ def chosen_features(
             f"data.features lists {', '.join(map(repr, twice))} more than once: the design would be "
             "singular; drop the repeats"
         )
-    for column in [target, *features]:
+    for column in [target, *features, *([weights] if weights else [])]:
         if not numeric(column):
             raise not_numeric(frame, source, column, target)
     return features

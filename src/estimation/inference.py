@@ -126,12 +126,14 @@ def natural_units(data: Data, bias: bool) -> tuple[list[str], Tensor]:
     p = k + bias
     A = torch.zeros(p, p, dtype=torch.float64)
     A[:k, :k] = torch.diag(1 / std)
+    const = next((c for c in ("const", "Intercept") if c in names), None)  # data.intercept's, formula's
     if bias:
-        names.append("bias" if "const" in names else "const")
+        names.append("bias" if const else "const")
+        const = const or "const"
         A[k, k] = 1.0
     shift = -mean / std  # what centring moved into the intercept
-    if "const" in names:
-        A[names.index("const"), :k] += shift
+    if const:
+        A[names.index(const), :k] += shift
     elif bool((mean != 0).any()):  # centred without an intercept: the fit still has one, implied
         names.append("const")
         A = torch.cat([A, torch.cat([shift, torch.zeros(p - k, dtype=torch.float64)])[None]])

@@ -239,12 +239,14 @@ class MlflowTracker:
     def log_estimates(self, estimates: Estimates) -> None:
         """The table of estimates as `estimates.csv`, the standardization that maps it to the data's
         units as `standardization.csv`, and the convergence certificate as metrics."""
-        from src.estimation.inference import ARTIFACT, to_csv
+        from src.estimation import report
+        from src.estimation.inference import to_csv
 
         for key, value in estimates.certificate.items():
             self._log(key, value, 0)
         self.flush()
-        self._send(RunWriter.log_text, to_csv(estimates.table), ARTIFACT)
+        for name, contents in report.files(estimates).items():  # estimates.csv, .txt and .tex
+            self._send(RunWriter.log_text, contents, name)
         if estimates.standardization is not None:
             self._send(RunWriter.log_text, to_csv(estimates.standardization), "standardization.csv")
         self._send(RunWriter.set_tag, "converged", str(estimates.converged).lower())
