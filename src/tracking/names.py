@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.redaction import redact
+
 if TYPE_CHECKING:
     pass
 
@@ -70,7 +72,7 @@ def source_tags() -> dict[str, str]:
         "mlflow.source.name": "src.train" if cli else sys.argv[0],
         "mlflow.source.type": "LOCAL",
         "mlflow.user": getpass.getuser(),
-        "mlflow.note.content": command,
+        "mlflow.note.content": redact(command),  # a URL typed with its password: without it
     }
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
