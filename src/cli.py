@@ -17,6 +17,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from src import signals
 from src.errors import CallbackConfigError, ConfigError
+from src.redaction import install_log_redaction, redact
 
 USAGE_ERROR = 2  # the input was wrong: nothing ran
 RUN_ERROR = 1  # the run itself failed
@@ -159,6 +160,7 @@ class _WithoutHydraJobLine:
 def run(main: Callable[[], Any]) -> None:
     """Call a @hydra.main function, reporting errors as one line unless HYDRA_FULL_ERROR=1 is set."""
     signals.install()  # from here on a signal is a stop request, honoured at a safe point
+    install_log_redaction()  # no password in a log line, whoever logs it
     OmegaConf.register_new_resolver("app_choices", choices, replace=True)
     if os.environ.get(FULL_ERROR) == "1":  # the caller asked for Hydra's own report: leave it be
         signals.check()
@@ -181,10 +183,10 @@ def run(main: Callable[[], Any]) -> None:
         print(getattr(exc, "reason", "interrupted") + getattr(exc, "hint", ""), file=sys.stderr)
         sys.exit(signals.INTERRUPTED)
     except (ConfigError, CallbackConfigError, HydraException, OmegaConfBaseException) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(f"error: {redact(one_line(exc))}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
     except Exception as exc:
-        print(f"error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {redact(one_line(exc))}", file=sys.stderr)
         sys.exit(RUN_ERROR)
     finally:
         sys.stderr = stderr

@@ -38,7 +38,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import cli, config
+from src import cli, config, redaction
 from src.config.schemas import Interval
 from src.data import Data, check_fit
 from src.data.splits import whitened
@@ -359,6 +359,7 @@ def _train(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | list[float]:
+    redaction.install_log_redaction()  # also where a launcher runs the job in another process
     trial = hpo.this_trial()  # the Optuna trial this job runs; a no-op outside an Optuna sweep
     result = train(cfg, callbacks=[trial], tags=trial.tags)
     trial.finish(result)

@@ -118,15 +118,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server_on(store: str, root: Path, **env: str) -> Iterator[str]:
+def mlflow_server_on(store: str, root: Path, app: str | None = None, **env: str) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 over `store`, serving artifacts itself (under
-    root/artifacts, its log in root/server.log); yields its URL. `env` goes to the server."""
+    root/artifacts, its log in root/server.log); yields its URL. `env` goes to the server; `app`
+    is its --app-name (`basic-auth`: MLflow's login and permissions)."""
     port = free_port()
     log = (root / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", store, "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "1"],  # one process: uvicorn restarts workers that start slowly on a busy machine
+         "--workers", "1",  # one process: uvicorn restarts workers that start slowly on a busy machine
+         *(["--app-name", app] if app else [])],
         cwd=root, env=cli_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -25,6 +25,7 @@ from src import signals
 from src.compare import overlay, sweep_runs, table
 from src.errors import CallbackConfigError, ConfigError
 from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, launch_dir, pass_to_jobs, passed_to_jobs
+from src.redaction import redact
 from src.tracking.names import source_tags, swept_keys
 from src.tracking.store import MAX_PARAM_LENGTH, PROCESS_TAG, SWEEP_TAG, child_runs, end_run, this_process
 from src.tracking.tracker import uses_mlflow
@@ -72,7 +73,7 @@ class MultirunParent(HydraCallback):
             self.client = None
             return
         self._warn_many_writers(int(config.hydra.sweeper.get("n_jobs") or 1))
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = redact(" ".join(config.hydra.overrides.task))
         tags = {SWEEP_TAG: str(config.hydra.sweep.dir), "overrides": overrides, PROCESS_TAG: this_process()}
         tags |= source_tags()
         run = self.client.create_run(self.experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)

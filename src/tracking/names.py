@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import GROUPS
+from src.redaction import redact
 
 # Settings about recording and running, not about what is computed; `config.yaml` keeps them all.
 NOT_PARAMS = (
@@ -70,7 +71,7 @@ def source_tags() -> dict[str, str]:
         "mlflow.source.name": "src.train" if cli else sys.argv[0],
         "mlflow.source.type": "LOCAL",
         "mlflow.user": getpass.getuser(),
-        "mlflow.note.content": command,
+        "mlflow.note.content": redact(command),  # a URL typed with its password: without it
     }
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit

@@ -32,6 +32,7 @@ from src import signals
 from src.data import Data
 from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, hydra_context, job_env, launch_dir
 from src.loop import EpochMetrics, FitResult
+from src.redaction import redact, redact_tree
 from src.tracking import logged_model as mlflow_model
 from src.tracking.names import GROUPS, choice, own_keys, params, run_name, source_tags
 from src.tracking.sidecar import Calls, InProcess, Sidecar, SidecarError
@@ -161,7 +162,7 @@ class MlflowTracker:
 
     def __enter__(self) -> MlflowTracker:
         choices, overrides, self.output_dir = hydra_context()
-        checked_store(self.uri, self.given_uri)  # a bad store fails now, before training
+        checked_store(self.uri, self.given_uri, self.experiment)  # a bad store or login fails before training
         self.calls: Calls = Sidecar.get() if self.in_sidecar else InProcess()
         self.scratch = Path(tempfile.mkdtemp(prefix="descentlab-mlflow-"))  # removed at the end
         where = {"uri": self.uri, "experiment": self.experiment, "cwd": os.getcwd(), "env": mlflow_env()}
@@ -170,15 +171,15 @@ class MlflowTracker:
             self._opened = self.calls.ask(RunWriter.reopen_run, self.key, where, self.resume_run_id, tags)
             return self
         tags = {f"choice.{group}": c for group, c in choices.items()}
-        tags["overrides"] = " ".join(overrides)
+        tags["overrides"] = redact(" ".join(overrides))
         tags[PROCESS_TAG] = this_process()
         tags |= source_tags()
         if parent := job_env(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = parent
         tags.update(self.extra_tags)
         self.name = self._name(choices, overrides)
-        logged = list(params(self.cfg, choices).items())
-        config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
+        logged = [(k, redact(v)) for k, v in params(self.cfg, choices).items()]
+        config_yaml = redact(OmegaConf.to_yaml(self.cfg, resolve=True))
         self._opened = self.calls.ask(
             RunWriter.open_run, self.key, where, self.name, tags, logged, config_yaml
         )
@@ -273,7 +274,9 @@ class MlflowTracker:
         torch.save(checkpoint, out / "model.pt")  # the run dir's copy, for warm_start=<run dir>
         self._send(RunWriter.log_model, str(mlflow_model.save(checkpoint, self.scratch / "model")))
         if self.output_dir is not None and (self.output_dir / ".hydra").is_dir():
-            self._send(RunWriter.log_artifacts, self._copy(self.output_dir / ".hydra"), ".hydra")
+            copy = self._copy(self.output_dir / ".hydra")
+            redact_tree(Path(copy))  # Hydra saved what was typed, passwords too
+            self._send(RunWriter.log_artifacts, copy, ".hydra")
 
     def __exit__(
         self,

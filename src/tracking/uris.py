@@ -7,12 +7,13 @@ import json
 import os
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from src.errors import ConfigError
+from src.redaction import redact
+from src.tracking import login
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -37,19 +38,21 @@ STORE_FORMS = (
     "sqlite:///path, http(s)://host:port (an mlflow server), postgresql://user@host/db, "
     "mysql://..., or file:///path with MLFLOW_ALLOW_FILE_STORE=true"
 )
-PROBE_TIMEOUT = 5.0  # seconds to wait for a tracking server's /health before giving up
 
 
-def checked_store(uri: str, given: str | None) -> str:
+def checked_store(uri: str, given: str | None, experiment: str | None = None) -> str:
     """`uri` if MLflow can use it, else a ConfigError naming tracking.uri (or $MLFLOW_TRACKING_URI,
     where it came from) and the accepted forms. A server is asked for /health first, so that an
-    unreachable one fails in seconds, not after MLflow's minutes of retries."""
+    unreachable one fails in seconds, not after MLflow's minutes of retries; then, with the
+    credentials MLflow would send, whether it lets this user read `experiment` and create runs in it
+    (src/tracking/login.py), so that a missing or wrong login fails in one line before training."""
     key = "tracking.uri" if given else "tracking.uri (from $MLFLOW_TRACKING_URI)"
+    shown = redact(uri)
     parts = urllib.parse.urlsplit(uri)
     scheme = parts.scheme.split("+")[0]
     if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
         raise ConfigError(
-            f"{key}={uri}: MLflow's file store needs MLFLOW_ALLOW_FILE_STORE=true; or use sqlite:///path"
+            f"{key}={shown}: MLflow's file store needs MLFLOW_ALLOW_FILE_STORE=true; or use sqlite:///path"
         )
     well_formed = {
         "sqlite": uri.startswith("sqlite:///"),
@@ -61,19 +64,21 @@ def checked_store(uri: str, given: str | None) -> str:
         "file": True,  # allowed above
     }
     if not well_formed.get(scheme, False):
-        raise ConfigError(f"{key}={uri} is not a tracking store MLflow can use; use {STORE_FORMS}")
+        raise ConfigError(f"{key}={shown} is not a tracking store MLflow can use; use {STORE_FORMS}")
     if scheme in ("http", "https"):
-        health = f"{uri.rstrip('/')}/health"
+        health = f"{shown.rstrip('/')}/health"
         try:
-            urllib.request.urlopen(health, timeout=PROBE_TIMEOUT).close()
+            login.request(uri, "/health").close()
         except urllib.error.HTTPError:
-            pass  # something answers (a proxy's login page, say): let MLflow say what it thinks
+            pass  # something answers (a proxy's login page, say): the login check says more
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ConfigError(
-                f"{key}={uri}: no tracking server answered GET {health} within {PROBE_TIMEOUT:g} s "
+                f"{key}={shown}: no tracking server answered GET {health} within {login.TIMEOUT:g} s "
                 f"({reason}); start one (mlflow server) or use another store"
             ) from None
+        if problem := login.problem(uri, experiment):
+            raise ConfigError(f"{key}={shown}: {problem}")
     return uri
 
 
@@ -107,4 +112,6 @@ def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:
 
 def client_and_experiment(uri: str | None, experiment: str) -> tuple[MlflowClient, str]:
     """The store's client and the experiment's id; the runs of dead processes found there are ended."""
-    return open_experiment(checked_store(tracking_uri(uri), uri), experiment)  # checked: before MLflow
+    return open_experiment(
+        checked_store(tracking_uri(uri), uri, experiment), experiment
+    )  # checked: before MLflow
