@@ -363,9 +363,7 @@ class LogisticModelConf(LinearModelConf):
     _target_: str = "src.models.LogisticRegression"
 
 
-class Activation(Enum):
-    """The MLP's a(·): each value is the torch.nn module that computes it (src/models.py)."""
-
+class Activation(Enum):  # the MLP's a(·): each value names the torch.nn module that computes it
     tanh = "Tanh"
     relu = "ReLU"
     gelu = "GELU"
@@ -384,15 +382,13 @@ class MLPModelConf(ModelConf):
 # -------------------------------------------------------------------------------------- tracking
 @schema("tracking", "none")
 class TrackingConf:
-    """Where a run is recorded; the target is a loop callback and a context manager.
-
-    `tracking=none` keeps the keys, so a recipe that names its experiment still runs untracked."""
+    """Where a run is recorded (a loop callback and a context manager); `tracking=none` keeps the keys,
+    so a recipe that names its experiment still runs untracked."""
 
     _target_: str = "src.tracking.NullTracker"
     uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
     experiment: str = "descentlab"
-    # What a --multirun's comparison shows: the per-epoch metric compare.png overlays, and the
-    # run-level metric its table sorts by (a lesson names its own).
+    # a --multirun's comparison: the epoch metric compare.png overlays, the run metric its table sorts by
     plot_metric: str = "val_loss"
     sort_by: str = "best_val_loss"
 
@@ -400,6 +396,5 @@ class TrackingConf:
 @schema("tracking", "mlflow")
 class MlflowConf(TrackingConf):
     _target_: str = "src.tracking.MlflowTracker"
-    # MLflow works in a process of its own beside training (src/tracking/sidecar.py); false: in the
-    # training process, which then imports MLflow and waits on each write
+    # MLflow writes in a process of its own (src/tracking/sidecar.py); false: in the training process
     sidecar: bool = True
