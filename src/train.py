@@ -335,7 +335,7 @@ def _train(
                 checkpoint.save(checkpoint.capture(p, run, tracker.run_id, config_yaml), snapshot_path)
             tracker.flush()  # MLflow then holds exactly the epochs the snapshot holds
 
-        _ = tracker.run_id  # MLflow's start-up is setup: the run exists before the first step
+        tracker.ready()  # MLflow's start-up is setup: the run and its dataset exist before the first step
         setup_time = time.perf_counter() - since
         result = fit(run, callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot)
         result.setup_time = setup_time

@@ -83,6 +83,9 @@ class NullTracker:
     def flush(self) -> None:
         pass
 
+    def ready(self) -> None:
+        pass
+
     def __enter__(self) -> NullTracker:
         return self
 
@@ -231,6 +234,12 @@ class MlflowTracker:
     def flush(self) -> None:
         self._send(RunWriter.log_metrics, self._pending)
         self._pending = []
+
+    def ready(self) -> None:
+        """Wait until MLflow has done what was sent before the first step (the run, its dataset):
+        its start-up then counts as setup_time and takes no CPU from the steps wall_time counts."""
+        self.calls.barrier()
+        self._opened.result()  # type: ignore[union-attr]  # sent in __enter__
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         for key, value in dataclasses.asdict(metrics).items():
