@@ -85,7 +85,9 @@ def test_the_first_job_of_a_multirun_times_its_training_only(tmp_path):
     runs = sorted(jobs, key=lambda r: r.info.start_time)
     assert len(runs) == 3
     walls = [r.data.metrics["wall_time"] for r in runs]
-    assert max(walls) <= 2 * min(walls), walls
+    # the first job against the others (the bug: 8.4 s against 0.44 s); not the others against each
+    # other, whose spread is the machine's load (another test worker), not a setup cost
+    assert walls[0] <= 2 * max(walls[1:]), walls
     for run in runs:
         epochs = client.get_metric_history(run.info.run_id, "epoch_time")
         assert len(epochs) == 300
