@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,8 @@ def short_value(key: str, value: Any) -> str:
         return "full" if key == "trainer.batch_size" else "none"
     if isinstance(value, float | int) and not isinstance(value, bool):
         return short_number(value)
+    if isinstance(value, Enum):  # a choice such as trainer.dtype: `float64`, not `DType.float64`
+        return value.name
     return str(value)
 
 
