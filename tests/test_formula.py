@@ -7,6 +7,7 @@ compared by term name. Estimates to 1e-8 (OLS, WLS) and 1e-6 (logit), standard e
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,8 @@ def csv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     return path, pd.read_csv(path)  # what statsmodels reads: the file, as descentlab does
 
 
-def estimate(path: Path, *overrides: str, cov: Cov = Cov.classical) -> pd.DataFrame:
-    """The table of a `+experiment=estimate` run on `path`, indexed by term."""
+def estimates(path: Path, *overrides: str, cov: Cov = Cov.classical) -> inference.Estimates:
+    """The estimates of a `+experiment=estimate` run on `path`."""
     cfg = make_config(
         "+experiment=estimate", "tracking=none", "trainer.progress=false", f"data.path={path}", *overrides
     )
@@ -68,7 +69,12 @@ def estimate(path: Path, *overrides: str, cov: Cov = Cov.classical) -> pd.DataFr
     assert result.stop_reason == "converged"
     table = inference.estimate(run.model, run.data, run.reference, cov, 0.0, result.stop_reason)
     assert table is not None
-    return pd.DataFrame(table.table).set_index("term")
+    return table
+
+
+def estimate(path: Path, *overrides: str, cov: Cov = Cov.classical) -> pd.DataFrame:
+    """The table of a `+experiment=estimate` run on `path`, indexed by term."""
+    return pd.DataFrame(estimates(path, *overrides, cov=cov).table).set_index("term")
 
 
 def statsmodels_cov(cov: Cov, groups: pd.Series) -> dict[str, Any]:
@@ -121,6 +127,42 @@ def test_weights_without_a_formula_are_statsmodels_wls(csv):
     ours = estimate(path, "data.target=y", "data.features=[x1,x2,age]", "data.weights=w")
     X = sm.add_constant(frame[["x1", "x2", "age"]])
     assert_same(ours.rename(index={"const": "const"}), sm.WLS(frame.y, X, weights=frame.w).fit(), rtol=1e-8)
+
+
+@pytest.mark.parametrize("cov", [Cov.classical, Cov.HC1, Cov.cluster])
+def test_weighted_logit_is_statsmodels_glm_with_freq_weights(csv, cov):
+    path, frame = csv
+    cluster = ["inference.cov=cluster", "inference.cluster=firm"] if cov is Cov.cluster else []
+    ours = estimate(path, "model=logistic", f"data.formula='{LOGIT}'", "data.weights=w", *cluster, cov=cov)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "cov_type not fully supported with freq_weights": checked here
+        theirs = smf.glm(LOGIT, frame, family=sm.families.Binomial(), freq_weights=frame.w).fit(
+            tol=1e-14, **statsmodels_cov(cov, frame.firm)
+        )
+    assert_same(ours, theirs, rtol=1e-6)
+    unweighted = smf.logit(LOGIT, frame).fit(disp=0, method="newton", tol=1e-14)
+    assert not np.allclose(ours.loc[unweighted.params.index].estimate, unweighted.params, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name", "convention"),
+    [
+        ([], "OLS on 600 rows", None),
+        (["data.weights=w"], "WLS on 600 rows", "weights 'w': minimizes sum w (y - x b)^2, statsmodels' WLS"),
+        (["model=logistic"], "logit (MLE) on 600 rows", None),
+        (
+            ["model=logistic", "data.weights=w"],
+            "weighted logit (MLE) on 600 rows",
+            "are frequency weights: a row of weight w counts as w rows, statsmodels' GLM(family=Binomial(), "
+            "freq_weights=w)",
+        ),
+    ],
+)
+def test_the_table_names_its_estimator_and_weighting(csv, overrides, name, convention):
+    footer = estimates(csv[0], "data.formula='buy ~ x1 + age'", *overrides).footer
+    assert footer[0].startswith(f"{name} (the full sample); covariance: classical")
+    assert (convention is None) == (not any("weights" in line for line in footer))
+    assert convention is None or convention in footer[1]
 
 
 def test_firm_fixed_effects_with_firm_clustered_errors(csv):

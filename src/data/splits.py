@@ -124,6 +124,20 @@ def whitened(data: Data) -> Data:
     return replace(data, train=train, val=val, test=test)
 
 
+def with_frequencies(data: Data) -> Data:
+    """A weighted logit's data: each split's target becomes (n, 2), the 0/1 outcome and the row's
+    frequency weight (src.models.outcome reads them apart), so the weights follow the rows into every
+    batch. The weights are then spent."""
+
+    def pair(s: Split) -> Split:
+        if s.weights is None:
+            return s
+        return replace(s, y=torch.stack([s.y, s.weights], dim=1), weights=None)
+
+    train, val, test = (pair(s) for s in data.splits())
+    return replace(data, train=train, val=val, test=test)
+
+
 def check_fit(data: Data, model: nn.Module, batch_size: int | None) -> None:
     """Refuse a data / model / batch combination that cannot train as asked, before anything runs."""
     if batch_size is not None and batch_size > len(data.train):

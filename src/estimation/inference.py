@@ -37,7 +37,7 @@ from src.config import Cov
 from src.data import Data
 from src.errors import ConfigError
 from src.estimation.reference import Reference, design, objective_terms
-from src.models import LinearRegression, LogisticRegression
+from src.models import LinearRegression, LogisticRegression, outcome
 
 Columns = dict[str, list[Any]]  # a table: column name → its values, row by row (no pandas: startup time)
 
@@ -144,12 +144,17 @@ def covariance(cov: Cov, logit: bool, Z: Tensor, y: Tensor, theta: Tensor, group
     """Cov(θ̂) in the coordinates of Z, by statsmodels' definitions (see the module's docstring)."""
     n, k = Z.shape
     if logit:
+        target, frequency = outcome(y)
+        f = torch.ones_like(target) if frequency is None else frequency
         prob = torch.sigmoid(Z @ theta)
-        residual = y - prob
-        bread = torch.linalg.inv((Z.T * (prob * (1 - prob))) @ Z)  # inverse observed information
+        residual = target - prob
+        bread = torch.linalg.inv((Z.T * (f * prob * (1 - prob))) @ Z)  # inverse observed information
         if cov is Cov.classical:
             return bread
-        weights = residual**2  # statsmodels' HC1–HC3 for Logit are HC0
+        # statsmodels' HC1–HC3 for Logit (and GLM) are HC0. A row of weight f is f rows: f s_i s_i'
+        # in HC0, and f s_i in its cluster's score sum (GLM's freq_weights, both)
+        weights = f * residual**2
+        residual = f * residual
     else:
         Q, R = torch.linalg.qr(Z)
         R_inv = torch.linalg.solve_triangular(R, torch.eye(k, dtype=Z.dtype), upper=True)
@@ -255,20 +260,37 @@ def certify(fit: Fit, reference: Reference | None, l2: float) -> dict[str, float
     return certificate
 
 
+def estimator(fit: Fit, data: Data) -> tuple[str, list[str]]:
+    """The estimator by its name, and the weighting convention in words where there are weights."""
+    column = data.weighted_by
+    if column is None:
+        return ("logit (MLE)" if fit.logit else "OLS"), []
+    if fit.logit:
+        total = float(outcome(fit.y)[1].sum())  # type: ignore[union-attr]
+        return "weighted logit (MLE)", [
+            f"weights {column!r} (sum {total:.6g}) are frequency weights: a row of weight w counts as w "
+            "rows, statsmodels' GLM(family=Binomial(), freq_weights=w)"
+        ]
+    return "WLS", [
+        f"weights {column!r}: minimizes sum w (y - x b)^2, statsmodels' WLS(weights=w) "
+        "(w proportional to 1/Var(error))"
+    ]
+
+
 def footer_of(fit: Fit, data: Data, cov: Cov, reason: str | None) -> list[str]:
     """What the covariance is, on which rows, and the units, in words."""
     n, k = fit.Z.shape
-    model_name = "logit (MLE)" if fit.logit else "OLS"
     full = len(data.val) == 0 and len(data.test) == 0
     rows = f"{n} rows ({'the full sample' if full else 'the training split'})"
+    name, weighting = estimator(fit, data)
     if reason is None:
         kind = cov.value
         if data.train.groups is not None and cov is Cov.cluster:
             kind += f" ({len(data.train.groups.unique())} groups)"
         test = f"t({n - k})" if uses_t(fit, cov) else "z (normal)"
-        footer = [f"{model_name} on {rows}; covariance: {kind}; statistic: {test}; 95% CI"]
+        footer = [f"{name} on {rows}; covariance: {kind}; statistic: {test}; 95% CI", *weighting]
     else:
-        footer = [f"{model_name} on {rows}; no standard errors: {reason}"]
+        footer = [f"{name} on {rows}; no standard errors: {reason}", *weighting]
     if data.standardization is not None:
         footer.append(
             "estimates, reference and standard errors in the data's own units "
