@@ -45,6 +45,7 @@ class Data:
     names: tuple[str, ...] = ()  # X's columns: `const`, the table's columns; x1..xM where unnamed
     standardization: Standardization | None = None  # None: X is in the data's own units
     weighted_by: str | None = None  # data.weights' column; its values are each split's `weights`
+    absorbed: tuple[str, int] | None = None  # data.absorb's column and its groups, demeaned away
 
     @property
     def n_features(self) -> int:
