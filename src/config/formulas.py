@@ -1,10 +1,14 @@
 """A formula's syntax (data.formula), checked with the rest of the config: before torch is imported,
-so a typo in a formula answers as fast as a typo in a key. What it means on the data (its columns,
-missing values) is src/data/formula.py's."""
+so a typo in a formula answers as fast as a typo in a key; and, from a CSV's first rows and its
+weights column (pandas only), a column the formula names but the file lacks and weights that are
+negative or missing (`check_file`, called by src/cli.py's precheck). What the formula means on all
+the data (transformations, missing values) is src/data/formula.py's, which checks all of it again."""
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from typing import Any
 
 from src.errors import ConfigError
@@ -83,3 +87,88 @@ def check_absorb(data: Any, model_target: str, cov: str | None) -> None:
             f"{where} and {twice[0]} in data.formula={data.formula!r} both take out the fixed effects of "
             f"{column}: give one (absorb them, or keep the dummies)"
         )
+
+
+def unknown_column(message: str, where: str, source: str, columns: list[str]) -> ConfigError | None:
+    """formulaic's error for a name the data lack, in our words; None for any other error."""
+    missing = re.search(r"`([^`]+)` is not present in the dataset", message)
+    if missing is None:
+        return None
+    return ConfigError(
+        f"{where}: {missing.group(1)!r} is not a column of {source}; available: {', '.join(columns)}"
+    )
+
+
+def check_file(data: Any, cluster: str | None) -> None:
+    """A CSV's formula columns and weights, from its first rows and the weights' own column, before
+    torch is imported; anything this cannot judge is left to the run, which checks everything."""
+    from hydra.utils import to_absolute_path
+
+    path, formula, weights = data.get("path"), data.get("formula"), data.get("weights")
+    if path is None or not str(path).lower().endswith(".csv") or (formula is None and weights is None):
+        return
+    import pandas as pd
+
+    file = to_absolute_path(str(path))
+    source = f"data.path={file}"
+    try:
+        head = pd.read_csv(file, nrows=100)
+    except Exception:  # no such file, not a CSV: the run says which
+        return
+    columns = [str(c) for c in head.columns]
+    if formula is not None:
+        check_formula_columns(formula, head, source, columns)
+    if weights is not None:
+        labels = [cluster, data.get("absorb")] if formula is not None else None
+        check_weight_column(file, source, columns, weights, labels, data.get("drop_missing", False))
+
+
+def check_formula_columns(formula: str, head: Any, source: str, columns: list[str]) -> None:
+    """The formula evaluated on the file's first rows: only a name the file lacks is judged here."""
+    from formulaic import model_matrix
+    from formulaic.errors import FormulaicError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model_matrix(formula, head, na_action="ignore")
+    except FormulaicError as exc:
+        error = unknown_column(one_line(str(exc)), f"data.formula={formula!r}", source, columns)
+        if error is not None:
+            raise error from None
+    except Exception:  # a transformation failing on these rows: the run judges all of them
+        return
+
+
+def check_weight_column(
+    file: str, source: str, columns: list[str], weights: str, labels: list[str | None] | None, drop: bool
+) -> None:
+    """data.weights: a column of the file, present and finite in each row (unless drop_missing, or,
+    without a formula, where the run counts every column's gaps together), >= 0, not all 0. `labels`:
+    the formula's cluster and absorb columns, whose gaps the run counts with the weights'."""
+    import pandas as pd
+
+    if weights not in columns:
+        raise ConfigError(
+            f"data.weights={weights!r} is not a column of {source}; available: {', '.join(columns)}"
+        )
+    named = [c for c in (labels or []) if c is not None and c in columns] + [weights]
+    frame = pd.read_csv(file, usecols=named)
+    if not pd.api.types.is_numeric_dtype(frame[weights]):
+        return
+    w = frame[weights].to_numpy(dtype="float64", na_value=math.nan)
+    bad = ~(pd.Series(w).abs() < math.inf) | frame[named[:-1]].isna().any(axis=1)
+    if drop or (bad.any() and labels is None):
+        return
+    if bad.any():
+        raise ConfigError(
+            f"{source} has {int(bad.sum())} rows with a missing or infinite value in "
+            f"{' or '.join(map(repr, named))}; clean them, or set data.drop_missing=true to drop those rows"
+        )
+    if (w < 0).any():
+        raise ConfigError(
+            f"data.weights={weights!r}: {int((w < 0).sum())} rows of {source} have a negative weight "
+            f"(e.g. {float(w[w < 0][0]):g}); weights must be >= 0"
+        )
+    if not (w > 0).any():
+        raise ConfigError(f"data.weights={weights!r}: every weight is 0; at least one must be > 0")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from src.config.formulas import MAX_COLUMNS, one_line, parsed
+from src.config.formulas import MAX_COLUMNS, one_line, parsed, unknown_column
 from src.data.splits import Data, Standardization, split
 from src.data.tables import check_columns, check_groups, check_rank, check_weights, not_numeric, scaled
 from src.errors import ConfigError
@@ -90,13 +89,8 @@ def design(frame: pd.DataFrame, source: str, formula: str, drop_missing: bool) -
 def evaluation_error(frame: pd.DataFrame, source: str, where: str, exc: Exception) -> ConfigError:
     """A formula that does not evaluate on the table: most often a column it lacks."""
     message = one_line(str(exc))
-    missing = re.search(r"`([^`]+)` is not present in the dataset", message)
-    if missing:
-        columns = list(map(str, frame.columns))
-        return ConfigError(
-            f"{where}: {missing.group(1)!r} is not a column of {source}; available: {', '.join(columns)}"
-        )
-    return ConfigError(f"{where} cannot be evaluated on {source}: {message}")
+    missing = unknown_column(message, where, source, list(map(str, frame.columns)))
+    return missing or ConfigError(f"{where} cannot be evaluated on {source}: {message}")
 
 
 def check_finite(values: object, names: list[str], where: str) -> None:
