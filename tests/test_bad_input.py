@@ -200,6 +200,7 @@ PRECHECKED = {  # found by the precheck: the config, the CSV's first rows and it
     "no regressors": ["data.formula='y ~ 0'"],
     "negative weight": ["data.formula='y ~ x1'", "data.weights=bad_w"],
     "missing weight": ["data.formula='y ~ x1'", "data.weights=gap_w"],
+    "absorb column": ["data.formula='y ~ x1'", "data.absorb=nope"],
     "key typo": ["optimizer.learning_rate=0.1"],
 }
 HEAVY = ("torch", "mlflow", "optuna")

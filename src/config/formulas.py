@@ -104,7 +104,12 @@ def check_file(data: Any, cluster: str | None) -> None:
     torch is imported; anything this cannot judge is left to the run, which checks everything."""
     from hydra.utils import to_absolute_path
 
-    path, formula, weights = data.get("path"), data.get("formula"), data.get("weights")
+    path, formula, weights, absorb = (
+        data.get("path"),
+        data.get("formula"),
+        data.get("weights"),
+        data.get("absorb"),
+    )
     if path is None or not str(path).lower().endswith(".csv") or (formula is None and weights is None):
         return
     import pandas as pd
@@ -118,8 +123,13 @@ def check_file(data: Any, cluster: str | None) -> None:
     columns = [str(c) for c in head.columns]
     if formula is not None:
         check_formula_columns(formula, head, source, columns)
+    for key, column in (("inference.cluster", cluster), ("data.absorb", absorb)):
+        if column is not None and column not in columns:
+            raise ConfigError(
+                f"{key}={column!r} is not a column of {source}; available: {', '.join(columns)}"
+            )
     if weights is not None:
-        labels = [cluster, data.get("absorb")] if formula is not None else None
+        labels = [cluster, absorb] if formula is not None else None
         check_weight_column(file, source, columns, weights, labels, data.get("drop_missing", False))
 
 
