@@ -134,6 +134,8 @@ class Paired:
         head = f"{self.name} vs {self.best}: "
         if self.n < 2:
             return head + f"{percent(self.relative)} on {self.n} paired seed: too few to test"
+        if self.relative == self.low == self.high == 0:
+            return head + f"equal on every one of {self.n} paired seeds"
         digits = decimals(self.relative, self.low, self.high)
         numbers = ", ".join(percent(v, digits) for v in (self.low, self.high))
         if self.p < 1 - LEVEL:
