@@ -70,6 +70,10 @@ def test_the_sweeps_objective_is_the_studys_else_best_val_loss():
     assert groups.objective(sweeper(direction="minimize", objectives=None)) == ("best_val_loss", False)
     assert groups.objective(sweeper(direction="minimize", objectives=["test_loss"])) == ("test_loss", False)
     assert groups.objective(sweeper(direction="maximize", objectives="epochs")) == ("epochs", True)
+    assert (
+        groups.objective(sweeper(direction=["minimize", "minimize"], objectives=["test_loss", "wall_time"]))
+        is None
+    )
 
 
 def seed_sweep(client: MlflowClient) -> tuple[str, dict[str, list[list[float]]]]:

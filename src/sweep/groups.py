@@ -34,14 +34,15 @@ PARENT_TAG = "mlflow.parentRunId"
 PAIRED_TAG = "paired"  # the verdict of a group against the sweep's best one
 
 
-def objective(config: DictConfig) -> tuple[str, bool]:
-    """What a sweep's best is chosen by, and whether it is maximized: a study's first objective (our
-    Optuna sweeper), else what a job returns by default, its best_val_loss, minimized."""
+def objective(config: DictConfig) -> tuple[str, bool] | None:
+    """What a sweep's best is chosen by, and whether it is maximized: a study's objective (our
+    Optuna sweeper), else what a job returns by default, its best_val_loss, minimized; None for a
+    multi-objective study (a Pareto front, no one best)."""
     sweeper = config.hydra.sweeper
     if "objectives" not in sweeper:
         return "best_val_loss", False
     parsed = parse(sweeper.get("direction"), sweeper.get("objectives"))
-    return job_results(parsed)[0], parsed.directions[0] == "maximize"
+    return None if parsed.multi else (job_results(parsed)[0], parsed.directions[0] == "maximize")
 
 
 def summarized(objectives: Sequence[str]) -> list[str]:

@@ -106,7 +106,8 @@ class MultirunParent(HydraCallback):
             return
         sweep_dir = launch_dir() / str(config.hydra.sweep.dir)  # as typed: relative to the launch dir
         metric, sort_by = config.tracking.plot_metric, config.tracking.sort_by
-        objective, maximize = groups.objective(config)
+        single = groups.objective(config)  # None: a multi-objective study, a Pareto front and no best
+        objective, maximize = single or ("best_val_loss", False)
         runs = self._unique_names(sweep_runs(self.client, self.run_id))
         best = None
         if runs:
@@ -115,7 +116,8 @@ class MultirunParent(HydraCallback):
                 runs = sweep_runs(self.client, self.run_id)  # again: they moved under their groups
             best = self._log_best(objective, maximize)
             print(table(runs, sort_by))
-            self._log_paired(runs, objective, maximize, sweep_dir / "paired.csv")
+            if single:
+                self._log_paired(runs, objective, maximize, sweep_dir / "paired.csv")
             png = overlay(self.client, runs, sweep_dir / "compare.png", metric, sort_by)
             self.client.log_artifact(self.run_id, str(png))
         if best:
