@@ -70,7 +70,7 @@ def launch(
     if state is TrialState.COMPLETE:
         rest = launcher.launch(jobs[1:], initial_job_idx=trial.number * k + 1)
         outcome = combine(trial, [*first, *rest], objectives.names)
-    runs.end_trial(run_id, outcome.status == JobStatus.COMPLETED)
+    runs.end_trial(run_id, outcome.status == JobStatus.COMPLETED, objectives.names)
     return outcome
 
 

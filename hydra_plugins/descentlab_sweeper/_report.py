@@ -13,7 +13,6 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from src.sweep import groups, parent, studies
-from src.sweep.objectives import parse
 from src.tracking.names import run_name
 from src.tracking.store import REPEATS_TAG, child_runs, end_killed, end_run
 from src.tracking.uris import tracking_uri
@@ -134,8 +133,6 @@ class StudyRuns:
         if self.run_id is not None:
             self.uri = tracking_uri(config.tracking.get("uri"))
         self.optimizer = str(config.hydra.runtime.choices.get("optimizer", "optimizer"))
-        sweeper = config.hydra.sweeper
-        self.objectives = parse(sweeper.get("direction"), sweeper.get("objectives")).names
 
     def start(self) -> None:
         if self.run_id is None:
@@ -171,14 +168,14 @@ class StudyRuns:
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         return str(run.info.run_id)
 
-    def end_trial(self, run_id: str | None, completed: bool) -> None:
+    def end_trial(self, run_id: str | None, completed: bool, objectives: list[str]) -> None:
         """The trial's run gets what its seeds add up to, as a group of repeats does
         (src.sweep.groups.record_group): the trial's params, and n, mean and 95% interval of each
         objective, test_loss, epochs and wall_time over the seeds; and ends."""
         if run_id is None:
             return
         seeds = child_runs(self.client, run_id)
-        groups.record_group(self.client, run_id, seeds, groups.summarized(self.objectives))
+        groups.record_group(self.client, run_id, seeds, groups.summarized(objectives))
         end_run(self.client, run_id, "FINISHED" if completed else "FAILED")
 
     def link(self, trial: optuna.Trial) -> None:
