@@ -204,10 +204,13 @@ def best_child(children: list[Run], objective: str, maximize: bool) -> Run | Non
 def describe(run: Run, objective: str) -> str:
     """`1.02e-6 [9.77e-7, 1.06e-6] over 5 seeds` for a group, `1.02e-6` for one run."""
     metrics = run.data.metrics
+    if not math.isfinite(value(run, objective)):
+        return "-"
     if REPEATS_TAG not in run.data.tags:
         return short_number(metrics[objective])
-    stats = [metrics.get(f"{objective}_{s}", math.nan) for s in ("mean", "ci_low", "ci_high", "n")]
-    mean, low, high, n = stats
+    mean, low, high, n = (
+        metrics.get(f"{objective}_{s}", math.nan) for s in ("mean", "ci_low", "ci_high", "n")
+    )
     band = "" if math.isnan(low) else f" [{short_number(low)}, {short_number(high)}]"
     return f"{short_number(mean)}{band} over {n:.0f} seed{'s' if n != 1 else ''}"
 
