@@ -188,6 +188,7 @@ def test_a_seed_sweep_records_groups_an_honest_best_and_paired_verdicts(cli, tmp
         seeds = {r.data.params["seed"]: r for r in child_runs(client, run.info.run_id)}
         assert sorted(seeds) == ["0", "1", "2", "3", "4"]
         assert "seed" not in run.data.params and run.data.params["optimizer"] == name.split()[0]
+        assert run.data.tags["mlflow.source.name"] == "src.train"  # the Source column, as its seeds'
         for metric in ("best_val_loss", "test_loss", "epochs", "wall_time"):
             values = [seeds[s].data.metrics[metric] for s in sorted(seeds)]
             assert run.data.metrics[f"{metric}_mean"] == pytest.approx(np.mean(values), rel=1e-9)

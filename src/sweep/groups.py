@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 PARENT_TAG = "mlflow.parentRunId"
 PAIRED_TAG = "paired"  # the verdict of a group against the sweep's best one
+SOURCE_TAGS = ("mlflow.source.", "mlflow.user")  # the runs table's Source and User: its seeds'
 
 
 def objective(config: DictConfig) -> tuple[str, bool] | None:
@@ -79,6 +80,7 @@ def make_groups(
 def make_group(client: MlflowClient, parent_id: str, seeds: Group, metrics: Sequence[str]) -> str:
     n = len(seeds.runs)
     tags = {PARENT_TAG: parent_id, REPEATS_TAG: str(n), PROCESS_TAG: this_process()}
+    tags |= {k: v for k, v in seeds.runs[0].data.tags.items() if k.startswith(SOURCE_TAGS)}  # its columns
     run = client.create_run(
         seeds.runs[0].info.experiment_id,
         start_time=min(r.info.start_time for r in seeds.runs),
