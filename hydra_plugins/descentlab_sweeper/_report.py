@@ -4,7 +4,6 @@ file), Optuna's plots, the trials' MLflow runs, and the study handed to the swee
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -13,8 +12,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from src.compare import seed_summary
-from src.sweep import parent, studies
+from src.sweep import groups, parent, studies
 from src.tracking.names import run_name
 from src.tracking.store import REPEATS_TAG, child_runs, end_killed, end_run
 from src.tracking.uris import tracking_uri
@@ -170,17 +168,14 @@ class StudyRuns:
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         return str(run.info.run_id)
 
-    def end_trial(self, run_id: str | None, completed: bool) -> None:
-        """The trial's run gets what its seeds add up to (src.compare.seed_summary: the mean of each
-        result over the seeds, and its standard error), and ends."""
+    def end_trial(self, run_id: str | None, completed: bool, objectives: list[str]) -> None:
+        """The trial's run gets what its seeds add up to, as a group of repeats does
+        (src.sweep.groups.record_group): the trial's params, and n, mean and 95% interval of each
+        objective, test_loss, epochs and wall_time over the seeds; and ends."""
         if run_id is None:
             return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        summary = seed_summary(child_runs(self.client, run_id))
-        if summary:
-            self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+        seeds = child_runs(self.client, run_id)
+        groups.record_group(self.client, run_id, seeds, groups.summarized(objectives))
         end_run(self.client, run_id, "FINISHED" if completed else "FAILED")
 
     def link(self, trial: optuna.Trial) -> None:
@@ -218,7 +213,9 @@ class StudyRuns:
         trial, top = best(study), None
         if trial is not None:
             assert trial.value is not None
-            top = parent.BestTrial(trial.number, trial.value, trial.params)
+            top = parent.BestTrial(
+                trial.number, trial.value, trial.params, trial.user_attrs.get("mlflow_run_id")
+            )
         parent.record_study(
             self.client,
             self.run_id,
