@@ -27,7 +27,15 @@ from src.errors import CallbackConfigError, ConfigError
 from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, launch_dir, pass_to_jobs, passed_to_jobs
 from src.redaction import redact
 from src.tracking.names import source_tags, swept_keys
-from src.tracking.store import MAX_PARAM_LENGTH, PROCESS_TAG, SWEEP_TAG, child_runs, end_run, this_process
+from src.tracking.store import (
+    MAX_PARAM_LENGTH,
+    PROCESS_TAG,
+    STUDY_TAG,
+    SWEEP_TAG,
+    child_runs,
+    end_run,
+    this_process,
+)
 from src.tracking.tracker import uses_mlflow
 from src.tracking.uris import SQLITE_WRITERS, client_and_experiment, compare_link, tracking_uri, ui_hint
 
@@ -36,8 +44,6 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
-
-STUDY_TAG = "optuna.study"  # on the parent run of an Optuna sweep: its study's name
 
 
 class MultirunParent(HydraCallback):
@@ -61,10 +67,10 @@ class MultirunParent(HydraCallback):
         from src.sweep.trial import check_sweep
 
         try:
-            check_sweep(config)  # a bad sweep config stops here, before its parent run exists
+            runs = check_sweep(config)  # a bad sweep config stops here, before its parent run exists
         except HydraException as exc:  # Hydra would only warn about a callback's error
             raise CallbackConfigError(str(exc)) from exc
-        if not uses_mlflow(config):
+        if not runs or not uses_mlflow(config):  # e.g. a full study: the sweeper says so, runs nothing
             return
         try:
             self.uri = tracking_uri(config.tracking.get("uri"))
