@@ -99,7 +99,7 @@ def check(storage: str, study_name: str, wanted: dict[str, Any]) -> Status | Non
         raise HydraException(
             f"study {study_name} in {studies.redact(storage)} belongs to another sweep: {'; '.join(diffs)}. "
             "A study keeps its search space, objectives and directions: set hydra.sweeper.study_name=<new "
-            "name> for a new study, or hydra.sweeper.storage=null for a fresh one that is not kept"
+            "name> for a new study, or hydra.sweeper.storage=null for a fresh study of this command only"
         )
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials if not _warm.copied(t)]

@@ -53,7 +53,7 @@ def default_study_name(job_name: str, overrides: Sequence[str], custom_search_sp
     return f"{job_name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
-def check(sweeper: DescentlabOptunaSweeper, arguments: list[str], config: DictConfig) -> Plan:
+def check_numbers(sweeper: DescentlabOptunaSweeper) -> None:
     rules = [
         (sweeper.n_trials >= 1, f"hydra.sweeper.n_trials={sweeper.n_trials} is not allowed: must be >= 1"),
         (sweeper.n_jobs >= 1, f"hydra.sweeper.n_jobs={sweeper.n_jobs} is not allowed: must be >= 1"),
@@ -77,6 +77,10 @@ def check(sweeper: DescentlabOptunaSweeper, arguments: list[str], config: DictCo
             raise HydraException(message)
     if str(sweeper.sampler.get("_target_", "")).endswith("MOTPESampler"):
         raise HydraException(MOTPE)
+
+
+def check(sweeper: DescentlabOptunaSweeper, arguments: list[str], config: DictConfig) -> Plan:
+    check_numbers(sweeper)
     objectives = parse(sweeper.direction, sweeper.objectives)
     if objectives.multi and not str(sweeper.pruner.get("_target_", "")).endswith("NopPruner"):
         raise HydraException(

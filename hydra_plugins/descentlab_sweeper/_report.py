@@ -86,7 +86,7 @@ def say_full(plan: Plan) -> None:
     log.warning(
         "study %s in %s is full: it holds %d finished trials of n_trials=%d%s, so this command runs "
         "nothing; raise hydra.sweeper.n_trials to extend it, set hydra.sweeper.study_name for a new "
-        "study, or hydra.sweeper.storage=null for a fresh one that is not kept",
+        "study, or hydra.sweeper.storage=null for a fresh study of this command only",
         plan.study_name,
         studies.redact(plan.storage),
         plan.status.finished,
