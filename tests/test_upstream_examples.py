@@ -159,6 +159,18 @@ def test_sampler_options_reach_optuna_with_upstreams_meaning(sampler, options, c
     assert check(built)
 
 
+@pytest.mark.parametrize(
+    ("pruner", "expected"),
+    [("median", optuna.pruners.MedianPruner), ("percentile", optuna.pruners.PercentilePruner),
+     ("hyperband", optuna.pruners.HyperbandPruner), ("none", optuna.pruners.NopPruner)],
+)  # fmt: skip
+def test_each_pruner_choice_builds_its_optuna_class(pruner, expected):
+    from hydra.utils import instantiate
+
+    cfg = composed(f"hydra/sweeper/pruner={pruner}", "hydra.sweeper.sampler.seed=1")
+    assert isinstance(instantiate(cfg.hydra.sweeper.pruner), expected)
+
+
 @pytest.mark.parametrize("sampler", ["tpe", "cmaes", "gp", "qmc", "nsgaii"])
 def test_default_sampler_configs_raise_no_deprecation_warning(sampler):
     # upstream's test_default_cmaes_config_has_no_restart_deprecation_warning, for each sampler: the
