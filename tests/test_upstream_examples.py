@@ -253,8 +253,8 @@ def test_motpe_sampler_removed_in_one_line():
 
 
 # ------------------------------------------------------------------- upstream's cases, as processes
-SQLITE_CASE = ["hydra.sweeper.n_trials=20", "hydra.sweeper.n_jobs=1", "hydra/sweeper/sampler=tpe",
-               "hydra.sweeper.sampler.seed=123", "~z"]  # fmt: skip
+SQLITE_CASE = ["hydra.job.chdir=True", "hydra.sweeper.n_trials=20", "hydra.sweeper.n_jobs=1",
+               "hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.seed=123", "~z"]  # fmt: skip
 
 
 def optuna_example(cwd: Path, with_commandline: bool) -> None:
@@ -280,7 +280,8 @@ def grid_example(cwd: Path, n_trials: int) -> None:
     """upstream's test_example_with_grid_sampler: x in {-1, 1}, y in range(-1.0, 1.0) = {-1, 0},
     z in {foo, bar}: 8 points."""
     storage = f"sqlite:///{cwd / 'test.db'}"
-    done = sweep(cwd, "--config-name=grid", f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.n_jobs=1",
+    done = sweep(cwd, "--config-name=grid", "hydra.job.chdir=False", f"hydra.sweeper.n_trials={n_trials}",
+                 "hydra.sweeper.n_jobs=1",
                  f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=test-grid-sampler",
                  "hydra.sweeper.sampler.seed=123")  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -298,7 +299,8 @@ def grid_example(cwd: Path, n_trials: int) -> None:
 def multi_objective_example(cwd: Path, sampler: str, with_commandline: bool) -> None:
     """upstream's test_optuna_multi_objective_example: seed 123, 20 trials."""
     extra = ["x=range(0, 5)", "y=range(0, 3)"] if with_commandline else []
-    done = sweep(cwd, "--config-name=multi_objective", "hydra.sweeper.n_trials=20", "hydra.sweeper.n_jobs=1",
+    done = sweep(cwd, "--config-name=multi_objective", "hydra.job.chdir=True", "hydra.sweeper.n_trials=20",
+                 "hydra.sweeper.n_jobs=1",
                  f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.sampler.seed=123", *extra)  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = results(cwd)
@@ -315,8 +317,9 @@ def multi_objective_example(cwd: Path, sampler: str, with_commandline: bool) -> 
 
 
 def custom_search_space_example(cwd: Path) -> None:
-    done = sweep(cwd, "--config-name=custom_search_space", "hydra.sweeper.n_trials=20",
-                 "hydra.sweeper.n_jobs=1", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=123",
+    done = sweep(cwd, "--config-name=custom_search_space", "hydra.job.chdir=True",
+                 "hydra.sweeper.n_trials=20", "hydra.sweeper.n_jobs=1", "hydra/sweeper/sampler=random",
+                 "hydra.sweeper.sampler.seed=123",
                  "max_z_difference_from_x=0.3")  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = results(cwd)
@@ -326,7 +329,8 @@ def custom_search_space_example(cwd: Path) -> None:
 
 
 def failure_rate_example(cwd: Path, max_failure_rate: float) -> None:
-    done = sweep(cwd, "hydra.sweeper.n_trials=20", "hydra.sweeper.n_jobs=2", "hydra/sweeper/sampler=random",
+    done = sweep(cwd, "hydra.job.chdir=True", "hydra.sweeper.n_trials=20", "hydra.sweeper.n_jobs=2",
+                 "hydra/sweeper/sampler=random",
                  "hydra.sweeper.sampler.seed=123", f"hydra.sweeper.max_failure_rate={max_failure_rate}",
                  "error=true")  # fmt: skip
     if max_failure_rate < 1.0:
