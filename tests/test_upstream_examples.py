@@ -252,6 +252,14 @@ def test_motpe_sampler_removed_in_one_line():
     assert "\n" not in MOTPE and "use hydra/sweeper/sampler=tpe" in MOTPE and "nsgaii" in MOTPE
 
 
+def test_upstreams_deprecated_search_space_is_refused_in_one_line():
+    from hydra.errors import HydraException
+
+    cfg = composed("hydra.sweeper.search_space={x: {type: float, low: -5.5, high: 5.5}}")
+    with pytest.raises(HydraException, match=r"^hydra.sweeper.search_space is not read .*sweeper.params"):
+        OptunaSweeper.check_config(cfg)
+
+
 # ------------------------------------------------------------------- upstream's cases, as processes
 SQLITE_CASE = ["hydra.job.chdir=True", "hydra.sweeper.n_trials=20", "hydra.sweeper.n_jobs=1",
                "hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.seed=123", "~z"]  # fmt: skip

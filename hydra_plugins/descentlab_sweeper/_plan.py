@@ -77,6 +77,11 @@ def check_numbers(sweeper: DescentlabOptunaSweeper) -> None:
             raise HydraException(message)
     if str(sweeper.sampler.get("_target_", "")).endswith("MOTPESampler"):
         raise HydraException(MOTPE)
+    if sweeper.search_space:
+        raise HydraException(
+            "hydra.sweeper.search_space is not read (hydra-optuna-sweeper deprecated it in 1.2): write "
+            "each parameter under hydra.sweeper.params in sweep syntax, e.g. x: interval(-5.5, 5.5)"
+        )
 
 
 def check(sweeper: DescentlabOptunaSweeper, arguments: list[str], config: DictConfig) -> Plan:

@@ -197,6 +197,7 @@ class DescentlabOptunaSweeperConf:
     enqueue: Any = None
     # a finished study (name in this storage, or a storage path/URL) whose trials seed this one
     warm_start_from: str | None = None
+    search_space: Any = None  # hydra-optuna-sweeper 1.1's form, declared so that it is refused in one line
 
 
 @dataclass

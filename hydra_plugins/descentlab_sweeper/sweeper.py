@@ -38,6 +38,7 @@ class DescentlabOptunaSweeper(Sweeper):
         enqueue: Any,
         warm_start_from: str | None,
         repeats: int = 1,
+        search_space: Any = None,
     ) -> None:
         self.sampler, self.pruner = sampler, pruner
         self.direction, self.objectives = direction, objectives
@@ -50,6 +51,7 @@ class DescentlabOptunaSweeper(Sweeper):
         self.enqueue = list(enqueue or [])
         self.warm_start_from = warm_start_from
         self.repeats = repeats
+        self.search_space = search_space
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
