@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from src.repeats import Paired, finite, interval, paired, seed_of, spread
 from src.tracking.names import flatten, short_number
-from src.tracking.store import CONFIG_ARTIFACT, REPEATS_TAG, SWEEP_TAG, child_runs
+from src.tracking.store import CONFIG_ARTIFACT, REPEATS_TAG, STUDY_TAG, SWEEP_TAG, child_runs
 from src.tracking.uris import tracking_uri, ui_hint
 
 if TYPE_CHECKING:
@@ -63,6 +63,29 @@ def latest_parent(client: MlflowClient, experiment_ids: Sequence[str]) -> Run | 
         list(experiment_ids), f"tags.`{SWEEP_TAG}` != ''", order_by=["attributes.start_time DESC"]
     )
     return parents[0] if parents else None
+
+
+def latest_parent_with_runs(client: MlflowClient, experiment_ids: Sequence[str]) -> Run | None:
+    parents = client.search_runs(
+        list(experiment_ids),
+        f"tags.`{SWEEP_TAG}` != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+    return next((p for p in parents if sweep_runs(client, p.info.run_id)), None)
+
+
+def no_jobs(parent: Run) -> str:
+    """What a sweep with no runs did, in one line (sweeps made before an Optuna sweep with a full
+    study stopped making a parent run, or killed before their first job)."""
+    study = parent.data.tags.get(STUDY_TAG)
+    why = (
+        f"its Optuna study {study} ran no trial (a study that already holds n_trials runs nothing)"
+        if study
+        else "it was stopped before its first job"
+    )
+    run = parent.info
+    return f"sweep {run.run_id} ({run.run_name}) has no runs: {why}; status {run.status}"
 
 
 def swept(run: Run) -> str:
@@ -328,6 +351,13 @@ def main(argv: list[str] | None = None) -> None:
         _print_diff(client, args.diff, parser)
         return
     runs, parent, experiment_id = _chosen(client, args, parser)
+    if not runs and parent is not None:
+        print(no_jobs(parent))
+        older = None if args.parent else latest_parent_with_runs(client, [experiment_id])
+        if older is None:
+            return
+        print(f"the latest sweep with runs: {older.info.run_id} ({older.info.run_name})")
+        runs, parent = sweep_runs(client, older.info.run_id), older
     if not runs:
         where = f"sweep {parent.info.run_id}" if parent else f"experiment '{args.experiment}'"
         parser.exit(1, f"error: no runs in {where}\n")

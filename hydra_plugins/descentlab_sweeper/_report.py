@@ -7,7 +7,7 @@ import logging
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +16,9 @@ from src.sweep import groups, parent, studies
 from src.tracking.names import run_name
 from src.tracking.store import REPEATS_TAG, child_runs, end_killed, end_run
 from src.tracking.uris import tracking_uri
+
+if TYPE_CHECKING:
+    from ._plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,45 @@ def summarize(study: optuna.Study, counts: Counter[str]) -> str:
 
 def names(study: optuna.Study) -> list[str]:
     return study.metric_names or [f"value_{i}" for i in range(len(study.directions))]
+
+
+def opening_lines(study: optuna.Study, storage: str) -> list[str]:
+    """hydra-optuna-sweeper's first lines, which scripts read."""
+    return [
+        f"Study name: {study.study_name}",
+        f"Storage: {studies.redact(storage)}",
+        f"Sampler: {type(study.sampler).__name__}",
+        f"Directions: {[d.name.lower() for d in study.directions]}",
+    ]
+
+
+def upstream_lines(study: optuna.Study) -> list[str]:
+    """hydra-optuna-sweeper's closing lines: the best trial, or the Pareto front."""
+    if len(study.directions) > 1:
+        front = study.best_trials
+        return [f"Number of Pareto solutions: {len(front)}"] + [
+            f"    Values: {t.values}, Params: {t.params}" for t in front
+        ]
+    trial = best(study)
+    if trial is None:
+        return []
+    return [f"Best parameters: {trial.params}", f"Best value: {trial.value}"]
+
+
+def say_full(plan: Plan) -> None:
+    """A study that already holds its n_trials: one loud line; the sweep ends with nothing run."""
+    assert plan.status is not None
+    best = f", {plan.status.best}" if plan.status.best else ""
+    log.warning(
+        "study %s in %s is full: it holds %d finished trials of n_trials=%d%s, so this command runs "
+        "nothing; raise hydra.sweeper.n_trials to extend it, set hydra.sweeper.study_name for a new "
+        "study, or hydra.sweeper.storage=null for a fresh study of this command only",
+        plan.study_name,
+        studies.redact(plan.storage),
+        plan.status.finished,
+        plan.n_trials,
+        best,
+    )
 
 
 def pareto_lines(study: optuna.Study) -> list[str]:

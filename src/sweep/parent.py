@@ -32,6 +32,7 @@ from src.tracking.store import (
     MAX_PARAM_LENGTH,
     PROCESS_TAG,
     REPEATS_TAG,
+    STUDY_TAG,
     SWEEP_TAG,
     child_runs,
     end_run,
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
-
-STUDY_TAG = "optuna.study"  # on the parent run of an Optuna sweep: its study's name
 
 
 class MultirunParent(HydraCallback):
@@ -70,10 +69,10 @@ class MultirunParent(HydraCallback):
         from src.sweep.trial import check_sweep
 
         try:
-            check_sweep(config)  # a bad sweep config stops here, before its parent run exists
+            runs = check_sweep(config)  # a bad sweep config stops here, before its parent run exists
         except HydraException as exc:  # Hydra would only warn about a callback's error
             raise CallbackConfigError(str(exc)) from exc
-        if not uses_mlflow(config):
+        if not runs or not uses_mlflow(config):  # e.g. a full study: the sweeper says so, runs nothing
             return
         try:
             self.uri = tracking_uri(config.tracking.get("uri"))
