@@ -112,8 +112,10 @@ def test_a_killed_training_process_leaves_its_run_killed_not_running(tmp_path):
     finally:
         proc.kill()  # SIGKILL: no handler, no atexit; only the sidecar is left to end the run
         proc.wait()
-    # Its status is written first, then its tags: wait for the last of them.
-    (run,) = wait_until(lambda: [r for r in all_runs(uri) if "stop_reason" in r.data.tags], 30, "it ended")
+    # Its status is written first, then its tags: wait for the last of them, then read the run again
+    # (a search reads a run's row and its tags in two queries: the ending may land between them).
+    (ended,) = wait_until(lambda: [r for r in all_runs(uri) if "stop_reason" in r.data.tags], 30, "it ended")
+    run = MlflowClient(tracking_uri=uri).get_run(ended.info.run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["stop_reason"] == "process_died"
     assert "the training process ended without ending this run" in run.data.tags["error"]

@@ -100,6 +100,16 @@ def test_the_same_sweep_resumes_its_study_and_a_full_one_runs_nothing(tmp_path):
     assert check_sweep(composed(tmp_path, "hydra.sweeper.study_name=lr", "hydra.sweeper.n_trials=2", LR))
 
 
+def test_a_study_another_worker_has_just_made_is_joined_not_refused(tmp_path):
+    """Workers sharing a study start together: one finds it made by another that has not yet written
+    what it is for. It joins, and a mismatch on the objectives it did write is still refused."""
+    made(tmp_path, "lr", {}, ["minimize"])
+    assert check_sweep(composed(tmp_path, "hydra.sweeper.study_name=lr", LR))
+    made(tmp_path, "lr3", {"objectives": ["test_loss"]}, ["minimize"])
+    with pytest.raises(HydraException, match="objectives were test_loss, now value"):
+        check_sweep(composed(tmp_path, "hydra.sweeper.study_name=lr3", LR))
+
+
 EXAMPLE = (
     "--multirun", "hydra/sweeper=optuna", "hydra.sweeper.study_name=lr", "hydra.sweeper.n_trials=3",
     "trainer.max_epochs=3", "optimizer.momentum=interval(0, 0.9)", "optimizer=momentum",

@@ -50,8 +50,9 @@ def identity(
 def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """What differs, one phrase each: `optimizer.lr was interval(0.0001, 0.1), now interval(...)`."""
     out = []
-    was, now = stored.get("search_space") or {}, wanted["search_space"]
-    for key in [*was, *(k for k in now if k not in was)]:
+    # A study another worker has just made may not carry its space yet: nothing to compare then.
+    was, now = stored.get("search_space"), wanted["search_space"]
+    for key in [] if was is None else [*was, *(k for k in now if k not in was)]:
         if key not in now:
             out.append(f"{key}={was[key]} is not in this command")
         elif key not in was:
