@@ -26,7 +26,7 @@ from src.compare import overlay, sweep_runs, table
 from src.errors import CallbackConfigError, ConfigError
 from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, launch_dir, pass_to_jobs, passed_to_jobs
 from src.redaction import redact
-from src.tracking.names import source_tags, swept_keys
+from src.tracking.names import distinct_names, source_tags, sweep_name, swept_keys
 from src.tracking.store import MAX_PARAM_LENGTH, PROCESS_TAG, SWEEP_TAG, child_runs, end_run, this_process
 from src.tracking.tracker import uses_mlflow
 from src.tracking.uris import SQLITE_WRITERS, client_and_experiment, compare_link, tracking_uri, ui_hint
@@ -74,9 +74,11 @@ class MultirunParent(HydraCallback):
             return
         self._warn_many_writers(int(config.hydra.sweeper.get("n_jobs") or 1))
         overrides = redact(" ".join(config.hydra.overrides.task))
-        tags = {SWEEP_TAG: str(config.hydra.sweep.dir), "overrides": overrides, PROCESS_TAG: this_process()}
+        tags = {SWEEP_TAG: str(config.hydra.sweep.dir), PROCESS_TAG: this_process()}
+        tags |= {"overrides": overrides} if overrides else {}  # no empty tag
         tags |= source_tags()
-        run = self.client.create_run(self.experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
+        name = sweep_name([redact(o) for o in config.hydra.overrides.task])  # the command: its description
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
         atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
         params = config.hydra.sweeper.get("params") or {}
@@ -114,15 +116,19 @@ class MultirunParent(HydraCallback):
         self._end("FINISHED")
 
     def _unique_names(self, runs: list[Run]) -> list[Run]:
-        """Runs whose values agree to 3 significant digits share a name: number them, in start order."""
+        """Each run named by every value that differs between the sweep's runs (`distinct_names`);
+        runs that still read alike are numbered, in start order."""
         assert self.client is not None
-        by_name: dict[str, list[Run]] = {}
-        for run in sorted(runs, key=lambda r: r.info.start_time):
-            by_name.setdefault(run.info.run_name, []).append(run)
-        for name, same in by_name.items():
-            for i, run in enumerate(same if len(same) > 1 else [], start=1):
-                self.client.update_run(run.info.run_id, name=f"{name} ({i})")
-        return [self.client.get_run(r.info.run_id) for r in runs] if len(by_name) < len(runs) else runs
+        runs = sorted(runs, key=lambda r: r.info.start_time)
+        trials = [r.data.tags.get("optuna.trial") for r in runs]
+        names = distinct_names([r.data.params for r in runs], [None if t is None else int(t) for t in trials])
+        for name in {n for n in names if names.count(n) > 1}:
+            for i, at in enumerate([j for j, n in enumerate(names) if n == name], start=1):
+                names[at] = f"{name} ({i})"
+        renamed = [(r, n) for r, n in zip(runs, names, strict=True) if n != r.info.run_name]
+        for run, name in renamed:
+            self.client.update_run(run.info.run_id, name=name)
+        return [self.client.get_run(r.info.run_id) for r in runs] if renamed else runs
 
     def _log_best(self, children: list[Run]) -> None:
         """The best child's best_val_loss and test_loss on the parent (so its row is not blank),
