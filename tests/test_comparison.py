@@ -248,7 +248,9 @@ def test_every_run_logs_at_most_25_params_the_swept_ones_first(overrides):
      (["optimizer=sgd,momentum,nesterov,adam"], "sweep optimizer×4"),
      (["seed=range(0,5)", "optimizer=sgd,nesterov", "trainer.max_epochs=20"],
       "sweep seed×5 optimizer×2 max_epochs=20"),
-     (["+experiment=batch_size", "tracking.uri=sqlite:///a/very/long/path/mlflow.db"], "sweep batch_size")],
+     (["+experiment=batch_size", "tracking.uri=sqlite:///x.db"], "sweep +experiment=batch_size"),
+     (["+experiment=batch_size", "trainer.batch_size=1,32,null", "seed=range(5)"],
+      "sweep batch_size bs×3 seed×5")],
 )  # fmt: skip
 def test_a_sweeps_parent_name_fits_in_40_characters(overrides, name):
     assert sweep_name(overrides) == name and len(name) <= 40

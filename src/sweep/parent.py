@@ -142,7 +142,8 @@ class MultirunParent(HydraCallback):
         best = min(scored, key=lambda c: c.data.metrics["best_val_loss"])
         now = int(time.time() * 1000)
         metrics = [
-            Metric(k, best.data.metrics.get(k, math.nan), now, 0) for k in ("best_val_loss", "test_loss")
+            Metric(k, best.data.metrics.get(k, math.nan), now, 0)
+            for k in ("best_val_loss", "test_loss", "val_loss_ratio", "test_loss_ratio")
         ]
         self.client.log_batch(
             self.run_id,

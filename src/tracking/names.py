@@ -267,16 +267,16 @@ def sweep_name(overrides: Sequence[str]) -> str:
     line in full is the run's description."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    full = " ".join(["sweep", *overrides])
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    kept = [(o, text) for o, text in zip(parsed, overrides, strict=True) if not bookkeeping(o.key_or_group)]
+    full = " ".join(["sweep", *(text for _, text in kept)])
     if len(full) <= MAX_PARENT_NAME:
         return full
     words = ["sweep"]
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
+    for override, _ in kept:
         key = override.key_or_group
         if key == "experiment":
             words.append(str(override.value()))
-        elif any(key == k or key.startswith(f"{k}.") for k in NOT_PARAMS) or key.startswith("hydra"):
-            continue
         elif override.is_sweep_override():
             values = list(override.sweep_string_iterator()) if override.is_discrete_sweep() else []
             words.append(f"{short_key(key)}×{len(values)}" if values else f"{short_key(key)}~")
@@ -284,3 +284,8 @@ def sweep_name(overrides: Sequence[str]) -> str:
             words.append(f"{short_key(key)}={override.get_value_element_as_str()}")
     name = " ".join(words)
     return name if len(name) <= MAX_PARENT_NAME else name[: MAX_PARENT_NAME - 1] + "…"
+
+
+def bookkeeping(key: str) -> bool:
+    """Whether a config key is about recording and running, not what is computed (NOT_PARAMS)."""
+    return key.startswith("hydra") or any(key == k or key.startswith(f"{k}.") for k in NOT_PARAMS)
