@@ -91,12 +91,12 @@ def class_defaults(cfg: DictConfig) -> set[str]:
         except (ImportError, ValueError, TypeError):  # no signature to read: nothing dropped
             continue
         for key, value in OmegaConf.to_container(node, resolve=True).items():  # type: ignore[union-attr]
-            given = signature.parameters.get(str(key))
-            if given is None or given.default is inspect.Parameter.empty or f"{group}.{key}" in ALWAYS:
+            name, given = f"{group}.{key!s}", signature.parameters.get(str(key))
+            if given is None or given.default is inspect.Parameter.empty or name in ALWAYS:
                 continue
             default = list(given.default) if isinstance(given.default, tuple) else given.default
             if type(default) is type(value) or {type(default), type(value)} == {int, float}:
-                same |= {f"{group}.{key}"} if default == value else set()
+                same |= {name} if default == value else set()
     return same
 
 
