@@ -140,10 +140,12 @@ def test_diff_prints_the_config_keys_that_differ(sqlite_uri, tmp_path):
 def test_a_seed_sweep_over_two_optimizers_prints_intervals_and_draws_bands(cli, tmp_path):
     proc = cli("--multirun", "seed=range(0,5)", "optimizer=sgd,nesterov", "trainer.max_epochs=5")
     assert proc.returncode == 0, proc.stderr
-    rows = {
-        line.split()[0]: line for line in proc.stdout.splitlines() if re.match(r"(sgd|nesterov) +5 ", line)
+    rows = {  # named by each optimizer's own lr, which differs between them too
+        line.split("  ")[0]: line
+        for line in proc.stdout.splitlines()
+        if re.match(r"(sgd lr=0.1|nesterov lr=0.05) +5 ", line)
     }
-    assert set(rows) == {"sgd", "nesterov"}
+    assert set(rows) == {"sgd lr=0.1", "nesterov lr=0.05"}
     for row in rows.values():  # mean [lo, hi] for best_val_loss, test_loss, epochs
         assert len(re.findall(r"\S+ \[\S+, \S+\]", row)) == 3
     assert (tmp_path / "multirun" / "compare.png").stat().st_size > 0

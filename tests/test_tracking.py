@@ -223,10 +223,12 @@ def test_multirun_is_one_parent_with_a_child_per_job(cli, tmp_path):
     (parent,) = parents
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {r.info.status for r in runs} == {"FINISHED"}
-    # Each child is named by the values its sweep varies.
+    # Each child is named by the values that differ between the sweep's runs: each optimizer's lr too.
     assert sorted(c.info.run_name for c in children) == [
-        "nesterov bs=1", "nesterov bs=32", "nesterov bs=full", "sgd bs=1", "sgd bs=32", "sgd bs=full"
+        "nesterov bs=1 lr=0.05", "nesterov bs=32 lr=0.05", "nesterov bs=full lr=0.05",
+        "sgd bs=1 lr=0.1", "sgd bs=32 lr=0.1", "sgd bs=full lr=0.1",
     ]  # fmt: skip
+    assert parent.info.run_name == "sweep optimizer×2 bs×3 max_epochs=5"  # ≤ 40 characters
     # The parent carries the best child's results, so its row in the runs table is not blank.
     best = min(children, key=lambda c: c.data.metrics["best_val_loss"])
     assert parent.data.tags["best_run_id"] == best.info.run_id

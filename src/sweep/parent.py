@@ -119,13 +119,14 @@ class MultirunParent(HydraCallback):
         """Each run named by every value that differs between the sweep's runs (`distinct_names`);
         runs that still read alike are numbered, in start order."""
         assert self.client is not None
-        runs = sorted(runs, key=lambda r: r.info.start_time)
-        trials = [r.data.tags.get("optuna.trial") for r in runs]
-        names = distinct_names([r.data.params for r in runs], [None if t is None else int(t) for t in trials])
+        # A run that failed before logging its params keeps its name.
+        named = sorted((r for r in runs if r.data.params), key=lambda r: r.info.start_time)
+        trials = [r.data.tags.get("optuna.trial") for r in named]
+        names = distinct_names([r.data.params for r in named], [int(t) if t else None for t in trials])
         for name in {n for n in names if names.count(n) > 1}:
             for i, at in enumerate([j for j, n in enumerate(names) if n == name], start=1):
                 names[at] = f"{name} ({i})"
-        renamed = [(r, n) for r, n in zip(runs, names, strict=True) if n != r.info.run_name]
+        renamed = [(r, n) for r, n in zip(named, names, strict=True) if n != r.info.run_name]
         for run, name in renamed:
             self.client.update_run(run.info.run_id, name=name)
         return [self.client.get_run(r.info.run_id) for r in runs] if renamed else runs
