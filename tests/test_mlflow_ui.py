@@ -162,6 +162,12 @@ def test_the_printed_links_show_the_runs_table_and_the_sweeps_distinct_run_names
         text = browser.text_once(lambda t: "Comparing 3 Runs" in t and all(n in t for n in names))
         assert "Parallel Coordinates Plot" in text
         assert "_target_" not in text  # the params a reader compares by, not Hydra's plumbing
+        # The plot's metric axis: the first metric logged, a scale-free one (not train_loss, ≈ 1e-6 here).
+        axes = "[...document.querySelectorAll('text.axis-title')].map(e => e.textContent).join('|')"
+        deadline = time.monotonic() + 60
+        while not (titles := browser.js(axes) or "") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert titles.split("|")[-1] == "objective_digits", titles
         browser.screenshot(tmp_path / "compare_runs.png")
     assert (tmp_path / "runs_table.png").stat().st_size > 10_000
 

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 MODEL_ARTIFACT = "model/model.pt"
 # `tracking` keys that only a --multirun's comparison reads (src/sweep/parent.py), no tracker.
 COMPARISON_KEYS = ("plot_metric", "sort_by")
+SCALE_FREE = ("objective_digits", "theta_digits")  # per-epoch metrics MLflow's charts read without exponent
 
 P = ParamSpec("P")
 
@@ -245,11 +246,13 @@ class MlflowTracker:
         self._opened.result()  # type: ignore[union-attr]  # sent in __enter__
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
-        for key, value in dataclasses.asdict(metrics).items():
-            if key != "epoch":
-                self._log(key, value, metrics.epoch)
+        # The scale-free forms first: MLflow's compare page opens its plot on the first metric logged.
         if metrics.opt_gap is None:  # no θ* to measure digits against: the loss's own decade
             self._log("log10_val_loss", log10(metrics.val_loss), metrics.epoch)
+        values = dataclasses.asdict(metrics)
+        for key in sorted(values, key=lambda k: k not in SCALE_FREE):
+            if key != "epoch":
+                self._log(key, values[key], metrics.epoch)
 
     def log_estimates(self, estimates: Estimates) -> None:
         """The table of estimates as `estimates.csv`, the standardization that maps it to the data's
