@@ -57,7 +57,11 @@ def p7_mistakes(repeats: int) -> dict[str, Any]:
     return {"seconds": median, "target": {name: target for name, (_, _, target) in CASES.items()}}
 
 
-BASELINES = {"python -c pass": "pass", "python -c 'import torch'": "import torch"}
+BASELINES = {  # for scale: any process; what a formula's check must import (pandas, scipy); torch
+    "python -c pass": "pass",
+    "python -c 'import hydra, formulaic'": "import hydra.utils, formulaic",
+    "python -c 'import torch'": "import torch",
+}
 
 
 def baseline(code: str) -> float:

@@ -98,12 +98,15 @@ def precheck(argv: list[str]) -> None:
     import hydra
 
     from src import config
+    from src.config.formulas import check_file
 
     config.register()
     overrides = [arg for arg in argv if not arg.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-            config.validate(hydra.compose("config", overrides=overrides))
+            cfg = hydra.compose("config", overrides=overrides)
+            config.validate(cfg)
+            check_file(cfg.data, cfg.inference.cluster)  # the CSV's columns and weights, pandas only
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)

@@ -2,8 +2,8 @@
 a --multirun's parent run, src/sweep/parent.py, ends with), and the config keys two runs differ in.
 
 Runs that differ only in `seed` are repeats of one configuration: the table then shows each group's
-n, mean and 95% t-interval, and the plot each group's mean curve with its band. `spread` is where the
-statistics of repeats are computed, for these and for the Optuna sweeper's trials with repeats.
+n, mean and 95% t-interval, the plot each group's mean curve with its band, and each configuration
+is compared with the best one seed by seed (paired; src/repeats.py computes all of it).
 
 python -m src.compare                          # the latest sweep, in any experiment
 python -m src.compare --experiment lesson-x    # the latest sweep of one experiment
@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from src.repeats import Paired, finite, interval, paired, seed_of, spread
 from src.tracking.names import flatten, relative_to_best, separating_digits, short_number
-from src.tracking.store import CONFIG_ARTIFACT, REPEATS_TAG, SWEEP_TAG, child_runs
+from src.tracking.store import CONFIG_ARTIFACT, REPEATS_TAG, STUDY_TAG, SWEEP_TAG, child_runs
 from src.tracking.uris import tracking_uri, ui_hint
 
 if TYPE_CHECKING:
@@ -64,6 +65,29 @@ def latest_parent(client: MlflowClient, experiment_ids: Sequence[str]) -> Run | 
     return parents[0] if parents else None
 
 
+def latest_parent_with_runs(client: MlflowClient, experiment_ids: Sequence[str]) -> Run | None:
+    parents = client.search_runs(
+        list(experiment_ids),
+        f"tags.`{SWEEP_TAG}` != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+    return next((p for p in parents if sweep_runs(client, p.info.run_id)), None)
+
+
+def no_jobs(parent: Run) -> str:
+    """What a sweep with no runs did, in one line (sweeps made before an Optuna sweep with a full
+    study stopped making a parent run, or killed before their first job)."""
+    study = parent.data.tags.get(STUDY_TAG)
+    why = (
+        f"its Optuna study {study} ran no trial (a study that already holds n_trials runs nothing)"
+        if study
+        else "it was stopped before its first job"
+    )
+    run = parent.info
+    return f"sweep {run.run_id} ({run.run_name}) has no runs: {why}; status {run.status}"
+
+
 def swept(run: Run) -> str:
     """The run's own command-line overrides, less the `+experiment=` that every job of a lesson shares."""
     overrides = run.data.tags.get("overrides", "").split()
@@ -78,8 +102,7 @@ class Group:
     runs: list[Run]
 
     def values(self, metric: str) -> list[float]:
-        found = (r.data.metrics.get(metric) for r in self.runs)
-        return [v for v in found if v is not None and math.isfinite(v)]
+        return finite(self.runs, metric)
 
 
 def group(runs: Iterable[Run]) -> list[Group]:
@@ -89,60 +112,6 @@ def group(runs: Iterable[Run]) -> list[Group]:
         key = f"{SEED.sub('', swept(run)).strip()}|{name}"
         groups.setdefault(key, Group(name, [])).runs.append(run)
     return list(groups.values())
-
-
-@dataclass(frozen=True)
-class Spread:
-    """A metric over the seeds of one configuration: how many, their mean and sample standard
-    deviation (nan for one seed). The statistics of repeats: the comparison's table and bands, and
-    the Optuna sweeper's trials with repeats, use these and no other."""
-
-    n: int
-    mean: float
-    sd: float
-
-    @property
-    def se(self) -> float:
-        """The standard error of the mean, s/√n (nan for one seed)."""
-        return self.sd / math.sqrt(self.n)
-
-    def interval(self) -> tuple[float, float]:
-        """The 95% t-interval, mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (Student's t); nan, nan for one seed."""
-        if self.n < 2:
-            return math.nan, math.nan
-        from scipy import stats
-
-        half = float(stats.t.ppf(0.975, self.n - 1)) * self.sd / math.sqrt(self.n)
-        return self.mean - half, self.mean + half
-
-
-def spread(values: Sequence[float]) -> Spread:
-    """n, mean and sample standard deviation (n − 1 in the denominator) of a metric over seeds."""
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
-    return Spread(n, mean, sd)
-
-
-def interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval (Student's t with n − 1 degrees of freedom); n = 1: no interval."""
-    stats = spread(values)
-    return (stats.mean, *stats.interval())
-
-
-def seed_summary(seeds: Iterable[Run]) -> dict[str, float]:
-    """What runs that are seeds of one configuration add up to: each `SUMMARY` metric's mean over
-    them, and with two or more its standard error as `<metric>_se` (an Optuna trial's run with
-    repeats records these)."""
-    group = Group("", list(seeds))
-    out: dict[str, float] = {}
-    for metric in SUMMARY:
-        values = group.values(metric)
-        if values:
-            stats = spread(values)
-            out[metric] = stats.mean
-            out |= {f"{metric}_se": stats.se} if stats.n > 1 else {}
-    return out
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -194,6 +163,44 @@ def table(runs: list[Run], sort_by: str = "best_val_loss") -> str:
     formatters = {c: f"{{:<{w}}}".format for c, w in widths.items()}
     text = frame.to_string(index=False, justify="left", formatters=formatters)
     return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def paired_comparison(
+    runs: list[Run], metric: str = "best_val_loss", maximize: bool = False
+) -> list[tuple[Group, Paired]]:
+    """Each configuration repeated over seeds against the best one (by mean `metric`), paired by
+    seed (src/repeats.py); none when fewer than two configurations have two seeds or more."""
+    repeated = [g for g in group(runs) if len(g.values(metric)) > 1]
+    if len(repeated) < 2:
+        return []
+    best, *others = sorted(repeated, key=_sort_key(metric), reverse=maximize)
+
+    def by_seed(g: Group) -> dict[str, float]:
+        seeds = ((seed_of(r), finite([r], metric)) for r in g.runs)
+        return {seed: values[0] for seed, values in seeds if seed is not None and values}
+
+    return [(g, paired(g.name, best.name, metric, by_seed(g), by_seed(best))) for g in others]
+
+
+def paired_frame(comparisons: list[tuple[Group, Paired]]) -> pd.DataFrame:
+    """The comparisons as a table (paired.csv): differences in % of the best's mean, full precision."""
+    import pandas as pd
+
+    rows = [
+        [p.name, p.best, p.metric, p.n, 100 * p.relative, 100 * p.low, 100 * p.high, p.p, p.verdict()]
+        for _, p in comparisons
+    ]
+    columns = ["configuration", "best", "metric", "n", "diff_pct", "ci_low_pct", "ci_high_pct", "p_value"]
+    return pd.DataFrame(rows, columns=[*columns, "verdict"])
+
+
+def paired_lines(comparisons: list[tuple[Group, Paired]]) -> list[str]:
+    """The verdicts under a heading, for the terminal; nothing without comparisons."""
+    if not comparisons:
+        return []
+    metric = comparisons[0][1].metric
+    head = f"paired by seed: mean difference of {metric} to the best, 95% interval, paired t-test"
+    return [head, *(f"  {p.verdict()}" for _, p in comparisons)]
 
 
 def overlay(
@@ -351,6 +358,13 @@ def main(argv: list[str] | None = None) -> None:
         _print_diff(client, args.diff, parser)
         return
     runs, parent, experiment_id = _chosen(client, args, parser)
+    if not runs and parent is not None:
+        print(no_jobs(parent))
+        older = None if args.parent else latest_parent_with_runs(client, [experiment_id])
+        if older is None:
+            return
+        print(f"the latest sweep with runs: {older.info.run_id} ({older.info.run_name})")
+        runs, parent = sweep_runs(client, older.info.run_id), older
     if not runs:
         where = f"sweep {parent.info.run_id}" if parent else f"experiment '{args.experiment}'"
         parser.exit(1, f"error: no runs in {where}\n")
@@ -358,6 +372,8 @@ def main(argv: list[str] | None = None) -> None:
         experiment = client.get_experiment(experiment_id).name
         print(f"sweep {parent.info.run_id} ({parent.info.run_name}) in experiment '{experiment}'")
     print(table(runs, args.sort))
+    for line in paired_lines(paired_comparison(runs, args.sort)):
+        print(line)
     print(f"wrote {overlay(client, runs, args.out, args.metric, args.sort)}")
     print(f"MLflow UI: {ui_hint(uri, experiment_id)}")
 

@@ -31,6 +31,20 @@ def scalar(value: float, like: Tensor) -> Tensor:
     return _scalar(value, like.dtype, like.device)
 
 
+def outcome(y: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The 0/1 outcome and the rows' frequency weights (None: unweighted). A weighted logit's target is
+    (n, 2), the outcome and the weight side by side, so each row's weight follows it into every batch,
+    split and evaluation without the loop knowing (src/train.py `weighted` makes it)."""
+    return (y[:, 0], y[:, 1]) if y.ndim == 2 else (y, None)
+
+
+def logit_loss(eta: Tensor, y: Tensor) -> Tensor:
+    """(1/N) Σ f_n [log(1 + e^{η_n}) − y_n η_n], f_n the frequency weight (1 unweighted): GLM's
+    freq_weights log-likelihood, −(1/N) × statsmodels' `GLM(..., freq_weights=f).loglike`."""
+    target, weight = outcome(y)
+    return F.binary_cross_entropy_with_logits(eta, target, weight=weight)
+
+
 def newton_system(Z: Tensor, y: Tensor, theta: Tensor, logit: bool) -> tuple[Tensor, Tensor, float]:
     """Newton's step on the data loss at θ as a least-squares problem: (A, c, s) with
 
@@ -38,17 +52,22 @@ def newton_system(Z: Tensor, y: Tensor, theta: Tensor, logit: bool) -> tuple[Ten
 
     the next iterate without forming the Hessian (whose condition number is A's squared):
     - least squares, L = (1/N)‖Zθ − y‖²: A = Z, c = y, s = 2/N (one step lands on the fit);
-    - logit, p = σ(Zθ), w = p(1 − p): A = √w Z, c = √w (Zθ − (p − y)/w), s = 1/N: IRLS's weighted
-      least squares on the working response.
+    - logit, p = σ(Zθ), v = p(1 − p), frequency weights f (1 unweighted): A = √(fv) Z,
+      c = √(fv) Zθ − √f (p − y)/√v, s = 1/N: IRLS's weighted least squares on the working response.
     Z is the design with the bias's column of ones, last, as the model orders its parameters.
     """
     n = len(y)
     if not logit:
         return Z, y, 2 / n
+    target, weight = outcome(y)
     eta = Z @ theta
     prob = torch.sigmoid(eta)
     root = (prob * (1 - prob)).clamp(min=torch.finfo(Z.dtype).tiny).sqrt()
-    return Z * root[:, None], root * eta - (prob - y) / root, 1 / n
+    residual = (prob - target) / root
+    if weight is not None:
+        root_f = weight.sqrt()
+        root, residual = root * root_f, residual * root_f
+    return Z * root[:, None], root * eta - residual, 1 / n
 
 
 class LinearRegression(nn.Module):
@@ -110,16 +129,20 @@ class LogisticRegression(LinearRegression):
     logit = True
 
     def loss(self, X: Tensor, y: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(self(X), y)
+        return logit_loss(self(X), y)
 
     def loss_and_grad(self, X: Tensor, y: Tensor) -> Tensor:
-        """L and ∇L in closed form: with r = σ(Xθ + b) − y, ∇_θ L = (1/N) Xᵀr and ∂L/∂b = (1/N) Σ r."""
+        """L and ∇L in closed form: with r = f (σ(Xθ + b) − y), f the rows' frequency weights (1
+        unweighted), ∇_θ L = (1/N) Xᵀr and ∂L/∂b = (1/N) Σ r."""
         n = y.shape[0]
         weight, bias = self.weight, self.bias
+        target, frequency = outcome(y)
         with torch.no_grad():
             logits = self(X)
-            loss = F.binary_cross_entropy_with_logits(logits, y)
-            r = torch.sigmoid(logits).sub_(y)
+            loss = logit_loss(logits, y)
+            r = torch.sigmoid(logits).sub_(target)
+            if frequency is not None:
+                r.mul_(frequency)
             if bias is not None:
                 bias.grad = r.sum().div_(scalar(n, r))
             grad = weight.grad
@@ -129,7 +152,7 @@ class LogisticRegression(LinearRegression):
         return loss
 
     def check_target(self, y: Tensor) -> None:
-        values = y.unique()
+        values = outcome(y)[0].unique()
         if not ((values == 0) | (values == 1)).all():
             shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + ", ..." * (len(values) > 5)
             raise ConfigError(

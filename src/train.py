@@ -41,14 +41,14 @@ from omegaconf import DictConfig, OmegaConf
 from src import cli, config, redaction
 from src.config.schemas import Interval
 from src.data import Data, check_fit
-from src.data.splits import whitened
+from src.data.splits import whitened, with_frequencies
 from src.errors import ConfigError
 from src.estimation import inference, reference, report
 from src.jobs import hydra_context
 from src.loop import Callback, FitResult, Progress, checkpoint, fit
 from src.loop.fast_step import skip_compile_guards
 from src.loop.training import Training
-from src.models import LinearRegression
+from src.models import LinearRegression, LogisticRegression
 from src.schedules import robbins_monro_verdict
 from src.sweep import trial as hpo
 from src.tracking.tracker import make_tracker
@@ -123,15 +123,19 @@ def build(cfg: DictConfig) -> Training:
 
 def weighted(data: Data, model: torch.nn.Module) -> Data:
     """data.weights for this model: weighted least squares is least squares on rows times √w (as
-    statsmodels' WLS fits); other models take no weights yet."""
+    statsmodels' WLS fits); a weighted logit's target carries each row's frequency weight beside its
+    0/1 outcome (src.models.outcome), as statsmodels' GLM freq_weights; the MLP takes no weights."""
     if data.weighted_by is None:
         return data
     if type(model) is LinearRegression:
         log.info("weighted least squares: each row times sqrt(%s), as statsmodels' WLS", data.weighted_by)
         return whitened(data)
+    if isinstance(model, LogisticRegression):
+        log.info("weighted logit: %s are frequency weights (statsmodels' GLM freq_weights)", data.weighted_by)
+        return with_frequencies(data)
     raise ConfigError(
-        f"data.weights={data.weighted_by!r} is for model=linear (weighted least squares) only here; "
-        f"{type(model).__name__} takes no weights: leave data.weights unset"
+        f"data.weights={data.weighted_by!r} is for model=linear (WLS) and model=logistic (frequency "
+        f"weights) only; {type(model).__name__} takes no weights: leave data.weights unset"
     )
 
 
@@ -199,8 +203,6 @@ def summarize(
 def notes(run: Training, result: FitResult) -> list[str]:
     """What the table's parameters are, where they are not simply the estimator on every row."""
     data, said = run.data, []
-    if data.weighted_by is not None:
-        said.append(f"weighted least squares, weights {data.weighted_by!r} (statsmodels' WLS(weights=...))")
     if len(data.val) or len(data.test):
         n = len(data.train) + len(data.val) + len(data.test)
         which = (

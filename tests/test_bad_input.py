@@ -166,6 +166,15 @@ FORMULA_CATALOG = [
         ["data.formula='y ~ x1'", "data.target=x2"],
         "data.target='x2' disagrees with data.formula='y ~ x1', which",
     ),
+    (
+        ["data.formula='y ~ x1'", "data.absorb=region", "model=logistic"],
+        "data.absorb='region': absorbing fixed effects (the within transformation) is valid for model=linear",
+    ),
+    (
+        ["data.formula='y ~ x1 + C(region)'", "data.absorb=region"],
+        "data.absorb='region' and C(region) in data.formula='y ~ x1 + C(region)' both take out the fixed",
+    ),
+    (["data.formula='y ~ x1'", "data.absorb=nope"], "data.absorb='nope' is not a column of data.path="),
     (["data.formula='region ~ x1'"], "the left-hand side 'region' must be one numeric column"),
     (["data.formula='y ~ np.log(x1)'"], "gives infinite values (6 in 'np.log(x1)'; e.g. np.log of 0)"),
     (
@@ -183,3 +192,41 @@ def test_a_bad_formula_or_weight_column_is_one_line_and_exit_2(cli, tmp_path, ov
     test_bad_input_is_one_line_and_a_nonzero_exit_with_nothing_running(
         cli, tmp_path, [*CSV, *overrides], message
     )
+
+
+PRECHECKED = {  # found by the precheck: the config, the CSV's first rows and its weights column
+    "unknown column": ["data.formula='y ~ x1 + nope'"],
+    "syntax error": ["data.formula='y ~ x1 +'"],
+    "no regressors": ["data.formula='y ~ 0'"],
+    "negative weight": ["data.formula='y ~ x1'", "data.weights=bad_w"],
+    "missing weight": ["data.formula='y ~ x1'", "data.weights=gap_w"],
+    "absorb column": ["data.formula='y ~ x1'", "data.absorb=nope"],
+    "key typo": ["optimizer.learning_rate=0.1"],
+}
+HEAVY = ("torch", "mlflow", "optuna")
+
+
+@pytest.mark.parametrize("overrides", PRECHECKED.values(), ids=PRECHECKED.keys())
+def test_formula_and_weight_mistakes_are_found_before_torch_mlflow_and_optuna(tmp_path, overrides):
+    """What the process had imported when the precheck ended it (exit 2): none of the heavy three."""
+    import subprocess
+    import sys
+
+    from tests.helpers import cli_env
+
+    (tmp_path / "table.csv").write_text(TABLE)
+    code = (
+        "import sys\nfrom src import cli\n"
+        "try:\n    cli.precheck(sys.argv[1:])\n"
+        "except SystemExit as exit:\n"
+        f"    print(exit.code, *sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *CSV, *overrides],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.split() == ["2"], proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")

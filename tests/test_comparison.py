@@ -4,13 +4,12 @@ Optuna sweeper's repeats. Numbers are checked against scipy; stores, studies and
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import optuna
 import pytest
 from matplotlib.collections import PolyCollection
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
@@ -61,7 +60,8 @@ def test_the_interval_is_students_t_at_95_percent(values):
 
 
 def make_sweep(client: MlflowClient, experiment: str, curves: dict[str, list[list[float]]]) -> str:
-    """A sweep parent whose children are `name seed=i` runs with the given val_loss curves."""
+    """A sweep parent whose children are `name seed=i` runs with the given val_loss curves (and as
+    test_loss the curve's last value), with the params `optimizer`, `optimizer.lr` and `seed`."""
     experiment_id = client.create_experiment(experiment)
     parent = client.create_run(experiment_id, run_name="sweep", tags={compare.SWEEP_TAG: "x"}).info.run_id
     for name, seeds in curves.items():
@@ -70,7 +70,9 @@ def make_sweep(client: MlflowClient, experiment: str, curves: dict[str, list[lis
             run_id = client.create_run(experiment_id, run_name=f"{name} seed={seed}", tags=tags).info.run_id
             metrics = [Metric("val_loss", v, 0, step) for step, v in enumerate(curve, start=1)]
             metrics += [Metric("best_val_loss", min(curve), 0, 0), Metric("epochs", len(curve), 0, 0)]
-            client.log_batch(run_id, metrics=metrics)
+            metrics.append(Metric("test_loss", curve[-1], 0, 0))
+            params = [Param("optimizer", name), Param("optimizer.lr", "0.1"), Param("seed", str(seed))]
+            client.log_batch(run_id, metrics=metrics, params=params)
             client.set_terminated(run_id)
     client.set_terminated(parent)
     return parent
@@ -137,21 +139,6 @@ def test_diff_prints_the_config_keys_that_differ(sqlite_uri, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_seed_sweep_over_two_optimizers_prints_intervals_and_draws_bands(cli, tmp_path):
-    proc = cli("--multirun", "seed=range(0,5)", "optimizer=sgd,nesterov", "trainer.max_epochs=5")
-    assert proc.returncode == 0, proc.stderr
-    rows = {  # named by each optimizer's own lr, which differs between them too
-        line.split("  ")[0]: line
-        for line in proc.stdout.splitlines()
-        if re.match(r"(sgd lr=0.1|nesterov lr=0.05) +5 ", line)
-    }
-    assert set(rows) == {"sgd lr=0.1", "nesterov lr=0.05"}
-    for row in rows.values():  # mean [lo, hi] for best_val_loss, test_loss, epochs
-        assert len(re.findall(r"\S+ \[\S+, \S+\]", row)) == 3
-    assert (tmp_path / "multirun" / "compare.png").stat().st_size > 0
-
-
-@pytest.mark.slow
 def test_optuna_repeats_average_over_seeds_and_prune_on_the_first(cli, tmp_path):
     proc = cli(
         "--multirun", "hydra/sweeper=descentlab_optuna", "hydra.sweeper.n_trials=2",
@@ -179,10 +166,29 @@ def test_optuna_repeats_average_over_seeds_and_prune_on_the_first(cli, tmp_path)
         best = [r.data.metrics["best_val_loss"] for r in seeds]
         assert trial.value == pytest.approx(np.mean(best), rel=1e-6)
         assert trial.user_attrs["best_val_loss_se"] == pytest.approx(stats.sem(best), rel=1e-6)
-        assert trial_run.data.metrics["best_val_loss_se"] == pytest.approx(stats.sem(best), rel=1e-6)
+        # The trial's run: its params (what its seeds share), n, mean and 95% t-interval over them.
+        assert trial_run.data.params["optimizer.lr"] == seeds[0].data.params["optimizer.lr"]
+        assert float(trial_run.data.params["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])
+        assert (
+            "seed" not in trial_run.data.params
+            and len(trial_run.data.params) == len(seeds[0].data.params) - 1
+        )
+        low, high = stats.t.interval(0.95, 2, loc=np.mean(best), scale=stats.sem(best))
+        assert trial_run.data.metrics["best_val_loss_n"] == 3
+        assert trial_run.data.metrics["best_val_loss_mean"] == pytest.approx(np.mean(best), rel=1e-9)
+        assert trial_run.data.metrics["best_val_loss_ci_low"] == pytest.approx(low, rel=1e-9)
+        assert trial_run.data.metrics["best_val_loss_ci_high"] == pytest.approx(high, rel=1e-9)
+        assert "wall_time_ci_high" in trial_run.data.metrics
         # The pruner saw the first seed's curve only: the same seed in every trial.
         history = client.get_metric_history(seeds[0].info.run_id, "val_loss")
         assert trial.intermediate_values == {m.step: pytest.approx(m.value) for m in history}
+    # The sweep's best is the study's best trial, its run the trial's, with n and interval.
+    (parent,) = client.search_runs(["1"], "tags.`descentlab.sweep_dir` != ''")
+    assert parent.data.tags["best_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
+    assert parent.data.metrics["best_val_loss_mean"] == pytest.approx(study.best_value, rel=1e-9)
+    assert parent.data.metrics["best_val_loss_n"] == 3
+    # The trials ran on the same seeds: the other one is compared with the best, seed by seed.
+    assert parent.data.tags["paired"].endswith(("no detectable difference", "detectably higher"))
 
 
 @pytest.mark.slow

@@ -122,7 +122,7 @@ def test_the_app_does_not_import_the_plugins() -> None:
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry points", ("src.train", "src.cli", "src.evaluate", "src.mlflow_model", "src.sweeps")),
     ("search", ("src.sweep",)),
-    ("comparison", ("src.compare",)),
+    ("comparison", ("src.compare", "src.repeats")),
     ("tracking", ("src.tracking",)),
     ("loop", ("src.loop",)),
     ("estimation", ("src.estimation",)),

@@ -4,7 +4,7 @@ same, with Hydra's exclusive `range` stop).
 
 It uses small public pieces of the app (src.sweep.trial: how a job finds its trial;
 src.sweep.objectives: what a sweep optimizes; src.sweep.parent: the sweep's parent run, which it
-hands its study to; src.sweep.studies, src.compare's statistics of repeats, src.tracking,
+hands its study to; src.sweep.studies, src.repeats' statistics of repeats, src.tracking,
 src.signals); the app never imports it: they meet through Hydra (the sweeper's overrides and
 `hydra.job.env_set`, the job's return value, Hydra's callbacks).
 """

@@ -12,23 +12,20 @@ not for the journal file used by default, hence this one, the same for every sto
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import math
 import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-from hydra.errors import HydraException
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.trial import Trial, TrialState
 
 from src import signals
@@ -36,7 +33,7 @@ from src.jobs import ENV_SET, SWEPT_ENV
 from src.sweep import studies
 from src.sweep import trial as hpo
 
-from . import _outcome, _repeats, _report, _space, _storage, _warm
+from . import _identity, _outcome, _repeats, _report, _samplers, _space, _storage, _warm
 from .config import UPSTREAM_NAME, upstream_installed
 
 if TYPE_CHECKING:
@@ -52,17 +49,11 @@ class SweepFailed(RuntimeError):
     """More trials failed than hydra.sweeper.max_failure_rate allows."""
 
 
-def default_study_name(job_name: str, overrides: Sequence[str], custom_search_space: str | None) -> str:
-    """`<job>-<digest of the search space and fixed overrides>`: the same command, the same study."""
-    key = "\n".join([*sorted(overrides), custom_search_space or ""])
-    return f"{job_name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-
-
 def describe(obj: object) -> str:
     return type(obj).__name__
 
 
-def conventions(sweeper: DescentlabOptunaSweeper) -> str:
+def conventions(sweeper: DescentlabOptunaSweeper, fresh: bool) -> str:
     """The sweep's first line: which meaning its parameters and budget have."""
     if sweeper.range_stop_included:
         ranges = "range(a, b) includes b, as in hydra-optuna-sweeper"
@@ -72,17 +63,18 @@ def conventions(sweeper: DescentlabOptunaSweeper) -> str:
         failures = "failed trials are survived (max_failure_rate=1.0)"
     else:
         failures = f"the sweep stops once more than {sweeper.max_failure_rate:g} of its trials fail"
-    return (
-        f"hydra/sweeper={sweeper.name}: {ranges}; n_trials={sweeper.n_trials} counts the whole study, which "
-        f"the same command resumes; {failures}"
-    )
+    if fresh:
+        budget = f"n_trials={sweeper.n_trials} for this command's own fresh study (storage: null)"
+    else:
+        budget = f"n_trials={sweeper.n_trials} counts the whole study, which the same command resumes"
+    return f"hydra/sweeper={sweeper.name}: {ranges}; {budget}; {failures}"
 
 
 class Sweep:
     def __init__(self, sweeper: DescentlabOptunaSweeper, plan: Plan) -> None:
         assert sweeper.config is not None, "Hydra calls setup() before sweep()"
         self.sweeper, self.config, self.launcher = sweeper, sweeper.config, sweeper.launcher
-        log.info(conventions(sweeper))
+        log.info(conventions(sweeper, plan.fresh))
         if upstream_installed():
             log.info(
                 "hydra-optuna-sweeper is installed too; hydra/sweeper=%s runs descentlab's sweeper, "
@@ -95,24 +87,27 @@ class Sweep:
         self.extend: Callable[[DictConfig, Trial], None] | None = (
             get_method(sweeper.custom_search_space) if sweeper.custom_search_space else None
         )
-        self.storage_path = studies.resolve(sweeper.storage, self.config.hydra.runtime.cwd)
+        self.storage_path, self.study_name = plan.storage, plan.study_name
+        if plan.fresh:  # storage null: this command's own study; an older one in the sweep dir goes
+            Path(self.storage_path).unlink(missing_ok=True)
         self.storage = studies.open_storage(self.storage_path)
-        self.study_name = sweeper.study_name or default_study_name(
-            self.config.hydra.job.name, plan.arguments, sweeper.custom_search_space
-        )
         study = optuna.create_study(
             storage=self.storage,
             study_name=self.study_name,
             directions=self.objectives.directions,  # type: ignore[arg-type]  # checked: minimize/maximize
             load_if_exists=True,
         )
-        self._check_directions(study)
-        self.n_trials = sweeper.n_trials
+        _identity.record(study, plan.identity)  # checked against this sweep in _plan.check
+        if study.metric_names is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # set_metric_names is "experimental"
+                study.set_metric_names(self.objectives.names)
+        self.n_trials = plan.n_trials
         self.seeds = _repeats.seeds(int(self.config.get("seed") or 0), sweeper.repeats)
         self.study = optuna.load_study(
             study_name=self.study_name,
             storage=self.storage,
-            sampler=self._sampler(len(study.trials)),
+            sampler=_samplers.build(sweeper.sampler, plan, len(study.trials)),
             pruner=instantiate(sweeper.pruner),
         )
         self.last_failure = ""  # the latest failed trial's reason, for the failure-rate error
@@ -126,46 +121,16 @@ class Sweep:
             with _storage.budget_lock(self.storage, self.storage_path, self.study_name):
                 self._warm_start()
 
-    def _check_directions(self, study: optuna.Study) -> None:
-        """A resumed study keeps its directions and objectives; a different config is a new study."""
-        directions = [d.name.lower() for d in study.directions]
-        names = study.metric_names
-        unnamed = names is None or all(n.startswith("value") for n in names)  # labels, not names
-        if directions != self.objectives.directions or (
-            not unnamed and self.objectives.named and names != self.objectives.names
-        ):
-            labels = names or [""] * len(directions)
-            was = ", ".join(f"{d} {n}".strip() for d, n in zip(directions, labels, strict=True))
-            raise HydraException(
-                f"study {self.study_name} in {studies.redact(self.storage_path)} optimizes {was}, "
-                f"not {self.objectives.describe()}: set hydra.sweeper.study_name to start a new study"
-            )
-        if names is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # set_metric_names is "experimental"
-                study.set_metric_names(self.objectives.names)
-
     def _warm_start(self) -> None:
         if self.plan.warm_source is not None:
             _warm.warm_start(self.study, self.plan.warm_source, self.space, self.extend is not None)
         _warm.enqueue(self.study, self.plan.enqueue)
 
-    def _sampler(self, n_existing: int) -> optuna.samplers.BaseSampler:
-        cfg = OmegaConf.to_container(self.sweeper.sampler, resolve=True)
-        assert isinstance(cfg, dict)
-        if cfg.get("seed") is not None and n_existing:
-            # A resumed study (or a second worker) must not replay the first process's draws.
-            cfg["seed"] = int(cfg["seed"]) + n_existing
-        sampler = instantiate(cfg)
-        if isinstance(sampler, optuna.samplers.BaseSampler):
-            return sampler
-        grid = self.plan.space.grid()  # GridSampler is a partial waiting for the grid
-        self.n_trials = min(self.n_trials, math.prod(len(values) for values in grid.values()))
-        return sampler(grid)
-
     # ------------------------------------------------------------------------------------ run
     def run(self) -> None:
         parallel = self.sweeper.n_jobs > 1 and not isinstance(self.launcher, BasicLauncher)
+        for line in _report.opening_lines(self.study, self.storage_path):  # upstream's first lines
+            log.info(line)
         log.info(
             "Optuna study %s in %s: %s, %s, %s; n_trials=%d for the study, %d in flight%s",
             self.study_name,
@@ -357,7 +322,8 @@ class Sweep:
         trials = self.study.get_trials(deepcopy=False)
         counts = Counter(t.state.name.lower() for t in trials if t.state in FINISHED and not _warm.copied(t))
         summary = _report.summarize(self.study, counts)
-        log.info("study %s: %s", self.study_name, summary)
+        for line in [*_report.upstream_lines(self.study), f"study {self.study_name}: {summary}"]:
+            log.info(line)
         for line in _report.pareto_lines(self.study):
             log.info(line)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

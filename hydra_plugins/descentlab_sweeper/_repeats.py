@@ -8,8 +8,10 @@ run under the sweep's parent and each seed's run nests under it.
 Pruning stays comparable across trials: only the first seed's job reports `val_loss` (the same seed
 in every trial), and the other seeds run only if the pruner let the first one finish. The standard
 error of the mean of each objective is the trial's user attribute `<objective>_se` (e.g.
-`best_val_loss_se`), and the means and standard errors of the seeds' results are metrics of its run;
-both are src.compare's statistics of repeats (`spread`).
+`best_val_loss_se`); the trial's run carries the trial's params and, like any group of repeats
+(src.sweep.groups), n, mean and 95% interval of the seeds' results as metrics; both are
+src.repeats' statistics (`spread`). The seeds are the same in every trial, so trials are compared
+with the best one seed by seed (paired) when the sweep ends.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from optuna.trial import Trial, TrialState
 
-from src.compare import spread
 from src.jobs import ENV_SET, PARENT_RUN_ENV
+from src.repeats import spread
 from src.sweep import trial as hpo
 from src.sweep.objectives import Objectives
 
@@ -68,7 +70,7 @@ def launch(
     if state is TrialState.COMPLETE:
         rest = launcher.launch(jobs[1:], initial_job_idx=trial.number * k + 1)
         outcome = combine(trial, [*first, *rest], objectives.names)
-    runs.end_trial(run_id, outcome.status == JobStatus.COMPLETED)
+    runs.end_trial(run_id, outcome.status == JobStatus.COMPLETED, objectives.names)
     return outcome
 
 

@@ -4,20 +4,21 @@ file), Optuna's plots, the trials' MLflow runs, and the study handed to the swee
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from src.compare import seed_summary
-from src.sweep import parent, studies
+from src.sweep import groups, parent, studies
 from src.tracking.names import run_name
 from src.tracking.store import REPEATS_TAG, child_runs, end_killed, end_run
 from src.tracking.uris import tracking_uri
+
+if TYPE_CHECKING:
+    from ._plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,45 @@ def summarize(study: optuna.Study, counts: Counter[str]) -> str:
 
 def names(study: optuna.Study) -> list[str]:
     return study.metric_names or [f"value_{i}" for i in range(len(study.directions))]
+
+
+def opening_lines(study: optuna.Study, storage: str) -> list[str]:
+    """hydra-optuna-sweeper's first lines, which scripts read."""
+    return [
+        f"Study name: {study.study_name}",
+        f"Storage: {studies.redact(storage)}",
+        f"Sampler: {type(study.sampler).__name__}",
+        f"Directions: {[d.name.lower() for d in study.directions]}",
+    ]
+
+
+def upstream_lines(study: optuna.Study) -> list[str]:
+    """hydra-optuna-sweeper's closing lines: the best trial, or the Pareto front."""
+    if len(study.directions) > 1:
+        front = study.best_trials
+        return [f"Number of Pareto solutions: {len(front)}"] + [
+            f"    Values: {t.values}, Params: {t.params}" for t in front
+        ]
+    trial = best(study)
+    if trial is None:
+        return []
+    return [f"Best parameters: {trial.params}", f"Best value: {trial.value}"]
+
+
+def say_full(plan: Plan) -> None:
+    """A study that already holds its n_trials: one loud line; the sweep ends with nothing run."""
+    assert plan.status is not None
+    best = f", {plan.status.best}" if plan.status.best else ""
+    log.warning(
+        "study %s in %s is full: it holds %d finished trials of n_trials=%d%s, so this command runs "
+        "nothing; raise hydra.sweeper.n_trials to extend it, set hydra.sweeper.study_name for a new "
+        "study, or hydra.sweeper.storage=null for a fresh study of this command only",
+        plan.study_name,
+        studies.redact(plan.storage),
+        plan.status.finished,
+        plan.n_trials,
+        best,
+    )
 
 
 def pareto_lines(study: optuna.Study) -> list[str]:
@@ -220,17 +260,14 @@ class StudyRuns:
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         return str(run.info.run_id)
 
-    def end_trial(self, run_id: str | None, completed: bool) -> None:
-        """The trial's run gets what its seeds add up to (src.compare.seed_summary: the mean of each
-        result over the seeds, and its standard error), and ends."""
+    def end_trial(self, run_id: str | None, completed: bool, objectives: list[str]) -> None:
+        """The trial's run gets what its seeds add up to, as a group of repeats does
+        (src.sweep.groups.record_group): the trial's params, and n, mean and 95% interval of each
+        objective, test_loss, epochs and wall_time over the seeds; and ends."""
         if run_id is None:
             return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        summary = seed_summary(child_runs(self.client, run_id))
-        if summary:
-            self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+        seeds = child_runs(self.client, run_id)
+        groups.record_group(self.client, run_id, seeds, groups.summarized(objectives))
         end_run(self.client, run_id, "FINISHED" if completed else "FAILED")
 
     def link(self, trial: optuna.Trial) -> None:
@@ -268,7 +305,9 @@ class StudyRuns:
         trial, top = best(study), None
         if trial is not None:
             assert trial.value is not None
-            top = parent.BestTrial(trial.number, trial.value, trial.params)
+            top = parent.BestTrial(
+                trial.number, trial.value, trial.params, trial.user_attrs.get("mlflow_run_id")
+            )
         parent.record_study(
             self.client,
             self.run_id,

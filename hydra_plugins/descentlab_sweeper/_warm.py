@@ -90,7 +90,7 @@ def load_source(spec: str, storage: str, cwd: str) -> optuna.Study:
     if in_same and not name:
         name, path = location, storage
     else:
-        path = studies.resolve(location, cwd)
+        path = studies.resolve(location, cwd, "")  # a location, never null
     if "://" not in path and not Path(path).is_file():
         raise HydraException(f"hydra.sweeper.warm_start_from={spec}: no study storage at {path}")
     source_storage = studies.open_storage(path)

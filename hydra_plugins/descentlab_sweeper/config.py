@@ -28,11 +28,18 @@ class SamplerConf:
 @dataclass
 class TPESamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.TPESampler"
+    # null: Optuna's own default (upstream 1.3 declares these null too; Optuna 4 deprecates some)
+    consider_prior: bool | None = None
+    prior_weight: float | None = None
+    consider_magic_clip: bool | None = None
+    consider_endpoints: bool | None = None
     n_startup_trials: int = 10
     n_ei_candidates: int = 24
     multivariate: bool = False
     group: bool = False
     constant_liar: bool = True  # parallel workers do not all sample next to one running trial
+    warn_independent_sampling: bool | None = None
+    constraints_func: Any = None  # a dotted path to fn(FrozenTrial) -> constraint values (<= 0: feasible)
 
 
 @dataclass
@@ -52,8 +59,11 @@ class CmaEsSamplerConf(SamplerConf):
     x0: dict[str, Any] | None = None
     sigma0: float | None = None
     n_startup_trials: int = 1
+    independent_sampler: Any = None  # a sampler config (`_target_: optuna.samplers...`) or null
     restart_strategy: str | None = None
     popsize: int | None = None
+    inc_popsize: int = -1  # Optuna's default; upstream 1.2 wrote 2, which Optuna 4 deprecates
+    source_trials: Any = None  # warm starts: see hydra.sweeper.warm_start_from
     use_separable_cma: bool = False
     with_margin: bool = False
     lr_adapt: bool = False
@@ -66,6 +76,7 @@ class QMCSamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.QMCSampler"
     qmc_type: str = "sobol"
     scramble: bool = False
+    independent_sampler: Any = None
     warn_asynchronous_seeding: bool = True
     warn_independent_sampling: bool = True
 
@@ -73,8 +84,10 @@ class QMCSamplerConf(SamplerConf):
 @dataclass
 class GPSamplerConf(SamplerConf):
     _target_: str = "optuna.samplers.GPSampler"
+    independent_sampler: Any = None
     n_startup_trials: int = 10
     deterministic_objective: bool = False
+    constraints_func: Any = None
     warn_independent_sampling: bool = True
 
 
@@ -85,6 +98,30 @@ class NSGAIISamplerConf(SamplerConf):
     mutation_prob: float | None = None
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
+    mutation: Any = None  # an optuna.samplers.nsgaii mutation config, or null
+    crossover: Any = None  # e.g. {_target_: optuna.samplers.nsgaii.BLXAlphaCrossover}; null: uniform
+    constraints_func: Any = None
+
+
+@dataclass
+class NSGAIIISamplerConf(NSGAIISamplerConf):
+    _target_: str = "optuna.samplers.NSGAIIISampler"
+    reference_points: Any = None  # a list of points (lists of floats); null: Das-Dennis points
+    dividing_parameter: int = 3
+
+
+@dataclass
+class MOTPESamplerConf(SamplerConf):
+    """`sampler=motpe`: gone from Optuna 4; the sweep stops with upstream's message (_plan.check).
+    Its old options are declared so that an old config reaches that message."""
+
+    _target_: str = "optuna.samplers.MOTPESampler"
+    consider_prior: bool = True
+    prior_weight: float = 1.0
+    consider_magic_clip: bool = True
+    consider_endpoints: bool = False
+    n_startup_trials: int = 10
+    n_ehvi_candidates: int = 24
 
 
 # -------------------------------------------------------------------------------------- pruners
@@ -102,6 +139,12 @@ class MedianPrunerConf:
     n_warmup_steps: int = 0
     interval_steps: int = 1
     n_min_trials: int = 1
+
+
+@dataclass
+class PercentilePrunerConf(MedianPrunerConf):
+    _target_: str = "optuna.pruners.PercentilePruner"
+    percentile: float = 25.0  # keep trials in the best quarter at each step
 
 
 @dataclass
@@ -135,9 +178,10 @@ class DescentlabOptunaSweeperConf:
     # the names of what the job returns, one per direction; null: the job's best_val_loss
     # (descentlab's job), or whatever number(s) another app returns
     objectives: Any = None
-    # null: JournalStorage in <launch dir>/multirun/optuna.journal; else an RDB URL such as
-    # sqlite:///abs/path.db or postgresql://user@host/db (a password: use ~/.pgpass or ${oc.env:...})
-    storage: str | None = None
+    # a journal file (relative to the launch dir: the same command resumes its study), or an RDB URL
+    # such as sqlite:///abs/path.db or postgresql://user@host/db (a password: ~/.pgpass or
+    # ${oc.env:...}); null, as upstream: a fresh study for this command only, in <sweep dir>
+    storage: str | None = "multirun/optuna.journal"
     # null: derived from the job name and the search space, so the same command resumes its study
     study_name: str | None = None
     n_trials: int = 20  # finished trials (complete, pruned or failed) the *study* ends with
@@ -153,6 +197,7 @@ class DescentlabOptunaSweeperConf:
     enqueue: Any = None
     # a finished study (name in this storage, or a storage path/URL) whose trials seed this one
     warm_start_from: str | None = None
+    search_space: Any = None  # hydra-optuna-sweeper 1.1's form, declared so that it is refused in one line
 
 
 @dataclass
@@ -193,12 +238,15 @@ def register() -> None:
         "gp": GPSamplerConf,
         "nsga2": NSGAIISamplerConf,
         "nsgaii": NSGAIISamplerConf,  # the official plugin's name for it
+        "nsgaiii": NSGAIIISamplerConf,
+        "motpe": MOTPESamplerConf,
     }
     for name, node in samplers.items():
         cs.store(group="hydra/sweeper/sampler", name=name, node=node)
     pruners = {
         "none": NopPrunerConf,
         "median": MedianPrunerConf,
+        "percentile": PercentilePrunerConf,
         "hyperband": HyperbandPrunerConf,
         "successive_halving": SuccessiveHalvingPrunerConf,
     }

@@ -38,6 +38,7 @@ class DescentlabOptunaSweeper(Sweeper):
         enqueue: Any,
         warm_start_from: str | None,
         repeats: int = 1,
+        search_space: Any = None,
     ) -> None:
         self.sampler, self.pruner = sampler, pruner
         self.direction, self.objectives = direction, objectives
@@ -50,6 +51,7 @@ class DescentlabOptunaSweeper(Sweeper):
         self.enqueue = list(enqueue or [])
         self.warm_start_from = warm_start_from
         self.repeats = repeats
+        self.search_space = search_space
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -57,28 +59,35 @@ class DescentlabOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def check(self, arguments: list[str], cwd: str) -> Plan:
+    def check(self, arguments: list[str], config: DictConfig) -> Plan:
         """The whole sweep config, checked before anything runs or is logged: each bad value is
         one line naming its key (raised here rather than in __init__, where Hydra's instantiate
         would wrap it)."""
         from ._plan import check
 
-        return check(self, arguments, cwd)
+        return check(self, arguments, config)
 
     @classmethod
-    def check_config(cls, config: DictConfig) -> None:
+    def check_config(cls, config: DictConfig) -> bool:
         """Check a composed config's sweep before the sweep starts, for a Hydra callback that would
-        log something first (src.sweep.parent.MultirunParent, which finds this method on the class)."""
+        log something first (src.sweep.parent.MultirunParent, which finds this method on the class);
+        False when the sweep will launch no job (its study is already full)."""
         from hydra.utils import instantiate
 
         sweeper = instantiate(config.hydra.sweeper)
-        sweeper.check(list(config.hydra.overrides.task), config.hydra.runtime.cwd)
+        return not sweeper.check(list(config.hydra.overrides.task), config).full
 
     def sweep(self, arguments: list[str]) -> None:
         from ._impl import Sweep
 
         assert self.config is not None, "Hydra calls setup() before sweep()"
-        Sweep(self, self.check(arguments, self.config.hydra.runtime.cwd)).run()
+        plan = self.check(arguments, self.config)
+        if plan.full:
+            from ._report import say_full
+
+            say_full(plan)  # one line, exit 0: nothing to run, no parent run was made
+            return
+        Sweep(self, plan).run()
 
 
 class OptunaSweeper(DescentlabOptunaSweeper):

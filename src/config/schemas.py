@@ -309,11 +309,10 @@ class TableDataConf(DataConf):
     formula: str | None = None
     # null: true, or the formula's own (`- 1` drops it); true: a column of ones, `const` (`Intercept`)
     intercept: bool | None = None
-    # centre and scale each feature by its training-split mean and std; without an intercept, scale
-    # only (by its root mean square): centring would put the intercept back
-    standardize: bool = True
+    standardize: bool = True  # by training-split mean and std (no intercept: scale only, not centre)
     drop_missing: bool = False  # drop rows with NaN / ±inf in the used columns instead of refusing
     weights: str | None = None  # a column of weights >= 0: WLS (model=linear), freq_weights (logistic)
+    absorb: str | None = None  # a column whose fixed effects OLS absorbs (within transformation)
 
     def relations(self) -> Iterator[tuple[bool, str, str]]:
         yield from super().relations()

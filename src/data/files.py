@@ -25,7 +25,10 @@ def table_data(
     """The table's design: the formula's, or the target and feature columns'."""
     if formula is not None:
         drop, cluster, weights = table.pop("drop_missing"), table.pop("cluster", None), table.pop("weights")
-        return from_formula(frame, source, formula, drop, cluster, weights, target=target, **table)
+        absorb = table.pop("absorb", None)
+        return from_formula(frame, source, formula, drop, cluster, weights, absorb, target=target, **table)
+    if table.pop("absorb", None) is not None:  # the config's rules refuse it first
+        raise ConfigError("data.absorb needs data.formula")
     if target is None:
         raise ConfigError("data.target=None: name the column to predict, or give data.formula='y ~ x1 + x2'")
     return from_frame(frame, source, target, **table)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from src.config.formulas import one_line, parsed
+from src.config.formulas import MAX_COLUMNS, one_line, parsed, unknown_column
 from src.data.splits import Data, Standardization, split
 from src.data.tables import check_columns, check_groups, check_rank, check_weights, not_numeric, scaled
 from src.errors import ConfigError
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 INTERCEPT = "Intercept"  # the intercept's name in the table, as formulaic and patsy write it
-MAX_COLUMNS = 2000  # a dense design wider than this is refused (each Newton step solves k × k)
 
 
 @dataclass(frozen=True)
@@ -91,13 +89,8 @@ def design(frame: pd.DataFrame, source: str, formula: str, drop_missing: bool) -
 def evaluation_error(frame: pd.DataFrame, source: str, where: str, exc: Exception) -> ConfigError:
     """A formula that does not evaluate on the table: most often a column it lacks."""
     message = one_line(str(exc))
-    missing = re.search(r"`([^`]+)` is not present in the dataset", message)
-    if missing:
-        columns = list(map(str, frame.columns))
-        return ConfigError(
-            f"{where}: {missing.group(1)!r} is not a column of {source}; available: {', '.join(columns)}"
-        )
-    return ConfigError(f"{where} cannot be evaluated on {source}: {message}")
+    missing = unknown_column(message, where, source, list(map(str, frame.columns)))
+    return missing or ConfigError(f"{where} cannot be evaluated on {source}: {message}")
 
 
 def check_finite(values: object, names: list[str], where: str) -> None:
@@ -122,10 +115,12 @@ def check_width(values: object, names: list[str], where: str, rows: int) -> None
         term = name.split("[", 1)[0]
         counts[term] = counts.get(term, 0) + 1
     term, count = max(counts.items(), key=lambda item: item[1])
+    column = term[2:-1].split(",")[0].strip() if term.startswith("C(") else "<column>"
     raise ConfigError(
         f"{where} makes {width} columns ({term} alone {count}; {rows} rows): more than {MAX_COLUMNS}, "
-        "too wide for a dense fit here; leave the fixed effects out of the formula and cluster on "
-        "them instead (inference.cov=cluster inference.cluster=<column>), or aggregate the groups"
+        f"too wide for a dense fit here; model=linear: take {term} out of the formula and absorb it, "
+        f"data.absorb={column} (the within transformation); model=logistic: cluster on it without "
+        f"dummies (inference.cov=cluster inference.cluster={column}), or aggregate the groups"
     )
 
 
@@ -136,6 +131,7 @@ def from_formula(
     drop_missing: bool,
     cluster: str | None,
     weights: str | None,
+    absorb: str | None = None,
     *,
     target: str | None,
     features: list[str] | None,
@@ -146,13 +142,42 @@ def from_formula(
     generator: torch.Generator,
 ) -> Data:
     """`from_frame` for a formula: the design, then the split, standardization and checks as there;
-    the intercept, if the formula has one, is the first column, `Intercept`."""
+    the intercept, if the formula has one, is the first column, `Intercept`. With `absorb`
+    (data.absorb), y and X are demeaned within its groups first, and there is no intercept."""
     where = f"data.formula={formula!r}"
     check_columns(list(frame.columns), source)
     if features is not None:
         raise ConfigError("data.features and data.formula both choose the regressors: give one")
     frame = frame.reset_index(drop=True)
     made = design(frame, source, formula, drop_missing)
+    check_agrees(made, where, target, intercept)
+    named = {"inference.cluster": cluster, "data.absorb": absorb, "data.weights": weights}
+    y, X, labels, w = extra_columns(frame.iloc[made.rows], source, made, named, drop_missing)
+    fixed = labels.get("data.absorb")
+    if fixed is not None:
+        X, y = within(X, y, fixed, w)
+    data = split(X, y, train_prop, val_prop, generator, groups=labels.get("inference.cluster"), weights=w)
+    check_groups(data, cluster)
+    has_intercept = made.intercept and fixed is None
+    names = [INTERCEPT] * has_intercept + made.names
+    if has_intercept:
+        data, scaling = scaled(data, made.names, standardize, True)
+    else:
+        data, scaling = scaled_only(data, made.names, standardize)
+    try:
+        check_rank(data.train.X, names)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("from data.features", f"from {where}")) from None
+    absorbed = None if fixed is None else (str(absorb), len(fixed.unique()))
+    rows = f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test rows"
+    scaled_as = " (standardized)" * standardize + f"; weights {weights}" * bool(weights)
+    scaled_as += f"; {absorbed[1]} fixed effects of {absorb} absorbed" if absorbed else ""
+    log.info("%s: %s; %s; X = %s%s", source, rows, formula, ", ".join(names), scaled_as)
+    return replace(data, names=tuple(names), standardization=scaling, weighted_by=weights, absorbed=absorbed)
+
+
+def check_agrees(made: Design, where: str, target: str | None, intercept: bool | None) -> None:
+    """data.target and data.intercept, where given, must say what the formula says."""
     if target is not None and target != made.target:
         raise ConfigError(
             f"data.target={target!r} disagrees with {where}, which explains {made.target!r}; "
@@ -164,42 +189,44 @@ def from_formula(
             f"data.intercept={str(intercept).lower()} disagrees with {where}, which {has}; "
             "leave data.intercept unset (null): the formula decides"
         )
-    y, X, groups, w = extra_columns(frame.iloc[made.rows], source, made, cluster, weights, drop_missing)
-    data = split(X, y, train_prop, val_prop, generator, groups=groups, weights=w)
-    check_groups(data, cluster)
-    names = [INTERCEPT] * made.intercept + made.names
-    if made.intercept:
-        data, scaling = scaled(data, made.names, standardize, True)
-    else:
-        data, scaling = scaled_only(data, made.names, standardize)
-    try:
-        check_rank(data.train.X, names)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("from data.features", f"from {where}")) from None
-    rows = f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test rows"
-    scaled_as = " (standardized)" * standardize + f"; weights {weights}" * bool(weights)
-    log.info("%s: %s; %s; X = %s%s", source, rows, formula, ", ".join(names), scaled_as)
-    return replace(data, names=tuple(names), standardization=scaling, weighted_by=weights)
+
+
+def within(X: Tensor, y: Tensor, groups: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The within transformation: X and y minus their (weighted) means in each group. By
+    Frisch–Waugh–Lovell, least squares on the result gives the slopes, residuals and every sandwich
+    of least squares with one dummy per group; only the degrees of freedom must count the groups."""
+    f = torch.ones_like(y) if w is None else w
+    size = int(groups.max()) + 1
+    total = torch.zeros(size, dtype=y.dtype).index_add_(0, groups, f).clamp(min=torch.finfo(y.dtype).tiny)
+    XY = torch.cat([X, y[:, None]], dim=1)
+    means = (
+        torch.zeros(size, XY.shape[1], dtype=y.dtype).index_add_(0, groups, XY * f[:, None]) / total[:, None]
+    )
+    demeaned = XY - means[groups]
+    return demeaned[:, :-1].contiguous(), demeaned[:, -1].contiguous()
 
 
 def extra_columns(
-    frame: pd.DataFrame, source: str, made: Design, cluster: str | None, weights: str | None, drop: bool
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """y and X with the cluster labels and weights of the same rows; rows missing either are
-    dropped (data.drop_missing) or refused."""
+    frame: pd.DataFrame, source: str, made: Design, named: dict[str, str | None], drop: bool
+) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor | None]:
+    """y and X with the label columns (inference.cluster, data.absorb) and the weights (data.weights)
+    of the same rows, by key; rows missing any are dropped (data.drop_missing) or refused."""
     import pandas as pd
 
     columns = list(frame.columns)
-    for key, column in (("inference.cluster", cluster), ("data.weights", weights)):
+    for key, column in named.items():
         if column is not None and column not in columns:
             raise ConfigError(
                 f"{key}={column!r} is not a column of {source}; available: {', '.join(columns)}"
             )
     keep = torch.ones(len(frame), dtype=torch.bool)
-    groups = w = None
-    if cluster is not None:
-        groups = torch.from_numpy(pd.factorize(frame[cluster])[0].astype("int64"))
-        keep &= groups >= 0
+    labels: dict[str, Tensor] = {}
+    weights, w = named.get("data.weights"), None
+    for key, column in named.items():
+        if column is None or key == "data.weights":
+            continue
+        labels[key] = torch.from_numpy(pd.factorize(frame[column])[0].astype("int64"))
+        keep &= labels[key] >= 0
     if weights is not None:
         if not pd.api.types.is_numeric_dtype(frame[weights]):
             raise not_numeric(frame, source, weights, "")
@@ -207,16 +234,16 @@ def extra_columns(
         keep &= torch.isfinite(w)
     if not bool(keep.all()):
         missing = int((~keep).sum())
+        named_ = " or ".join(repr(c) for key, c in named.items() if c is not None)
         if not drop:
-            named = " or ".join(repr(c) for c in (cluster, weights) if c is not None)
             raise ConfigError(
-                f"{source} has {missing} rows with a missing or infinite value in {named}; "
+                f"{source} has {missing} rows with a missing or infinite value in {named_}; "
                 "clean them, or set data.drop_missing=true to drop those rows"
             )
-        log.info("%s: dropped %d rows with a missing value in %s", source, missing, cluster or weights)
+        log.info("%s: dropped %d rows with a missing value in %s", source, missing, named_)
     if w is not None:
         w = check_weights(w[keep], str(weights), source)
-    return made.y[keep], made.X[keep], None if groups is None else groups[keep], w
+    return made.y[keep], made.X[keep], {key: v[keep] for key, v in labels.items()}, w
 
 
 def scaled_only(data: Data, names: list[str], standardize: bool) -> tuple[Data, Standardization | None]:

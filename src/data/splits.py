@@ -45,6 +45,7 @@ class Data:
     names: tuple[str, ...] = ()  # X's columns: `const`, the table's columns; x1..xM where unnamed
     standardization: Standardization | None = None  # None: X is in the data's own units
     weighted_by: str | None = None  # data.weights' column; its values are each split's `weights`
+    absorbed: tuple[str, int] | None = None  # data.absorb's column and its groups, demeaned away
 
     @property
     def n_features(self) -> int:
@@ -121,6 +122,20 @@ def whitened(data: Data) -> Data:
         return replace(s, X=s.X * root[:, None], y=s.y * root, weights=None)
 
     train, val, test = (whiten(s) for s in data.splits())
+    return replace(data, train=train, val=val, test=test)
+
+
+def with_frequencies(data: Data) -> Data:
+    """A weighted logit's data: each split's target becomes (n, 2), the 0/1 outcome and the row's
+    frequency weight (src.models.outcome reads them apart), so the weights follow the rows into every
+    batch. The weights are then spent."""
+
+    def pair(s: Split) -> Split:
+        if s.weights is None:
+            return s
+        return replace(s, y=torch.stack([s.y, s.weights], dim=1), weights=None)
+
+    train, val, test = (pair(s) for s in data.splits())
     return replace(data, train=train, val=val, test=test)
 
 

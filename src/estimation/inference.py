@@ -37,7 +37,7 @@ from src.config import Cov
 from src.data import Data
 from src.errors import ConfigError
 from src.estimation.reference import Reference, design, objective_terms
-from src.models import LinearRegression, LogisticRegression
+from src.models import LinearRegression, LogisticRegression, outcome
 
 Columns = dict[str, list[Any]]  # a table: column name → its values, row by row (no pandas: startup time)
 
@@ -140,19 +140,27 @@ def natural_units(data: Data, bias: bool) -> tuple[list[str], Tensor]:
     return names, A
 
 
-def covariance(cov: Cov, logit: bool, Z: Tensor, y: Tensor, theta: Tensor, groups: Tensor | None) -> Tensor:
-    """Cov(θ̂) in the coordinates of Z, by statsmodels' definitions (see the module's docstring)."""
-    n, k = Z.shape
+def covariance(
+    cov: Cov, logit: bool, Z: Tensor, y: Tensor, theta: Tensor, groups: Tensor | None, absorbed: int = 0
+) -> Tensor:
+    """Cov(θ̂) in the coordinates of Z, by statsmodels' definitions (see the module's docstring).
+    `absorbed`: the fixed effects demeaned out of Z and y, which count as parameters in n − k."""
+    n, k = Z.shape[0], Z.shape[1] + absorbed
     if logit:
+        target, frequency = outcome(y)
+        f = torch.ones_like(target) if frequency is None else frequency
         prob = torch.sigmoid(Z @ theta)
-        residual = y - prob
-        bread = torch.linalg.inv((Z.T * (prob * (1 - prob))) @ Z)  # inverse observed information
+        residual = target - prob
+        bread = torch.linalg.inv((Z.T * (f * prob * (1 - prob))) @ Z)  # inverse observed information
         if cov is Cov.classical:
             return bread
-        weights = residual**2  # statsmodels' HC1–HC3 for Logit are HC0
+        # statsmodels' HC1–HC3 for Logit (and GLM) are HC0. A row of weight f is f rows: f s_i s_i'
+        # in HC0, and f s_i in its cluster's score sum (GLM's freq_weights, both)
+        weights = f * residual**2
+        residual = f * residual
     else:
         Q, R = torch.linalg.qr(Z)
-        R_inv = torch.linalg.solve_triangular(R, torch.eye(k, dtype=Z.dtype), upper=True)
+        R_inv = torch.linalg.solve_triangular(R, torch.eye(Z.shape[1], dtype=Z.dtype), upper=True)
         bread = R_inv @ R_inv.T  # (Z'Z)⁻¹ without forming Z'Z
         residual = y - Z @ theta
         leverage = (Q**2).sum(1)
@@ -167,7 +175,9 @@ def covariance(cov: Cov, logit: bool, Z: Tensor, y: Tensor, theta: Tensor, group
     if cov is Cov.cluster:
         assert groups is not None
         labels, index = groups.unique(return_inverse=True)
-        scores = torch.zeros(len(labels), k, dtype=Z.dtype).index_add_(0, index, Z * residual[:, None])
+        scores = torch.zeros(len(labels), Z.shape[1], dtype=Z.dtype).index_add_(
+            0, index, Z * residual[:, None]
+        )
         G = len(labels)
         correction = G / (G - 1) * (n - 1) / (n - k)
         return correction * bread @ (scores.T @ scores) @ bread
@@ -195,6 +205,12 @@ class Fit:
     A: Tensor  # θ → b, the estimates in the data's own units
     b: Tensor
     b_ref: Tensor  # θ* mapped the same way (NaN without a reference)
+    absorbed: int = 0  # fixed effects demeaned out of Z and y (data.absorb): parameters all the same
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """n and k as the degrees of freedom n − k count them: the absorbed fixed effects included."""
+        return self.Z.shape[0], self.Z.shape[1] + self.absorbed
 
 
 def fitted(model: LinearRegression, data: Data, reference: Reference | None) -> Fit:
@@ -204,12 +220,13 @@ def fitted(model: LinearRegression, data: Data, reference: Reference | None) -> 
     names, A = natural_units(data, bias)
     b = A @ theta
     b_ref = A @ reference.theta.cpu() if reference is not None else torch.full_like(b, math.nan)
-    return Fit(isinstance(model, LogisticRegression), Z, y, theta, names, A, b, b_ref)
+    absorbed = 0 if data.absorbed is None else data.absorbed[1]
+    return Fit(isinstance(model, LogisticRegression), Z, y, theta, names, A, b, b_ref, absorbed)
 
 
 def no_errors(model: nn.Module, fit: Fit, reference: Reference | None, l2: float) -> str | None:
     """Why this fit gets no standard errors, or None if it gets them."""
-    n, k = fit.Z.shape
+    n, k = fit.dims
     reason = unavailable(model, l2)
     if reason is None and fit.logit and reference is None:
         reason = "the logit MLE does not exist on these data (classes separable on the training split)"
@@ -228,8 +245,8 @@ def table_of(fit: Fit, cov: Cov, groups: Tensor | None, reason: str | None) -> C
 
     b = fit.b
     if reason is None:
-        n, k = fit.Z.shape
-        V = fit.A @ covariance(cov, fit.logit, fit.Z, fit.y, fit.theta, groups) @ fit.A.T
+        n, k = fit.dims
+        V = fit.A @ covariance(cov, fit.logit, fit.Z, fit.y, fit.theta, groups, fit.absorbed) @ fit.A.T
         se = V.diagonal().clamp(min=0).sqrt()
         statistic = b / se
         minus = -statistic.abs().numpy()
@@ -255,20 +272,41 @@ def certify(fit: Fit, reference: Reference | None, l2: float) -> dict[str, float
     return certificate
 
 
+def estimator(fit: Fit, data: Data) -> tuple[str, list[str]]:
+    """The estimator by its name, and the weighting convention in words where there are weights."""
+    column = data.weighted_by
+    if column is None:
+        return ("logit (MLE)" if fit.logit else "OLS"), []
+    if fit.logit:
+        total = float(outcome(fit.y)[1].sum())  # type: ignore[union-attr]
+        return "weighted logit (MLE)", [
+            f"weights {column!r} (sum {total:.6g}) are frequency weights: a row of weight w counts as w "
+            "rows, statsmodels' GLM(family=Binomial(), freq_weights=w)"
+        ]
+    convention = "minimizes sum w (y - x b)^2, statsmodels' WLS(weights=w) (w proportional to 1/Var(error))"
+    return "WLS", [f"weights {column!r}: {convention}"]
+
+
 def footer_of(fit: Fit, data: Data, cov: Cov, reason: str | None) -> list[str]:
     """What the covariance is, on which rows, and the units, in words."""
-    n, k = fit.Z.shape
-    model_name = "logit (MLE)" if fit.logit else "OLS"
+    n, k = fit.dims
     full = len(data.val) == 0 and len(data.test) == 0
     rows = f"{n} rows ({'the full sample' if full else 'the training split'})"
+    name, weighting = estimator(fit, data)
     if reason is None:
         kind = cov.value
         if data.train.groups is not None and cov is Cov.cluster:
             kind += f" ({len(data.train.groups.unique())} groups)"
         test = f"t({n - k})" if uses_t(fit, cov) else "z (normal)"
-        footer = [f"{model_name} on {rows}; covariance: {kind}; statistic: {test}; 95% CI"]
+        footer = [f"{name} on {rows}; covariance: {kind}; statistic: {test}; 95% CI", *weighting]
     else:
-        footer = [f"{model_name} on {rows}; no standard errors: {reason}"]
+        footer = [f"{name} on {rows}; no standard errors: {reason}", *weighting]
+    if data.absorbed is not None:
+        column, groups = data.absorbed
+        footer.append(
+            f"fixed effects of {column!r} absorbed ({groups} groups, within transformation): slopes and "
+            f"errors as with C({column}) dummies, their {groups} parameters counted in n - k"
+        )
     if data.standardization is not None:
         footer.append(
             "estimates, reference and standard errors in the data's own units "

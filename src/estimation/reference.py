@@ -8,7 +8,8 @@ the model in `model.parameters()` order: the weights, then the bias if the model
 The objective with the L2 penalty α = `l2` is L(θ) + (α/2)‖θ‖², the bias included (as torch's
 weight_decay includes it):
 - least squares, (1/N) Σ (y_n − z_n·θ)² + (α/2)‖θ‖²: closed form, by QR (the same bits on every call);
-- logistic, (1/N) Σ [log(1 + e^{z_n·θ}) − y_n z_n·θ] + (α/2)‖θ‖²: Newton's method to machine precision.
+- logistic, (1/N) Σ f_n [log(1 + e^{z_n·θ}) − y_n z_n·θ] + (α/2)‖θ‖² (f_n: data.weights' frequency
+  weights, 1 without): Newton's method to machine precision.
 Other models (the MLP) are not convex: no reference, and a log line says so.
 """
 
@@ -20,11 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.data import Split
-from src.models import LinearRegression, LogisticRegression, newton_system
+from src.models import LinearRegression, LogisticRegression, logit_loss, newton_system
 from src.optim.qr import augmented, lstsq
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def objective_terms(
     newton_system), the one place the logit's (1/N) Zᵀ(p − y) and (1/N) Zᵀ diag(p(1 − p)) Z live."""
     A, c, s = newton_system(Z, y, theta, logit)
     eye = torch.eye(len(theta), dtype=Z.dtype, device=Z.device)
-    data = F.binary_cross_entropy_with_logits(Z @ theta, y) if logit else torch.mean((Z @ theta - y) ** 2)
+    data = logit_loss(Z @ theta, y) if logit else torch.mean((Z @ theta - y) ** 2)
     gradient = s * (A.T @ (A @ theta - c)) + l2 * theta
     return float(data + l2 / 2 * theta @ theta), gradient, s * (A.T @ A) + l2 * eye
 
@@ -111,7 +111,7 @@ def logistic_mle(
     p = Z.shape[1]
 
     def objective(theta: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(Z @ theta, y) + l2 / 2 * theta @ theta
+        return logit_loss(Z @ theta, y) + l2 / 2 * theta @ theta
 
     theta = torch.zeros(p, dtype=Z.dtype, device=Z.device)
     current = objective(theta)

@@ -22,12 +22,22 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from src import signals
-from src.compare import overlay, sweep_runs, table
+from src.compare import overlay, paired_comparison, paired_frame, paired_lines, sweep_runs, table
 from src.errors import CallbackConfigError, ConfigError
 from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, launch_dir, pass_to_jobs, passed_to_jobs
 from src.redaction import redact
-from src.tracking.names import distinct_names, source_tags, sweep_name, swept_keys
-from src.tracking.store import MAX_PARAM_LENGTH, PROCESS_TAG, SWEEP_TAG, child_runs, end_run, this_process
+from src.sweep import groups
+from src.tracking.names import distinct_names, short_number, source_tags, sweep_name, swept_keys
+from src.tracking.store import (
+    MAX_PARAM_LENGTH,
+    PROCESS_TAG,
+    REPEATS_TAG,
+    STUDY_TAG,
+    SWEEP_TAG,
+    child_runs,
+    end_run,
+    this_process,
+)
 from src.tracking.tracker import uses_mlflow
 from src.tracking.uris import SQLITE_WRITERS, client_and_experiment, compare_link, tracking_uri, ui_hint
 
@@ -36,8 +46,6 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
-
-STUDY_TAG = "optuna.study"  # on the parent run of an Optuna sweep: its study's name
 
 
 class MultirunParent(HydraCallback):
@@ -61,10 +69,10 @@ class MultirunParent(HydraCallback):
         from src.sweep.trial import check_sweep
 
         try:
-            check_sweep(config)  # a bad sweep config stops here, before its parent run exists
+            runs = check_sweep(config)  # a bad sweep config stops here, before its parent run exists
         except HydraException as exc:  # Hydra would only warn about a callback's error
             raise CallbackConfigError(str(exc)) from exc
-        if not uses_mlflow(config):
+        if not runs or not uses_mlflow(config):  # e.g. a full study: the sweeper says so, runs nothing
             return
         try:
             self.uri = tracking_uri(config.tracking.get("uri"))
@@ -99,12 +107,22 @@ class MultirunParent(HydraCallback):
             return
         sweep_dir = launch_dir() / str(config.hydra.sweep.dir)  # as typed: relative to the launch dir
         metric, sort_by = config.tracking.plot_metric, config.tracking.sort_by
+        single = groups.objective(config)  # None: a multi-objective study, a Pareto front and no best
+        objective, maximize = single or ("best_val_loss", False)
         runs = self._unique_names(sweep_runs(self.client, self.run_id))
+        best = None
         if runs:
-            self._log_best(child_runs(self.client, self.run_id))
+            children = child_runs(self.client, self.run_id)
+            if groups.make_groups(self.client, self.run_id, children, groups.summarized([objective])):
+                runs = sweep_runs(self.client, self.run_id)  # again: they moved under their groups
+            best = self._log_best(objective, maximize)
             print(table(runs, sort_by))
+            if single:
+                self._log_paired(runs, objective, maximize, sweep_dir / "paired.csv")
             png = overlay(self.client, runs, sweep_dir / "compare.png", metric, sort_by)
             self.client.log_artifact(self.run_id, str(png))
+        if best:
+            print(f"best:        {best}")
         print(f"sweep dir:   {sweep_dir}")
         if runs:
             print(f"compare.png: {sweep_dir / 'compare.png'}")
@@ -131,31 +149,77 @@ class MultirunParent(HydraCallback):
             self.client.update_run(run.info.run_id, name=name)
         return [self.client.get_run(r.info.run_id) for r in runs] if renamed else runs
 
-    def _log_best(self, children: list[Run]) -> None:
-        """The best child's best_val_loss and test_loss on the parent (so its row is not blank),
-        and its id as tag best_run_id."""
+    def _log_best(self, objective: str, maximize: bool) -> str | None:
+        """The sweep's best on the parent, so that its row is not blank: tags best_run_id and
+        best_run, and its objective and test_loss — where its runs differ in seed, the best group's
+        n, mean and 95% interval of them. A study's best is the study's (`record_study` named its
+        run); a multi-objective study has none. Returns the best as a line for the terminal."""
         from mlflow.entities import Metric, RunTag
 
         assert self.client is not None and self.run_id is not None
-        scored = [c for c in children if math.isfinite(c.data.metrics.get("best_val_loss", math.nan))]
-        if not scored:
-            return
-        best = min(scored, key=lambda c: c.data.metrics["best_val_loss"])
+        tags = self.client.get_run(self.run_id).data.tags
+        if STUDY_TAG in tags:
+            best = self.client.get_run(tags["best_run_id"]) if "best_run_id" in tags else None
+        else:
+            best = best_child(child_runs(self.client, self.run_id), objective, maximize)
+        if best is None:
+            return None
+        grouped = REPEATS_TAG in best.data.tags
+        shown = list(dict.fromkeys([objective, "test_loss"]))
+        keys = [f"{m}_{s}" for m in shown for s in ("n", "mean", "ci_low", "ci_high")] if grouped else shown
+        keys += [] if grouped else ["val_loss_ratio", "test_loss_ratio"]  # readable in the runs table
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, best.data.metrics.get(k, math.nan), now, 0)
-            for k in ("best_val_loss", "test_loss", "val_loss_ratio", "test_loss_ratio")
-        ]
         self.client.log_batch(
             self.run_id,
-            metrics=[m for m in metrics if math.isfinite(m.value)],
+            metrics=[Metric(k, best.data.metrics[k], now, 0) for k in keys if k in best.data.metrics],
             tags=[RunTag("best_run_id", best.info.run_id), RunTag("best_run", best.info.run_name)],
         )
+        return f"{best.info.run_name}: {objective} {describe(best, objective)}"
+
+    def _log_paired(self, runs: list[Run], objective: str, maximize: bool, path: Path) -> None:
+        """Each configuration repeated over seeds against the best, paired by seed: printed, as
+        `paired.csv` and tag `paired` on the parent, and on each group's run (src/sweep/groups.py)."""
+        assert self.client is not None and self.run_id is not None
+        comparisons = paired_comparison(runs, objective, maximize)
+        if not comparisons:
+            return
+        print("\n".join(paired_lines(comparisons)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        paired_frame(comparisons).to_csv(path, index=False)
+        self.client.log_artifact(self.run_id, str(path))
+        self.client.set_tag(self.run_id, groups.PAIRED_TAG, "\n".join(p.verdict() for _, p in comparisons))
+        groups.record_paired(self.client, self.run_id, runs, comparisons)
 
     def _end(self, status: str) -> None:
         if self.client is not None and self.run_id is not None:
             end_run(self.client, self.run_id, status)
             self.run_id = None
+
+
+def value(run: Run, objective: str) -> float:
+    """A run's objective: a group's (a run whose seeds nest under it) is its mean over them."""
+    return run.data.metrics.get(f"{objective}_mean" if REPEATS_TAG in run.data.tags else objective, math.nan)
+
+
+def best_child(children: list[Run], objective: str, maximize: bool) -> Run | None:
+    scored = [c for c in children if math.isfinite(value(c, objective))]
+    if not scored:
+        return None
+    return (max if maximize else min)(scored, key=lambda c: value(c, objective))
+
+
+def describe(run: Run, objective: str) -> str:
+    """`1.02e-6 [9.77e-7, 1.06e-6] over 5 seeds` for a group, `1.02e-6` for one run."""
+    metrics = run.data.metrics
+    if not math.isfinite(value(run, objective)):
+        return "-"
+    if REPEATS_TAG not in run.data.tags:
+        return short_number(metrics[objective])
+    mean, low, high, n = (
+        metrics.get(f"{objective}_{s}", math.nan) for s in ("mean", "ci_low", "ci_high", "n")
+    )
+    band = "" if math.isnan(low) else f" [{short_number(low)}, {short_number(high)}]"
+    return f"{short_number(mean)}{band} over {n:.0f} seed{'s' if n != 1 else ''}"
 
 
 def sweep_parent(config: DictConfig) -> str | None:
@@ -177,6 +241,7 @@ class BestTrial:
     number: int
     value: float
     params: Mapping[str, Any]
+    run_id: str | None = None  # its MLflow run: the job's, or with repeats the trial's own
 
 
 def record_study(
@@ -191,8 +256,9 @@ def record_study(
 ) -> None:
     """A finished study on its sweep's parent run: its settings (params, where the run has none of
     that name yet), its finished trials by state (metrics `trials_<state>`), the best trial (metric
-    best_value, tag best_trial, params `best.<name>`) or the size of the Pareto front (metric
-    pareto_trials), and its files (plots, results) as artifacts under `optuna/`."""
+    best_value, tags best_trial and best_run_id: the sweep's best is the study's, by its objective,
+    params `best.<name>`) or the size of the Pareto front (metric pareto_trials), and its files
+    (plots, results) as artifacts under `optuna/`."""
     from mlflow.entities import Metric, Param, RunTag
 
     params = dict(settings)
@@ -201,6 +267,7 @@ def record_study(
     if best is not None:
         metrics["best_value"] = best.value
         tags["best_trial"] = str(best.number)
+        tags |= {"best_run_id": best.run_id} if best.run_id else {}
         params.update({f"best.{k}": str(v) for k, v in best.params.items()})
     if pareto_trials is not None:
         metrics["pareto_trials"] = pareto_trials

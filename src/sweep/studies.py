@@ -1,12 +1,14 @@
 """Where an Optuna study lives and how to open it: read by the sweeper and by each job (src/sweep/trial.py).
 
-`storage: null` is Optuna's JournalStorage in `<launch dir>/multirun/optuna.journal`: a fixed place,
-so the same command run again finds its study, and a journal file is made for several local
-processes (appends under a file lock). Measured on 2 cores, three processes each reporting and
-asking the pruner once per epoch: ≈1.2 ms per epoch on the journal, ≈24 ms on sqlite (one
-transaction, fsync'd, per write), ≈26 ms on the local PostgreSQL. A path is a journal file; a URL
-(sqlite:///, postgresql://, mysql://) is Optuna's RDBStorage — PostgreSQL for workers on other
-machines.
+The default storage is Optuna's JournalStorage in `<launch dir>/multirun/optuna.journal`: a fixed
+place, so the same command run again finds its study, and a journal file is made for several local
+processes (appends under a file lock). `storage: null` means what it means to hydra-optuna-sweeper, a
+fresh study for this command only: a new journal in the sweep dir (a file rather than memory, so
+that jobs in other processes reach it; the sweeper replaces an older one there). Measured on 2
+cores, three processes each reporting and asking the pruner once per epoch: ≈1.2 ms per epoch on
+the journal, ≈24 ms on sqlite (one transaction, fsync'd, per write), ≈26 ms on the local
+PostgreSQL. A path is a journal file; a URL (sqlite:///, postgresql://, mysql://) is Optuna's
+RDBStorage — PostgreSQL for workers on other machines.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
 
-def resolve(storage: str | None, launch_dir: str) -> str:
-    """The storage the sweep uses: the default journal file, a journal path, or a database URL."""
+FRESH = "optuna.journal"  # `storage: null`: this command's own study, in its sweep dir
+
+
+def resolve(storage: str | None, launch_dir: str, sweep_dir: str) -> str:
+    """The storage the sweep uses: a journal path, a database URL, or with null the sweep's own
+    journal (sweep_dir as typed: relative to the launch dir)."""
     if storage is None:
-        return str(Path(launch_dir, "multirun", "optuna.journal"))
+        return str(Path(launch_dir, sweep_dir, FRESH))
     if "://" not in storage:
         return str(Path(launch_dir, storage))  # relative to where the command was typed
     from sqlalchemy.engine import make_url

@@ -45,20 +45,24 @@ class ChecksConfig(Protocol):
     """A Hydra plugin class that can check a composed config before anything runs (ours do)."""
 
     @classmethod
-    def check_config(cls, config: DictConfig) -> None: ...
+    def check_config(cls, config: DictConfig) -> bool | None:
+        """Raise on a bad config; False: the sweep will launch no job (e.g. its study is full)."""
 
 
-def check_sweep(cfg: DictConfig) -> None:
+def check_sweep(cfg: DictConfig) -> bool:
     """Before a sweep logs anything: the sweeper's and the launcher's whole config (where their
-    class can check it), and objectives this job can return."""
+    class can check it), and objectives this job can return. False when the sweep will launch no
+    job, so that nothing (no parent run) is made for it."""
     from hydra.utils import get_class
 
+    runs = True
     for node in (cfg.hydra.sweeper, cfg.hydra.launcher):
         plugin = get_class(str(node._target_))
         if issubclass(plugin, ChecksConfig):
-            plugin.check_config(cfg)
+            runs = plugin.check_config(cfg) is not False and runs
     if "objectives" in cfg.hydra.sweeper:  # a sweeper that names its objectives: ours
         objectives(cfg.hydra.sweeper)
+    return runs
 
 
 class NoTrial:
@@ -125,7 +129,9 @@ def current_trial() -> optuna.Trial | None:
     hydra = HydraConfig.get()
     study = optuna.load_study(
         study_name=study_name,
-        storage=studies.open_storage(studies.resolve(hydra.sweeper.storage, hydra.runtime.cwd)),
+        storage=studies.open_storage(
+            studies.resolve(hydra.sweeper.storage, hydra.runtime.cwd, str(hydra.sweep.dir))
+        ),
         pruner=instantiate(hydra.sweeper.pruner),  # should_prune asks the study's pruner
         sampler=optuna.samplers.RandomSampler(),  # the job samples nothing; keep it cheap
     )

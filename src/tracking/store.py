@@ -31,6 +31,7 @@ PROCESS_TAG = "descentlab.process"  # "host pid start" of the process running th
 LOGGED_MODEL = "descentlab-model"  # the run's model in MLflow's Models column and tab
 CONFIG_ARTIFACT = "config.yaml"
 SWEEP_TAG = "descentlab.sweep_dir"  # on a sweep's parent run
+STUDY_TAG = "optuna.study"  # on the parent run of an Optuna sweep, and its trials' runs: the study
 REPEATS_TAG = "descentlab.repeats"  # on an Optuna trial's run whose seeds are its children
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
