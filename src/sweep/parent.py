@@ -165,9 +165,8 @@ class MultirunParent(HydraCallback):
         if best is None:
             return None
         grouped = REPEATS_TAG in best.data.tags
-        shown = list(dict.fromkeys([objective, "test_loss"]))
+        shown = list(dict.fromkeys([objective, "test_loss", "val_loss_ratio"]))  # the ratio: readable
         keys = [f"{m}_{s}" for m in shown for s in ("n", "mean", "ci_low", "ci_high")] if grouped else shown
-        keys += [] if grouped else ["val_loss_ratio", "test_loss_ratio"]  # readable in the runs table
         now = int(time.time() * 1000)
         self.client.log_batch(
             self.run_id,
