@@ -306,8 +306,10 @@ def reference_losses(run: Training) -> tuple[float | None, float | None]:
     model, data = run.learner, run.data
     restored = copied_state(model)
     parameters = list(model.parameters())
-    with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(run.reference.theta.to(parameters[0]), parameters)
+    with torch.no_grad():  # copied in: vector_to_parameters would make the parameters views of θ*
+        chunks = run.reference.theta.split([p.numel() for p in parameters])
+        for parameter, chunk in zip(parameters, chunks, strict=True):
+            parameter.copy_(chunk.view_as(parameter))
     val_loss = evaluate(model, monitored(data))
     test_loss = evaluate(model, data.test) if len(data.test) else math.nan
     model.load_state_dict(restored)
