@@ -369,7 +369,9 @@ def measure_once(only: set[str], smoke: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the suite works")
     parser.add_argument("--only", default=",".join(FIGURES), help="the figures to measure, e.g. P2,P2b")
     parser.add_argument("--runs", type=int, default=1, help="whole runs of the suite; more than one adds "

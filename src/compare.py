@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from src.repeats import Paired, finite, interval, paired, seed_of, spread
-from src.tracking.names import flatten, short_number
+from src.tracking.names import flatten, relative_to_best, separating_digits, short_number
 from src.tracking.store import CONFIG_ARTIFACT, REPEATS_TAG, STUDY_TAG, SWEEP_TAG, child_runs
 from src.tracking.uris import tracking_uri, ui_hint
 
@@ -142,13 +142,17 @@ def summary(runs: list[Run], sort_by: str = "best_val_loss") -> pd.DataFrame:
         rows = [[g.name, str(len(g.runs)), *(_cell(g.values(m)) for m in metrics)] for g in groups]
         return pd.DataFrame(rows, columns=["run", "n", *metrics])
     rows = []
-    for g in groups:
+    ranked = [g.values(sort_by)[0] if g.values(sort_by) else math.nan for g in groups]
+    digits = separating_digits(ranked)
+    for g, value in zip(groups, ranked, strict=True):
         run = g.runs[0]
         wall = run.data.metrics.get("wall_time")
         status = run.data.tags.get("stop_reason", run.info.status.lower())
         cells = [_cell(g.values(m)) for m in metrics]
-        rows.append([g.name, *cells, status, "-" if wall is None else f"{wall:.2f}"])
-    return pd.DataFrame(rows, columns=["run", *metrics, "stop_reason", "wall_s"])
+        cells[0] = "-" if math.isnan(value) else short_number(value, digits)  # digits that tell rows apart
+        wall_s = "-" if wall is None else f"{wall:.2f}"
+        rows.append([g.name, *cells, relative_to_best(value, ranked[0]), status, wall_s])
+    return pd.DataFrame(rows, columns=["run", *metrics, "vs_best", "stop_reason", "wall_s"])
 
 
 def table(runs: list[Run], sort_by: str = "best_val_loss") -> str:
@@ -234,6 +238,7 @@ def overlay_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     groups = sorted(group(runs), key=_sort_key(sort_by))
     curves = [_curves(client, g.runs, metric) for g in groups]
@@ -262,6 +267,7 @@ def overlay_figure(
             ax.set_yscale("log")
         band = f" ({'geometric ' if log else ''}mean, 95% band over seeds)" if repeated else ""
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} by epoch{band}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 2.5, 7.5
         ax.grid(True, which="major", alpha=0.3)
         if len(groups) > MAX_LEGEND:
             ax.plot([], [], " ", label=f"+ {len(groups) - MAX_LEGEND} more (see the table)")
@@ -286,7 +292,8 @@ def config_diff(client: MlflowClient, run_a: str, run_b: str) -> list[tuple[str,
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.splitlines()[0])
+    description = " ".join(__doc__.split("\n\n")[0].split())  # the docstring's first paragraph, whole
+    parser = argparse.ArgumentParser(prog="python -m src.compare", description=description)
     parser.add_argument("--experiment", help="MLflow experiment name (default: any)")
     parser.add_argument("--parent", help="a sweep's parent run id (default: the latest sweep)")
     parser.add_argument("--all", action="store_true", help="every run of the experiment, not one sweep")

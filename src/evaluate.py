@@ -51,7 +51,7 @@ def logged_config(text: str) -> DictConfig:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m src.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("run_id")
+    parser.add_argument("run_id", help="the MLflow run whose logged model to rebuild and evaluate")
     parser.add_argument(
         "--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
     )

@@ -14,7 +14,15 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from src import compare
-from src.tracking.names import run_name, short_number
+from src.tracking.names import (
+    distinct_names,
+    params,
+    relative_to_best,
+    run_name,
+    separating_digits,
+    short_number,
+    sweep_name,
+)
 from src.train import train
 from tests.helpers import all_runs, make_config, run_cli
 
@@ -189,4 +197,77 @@ def test_runs_whose_values_agree_to_three_digits_still_get_distinct_names(cli, t
     assert proc.returncode == 0, proc.stderr
     runs = [r for r in all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}") if "mlflow.parentRunId" in r.data.tags]
     by_name = {r.info.run_name: r.data.params["optimizer.lr"] for r in runs}
-    assert by_name == {"sgd lr=0.1 (1)": "0.10001", "sgd lr=0.1 (2)": "0.10002"}
+    assert by_name == {"sgd lr=0.10001": "0.10001", "sgd lr=0.10002": "0.10002"}  # the digits that differ
+    parent = next(
+        r for r in all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}") if "mlflow.parentRunId" not in r.data.tags
+    )
+    assert parent.info.run_name == "sweep lr×2 max_epochs=2"  # ≤ 40 characters
+    assert "optimizer.lr=0.10001,0.10002 trainer.max_epochs=2" in parent.data.tags["mlflow.note.content"]
+
+
+METHODS = ("sgd", "momentum", "nesterov", "adam")
+
+
+def test_the_methods_sweeps_runs_are_named_by_each_optimizers_lr():
+    """Each optimizer brings its own lr: the names say so, though only `optimizer` was swept."""
+    runs = [params(make_config(f"optimizer={m}"), {"optimizer": m}, ["optimizer"]) for m in METHODS]
+    assert distinct_names(runs, [None] * 4) == [
+        "sgd lr=0.1",
+        "momentum lr=0.05",
+        "nesterov lr=0.05",
+        "adam lr=0.01",
+    ]
+    trials = [
+        {"optimizer": "adam", "optimizer.lr": lr, "seed": seed}
+        for lr in ("0.00123", "0.004")
+        for seed in "01"
+    ]
+    assert distinct_names(trials, [4, 4, 5, 5]) == [
+        "adam lr=1.23e-3 #4 seed=0", "adam lr=1.23e-3 #4 seed=1",
+        "adam lr=4e-3 #5 seed=0", "adam lr=4e-3 #5 seed=1",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["+experiment=lecture_sweep"], *([f"optimizer={o}"] for o in ("sgd", "adam", "lbfgs", "newton", "adamw",
+                                                                    "preconditioned", "rmsprop"))],
+)  # fmt: skip
+def test_every_run_logs_at_most_25_params_the_swept_ones_first(overrides):
+    cfg = make_config(*overrides, "schedule=step")
+    logged = list(params(cfg, {}, ["trainer.batch_size", "optimizer.lr"]))
+    assert len(logged) <= 25
+    assert logged[:7] == [
+        "data",
+        "model",
+        "optimizer",
+        "schedule",
+        "seed",
+        "trainer.batch_size",
+        "optimizer.lr",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [(["optimizer=sgd,nesterov,adam"], "sweep optimizer=sgd,nesterov,adam"),
+     (["optimizer=sgd,momentum,nesterov,adam"], "sweep optimizer×4"),
+     (["seed=range(0,5)", "optimizer=sgd,nesterov", "trainer.max_epochs=20"],
+      "sweep seed×5 optimizer×2 max_epochs=20"),
+     (["+experiment=batch_size", "tracking.uri=sqlite:///x.db"], "sweep +experiment=batch_size"),
+     (["+experiment=batch_size", "trainer.batch_size=1,32,null", "seed=range(5)"],
+      "sweep batch_size bs×3 seed×5")],
+)  # fmt: skip
+def test_a_sweeps_parent_name_fits_in_40_characters(overrides, name):
+    assert sweep_name(overrides) == name and len(name) <= 40
+
+
+def test_compare_prints_the_digits_that_separate_the_rows_and_each_rows_distance_to_the_best():
+    assert separating_digits([1.0296e-6, 1.0306e-6, 1.0303e-6]) == 5  # 1.0296e-6, 1.0306e-6, 1.0303e-6
+    assert separating_digits([1.0296e-6, 1.0296e-6, 2e-6]) == 3  # equal values need no more
+    assert [relative_to_best(v, 1.0) for v in (1.0, 1.001, 1.0000312, 1.2)] == [
+        "best",
+        "+0.10%",
+        "+0.0031%",
+        "+20.00%",
+    ]

@@ -71,3 +71,19 @@ def test_grad_tol_stops_at_the_first_epoch_below_it(quiet_config):
     assert norms[-1] < 1e-5 and all(n >= 1e-5 for n in norms[:-1])
     # GD on L with ∇²L ≈ 2I and η = 0.1 contracts the gradient by about 0.8 per step.
     assert 0.7 < norms[-1] / norms[-2] < 0.9
+
+
+def test_the_losses_at_theta_star_leave_theta_star_and_the_trained_parameters_as_they_were():
+    from src.loop import fit
+    from tests.helpers import make_config
+
+    run = build(make_config("tracking=none", "trainer.max_epochs=5", "trainer.progress=false"))
+    assert run.reference is not None
+    theta_star = run.reference.theta.clone()
+    result = fit(run)
+    trained = torch.cat([p.detach().reshape(-1) for p in run.model.parameters()])
+    assert torch.equal(run.reference.theta, theta_star)  # θ* itself is never written to
+    assert not torch.allclose(trained.double(), theta_star)  # the model keeps its own best θ
+    X, y = run.data.val.X.double(), run.data.val.y.double()
+    at_star = float(torch.mean((X @ theta_star - y) ** 2))
+    assert result.reference_val_loss == pytest.approx(at_star, rel=1e-4)  # a float32 model: y − Xθ rounds

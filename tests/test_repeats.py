@@ -182,7 +182,7 @@ def test_a_seed_sweep_records_groups_an_honest_best_and_paired_verdicts(cli, tmp
     client = MlflowClient(uri)
     (parent,) = client.search_runs(["1"], "tags.`descentlab.sweep_dir` != ''")
     grouped = {r.info.run_name: r for r in child_runs(client, parent.info.run_id)}
-    assert set(grouped) == {"sgd · 5 seeds", "nesterov · 5 seeds"}
+    assert set(grouped) == {"sgd lr=0.1 · 5 seeds", "nesterov lr=0.05 · 5 seeds"}  # each optimizer's lr
     best_val = {}
     for name, run in grouped.items():
         seeds = {r.data.params["seed"]: r for r in child_runs(client, run.info.run_id)}
@@ -203,14 +203,14 @@ def test_a_seed_sweep_records_groups_an_honest_best_and_paired_verdicts(cli, tmp
     assert parent.data.tags["best_run_id"] == grouped[best].info.run_id
     assert parent.data.metrics["best_val_loss_mean"] == pytest.approx(np.mean(best_val[best]), rel=1e-12)
     assert parent.data.metrics["best_val_loss_n"] == 5
-    rows = [line for line in proc.stdout.splitlines() if re.match(r"(sgd|nesterov) +5 ", line)]
+    rows = [line for line in proc.stdout.splitlines() if re.match(r"(sgd lr=0.1|nesterov lr=0.05) +5 ", line)]
     assert len(rows) == 2  # the table: n, then mean [lo, hi] of best_val_loss, test_loss and epochs
     assert all(len(re.findall(r"\S+ \[\S+, \S+\]", row)) == 3 for row in rows)
     assert (tmp_path / "multirun" / "compare.png").stat().st_size > 0
     # The paired test, as scipy computes it, in the printed verdict, paired.csv and tags.
     expected = stats.ttest_rel(best_val[other], best_val[best])
     verdict = parent.data.tags["paired"]
-    assert verdict.startswith(f"{other.split()[0]} vs {best.split()[0]}: ")
+    assert verdict.startswith(f"{other.split(' · ')[0]} vs {best.split(' · ')[0]}: ")
     assert verdict in proc.stdout and f"best:        {best}: best_val_loss " in proc.stdout
     assert re.search(r"p (= [0-9.e-]+|< 0\.001) over 5 paired seeds: ", verdict)
     printed = re.search(r"p = ([0-9.e-]+)", verdict)

@@ -629,3 +629,44 @@ def test_the_optimizer_choice_sweep_gives_each_optimizer_its_own_lr_range(cli, t
         params = runs[str(trial.number)].data.params  # what the job really ran
         assert params["optimizer"] == trial.params["optimizer"]
         assert float(params["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])
+
+
+# ------------------------------------------------------------------------------ plots
+def decades_study() -> optuna.Study:
+    """30 trials whose objective spans 1e-6 to 1e-4 over a log-sampled lr, with reported values."""
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.set_metric_names(["best_val_loss"])
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("optimizer.lr", 1e-4, 1e-2, log=True)
+        trial.suggest_int("schedule.step_size", 10, 200)
+        final = 1e-6 * (1e-2 / lr)  # 1e-6 at the largest lr, 1e-4 at the smallest
+        for epoch in range(1, 11):
+            trial.report(final * (1 + 100 / epoch), epoch)
+        return final
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=30)
+    return study
+
+
+def test_optunas_plots_name_the_objective_and_keep_every_trial_visible():
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import to_rgb
+
+    from hydra_plugins.descentlab_sweeper._report import plot
+
+    study = decades_study()
+    history = plot(study, "optimization_history")
+    assert history.get_ylabel() == "best_val_loss" and history.get_yscale() == "log"
+    coordinates = plot(study, "parallel_coordinate")
+    collections = [c for a in coordinates.figure.axes for c in a.collections]
+    (lines,) = [c for c in collections if isinstance(c, LineCollection) and c.get_array() is not None]
+    palest = max(sum(to_rgb(lines.get_cmap()(x))) / 3 for x in (0.0, 1.0))
+    assert palest < 0.85  # the worst trial's line shows on white
+    assert "log10 best_val_loss" in {t.get_text() for t in coordinates.get_xticklabels()}
+    importances = plot(study, "param_importances")
+    legend = importances.get_legend().get_window_extent()
+    assert legend.x0 >= importances.get_window_extent().x1  # beside the bars, over none of them
+    reported = plot(study, "intermediate_values")
+    assert reported.get_xlabel() == "epoch" and reported.get_legend() is None  # 30 trials: no legend

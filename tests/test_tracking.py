@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from src import compare, jobs, tracking
 from src.loop import EpochMetrics
 from src.tracking import store as mlflow_store
-from src.train import train
+from src.train import build, train
 from tests.helpers import all_runs, artifact_paths, interrupt_midway, make_config, mlflow_server_on, run_cli
 
 EPOCH_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "param_error", "epoch_time")
@@ -100,15 +101,51 @@ def test_a_cli_run_records_everything(cli, tmp_path):
 def test_a_default_run_logs_at_most_25_params_a_reader_compares_by(sqlite_uri):
     train(make_config("trainer.progress=false", "trainer.max_epochs=2"))
     (run,) = all_runs(sqlite_uri)
-    assert set(run.data.params) == {
-        "seed", "optimizer", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum",
-        "optimizer.dampening", "optimizer.nesterov", "schedule", "schedule.interval",
+    assert set(run.data.params) == {  # SGD's momentum, dampening, nesterov, weight_decay: torch's defaults
+        "seed", "optimizer", "optimizer.lr", "schedule", "schedule.interval",
         "data", "data.n", "data.dim", "data.noise_std", "data.train_prop", "data.val_prop",
         "model", "model.bias", "trainer.max_epochs", "trainer.batch_size", "trainer.sampling",
         "trainer.patience", "trainer.min_delta", "trainer.stopping_threshold", "trainer.dtype",
         "regularization.l2",
     }  # fmt: skip
+    assert "overrides" not in run.data.tags  # nothing set on a command line: no empty tag
     assert run.info.run_name == "sgd lr=0.1"  # outside Hydra: named by its optimizer and lr
+
+
+def test_comparison_metrics_are_the_losses_relative_to_the_exact_solution(sqlite_uri):
+    """val_loss_ratio, test_loss_ratio, objective_digits and theta_digits against θ* from numpy's
+    least squares on the same training split, not the project's QR."""
+    cfg = make_config("trainer.progress=false", "trainer.max_epochs=15", "trainer.dtype=float64")
+    data = build(cfg).data  # the same seed draws the same data the run trains on
+    X, y = data.train.X.numpy(), data.train.y.numpy()
+    theta = np.linalg.lstsq(X, y, rcond=None)[0]
+    optimum = float(np.mean((X @ theta - y) ** 2))
+    at_theta = {s: float(np.mean((split.X.numpy() @ theta - split.y.numpy()) ** 2))
+                for s, split in (("val", data.val), ("test", data.test))}  # fmt: skip
+    train(cfg)
+    (run,) = all_runs(sqlite_uri)
+    metrics, client = run.data.metrics, MlflowClient(sqlite_uri)
+    assert metrics["val_loss_ratio"] == pytest.approx(metrics["best_val_loss"] / at_theta["val"], rel=1e-9)
+    assert metrics["test_loss_ratio"] == pytest.approx(metrics["test_loss"] / at_theta["test"], rel=1e-9)
+    assert 0.5 < metrics["val_loss_ratio"] < 2  # a number MLflow's table shows without an exponent
+    keys = ("opt_gap", "objective_digits", "ref_error", "theta_digits")
+    history = {k: client.get_metric_history(run.info.run_id, k) for k in keys}
+    for gap, digits in zip(history["opt_gap"], history["objective_digits"], strict=True):
+        assert digits.value == pytest.approx(min(16, max(0, -math.log10(gap.value / optimum))), abs=1e-6)
+    for error, digits in zip(history["ref_error"], history["theta_digits"], strict=True):
+        assert digits.value == pytest.approx(-math.log10(error.value / np.linalg.norm(theta)), abs=1e-6)
+    assert all(0 <= m.value <= 16 for m in history["objective_digits"])  # ≥ 0 by construction
+
+
+def test_without_an_exact_solution_the_loss_is_compared_by_its_log10(sqlite_uri):
+    train(make_config("model=mlp", "trainer.progress=false", "trainer.max_epochs=3"))
+    (run,) = all_runs(sqlite_uri)
+    metrics = run.data.metrics
+    assert "val_loss_ratio" not in metrics and "objective_digits" not in metrics
+    assert metrics["log10_best_val_loss"] == pytest.approx(math.log10(metrics["best_val_loss"]))
+    history = MlflowClient(sqlite_uri).get_metric_history(run.info.run_id, "log10_val_loss")
+    val_loss = MlflowClient(sqlite_uri).get_metric_history(run.info.run_id, "val_loss")
+    assert [m.value for m in history] == pytest.approx([math.log10(m.value) for m in val_loss])
 
 
 def test_a_run_that_raises_ends_failed_with_the_error(sqlite_uri):
@@ -186,10 +223,12 @@ def test_multirun_is_one_parent_with_a_child_per_job(cli, tmp_path):
     (parent,) = parents
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {r.info.status for r in runs} == {"FINISHED"}
-    # Each child is named by the values its sweep varies.
+    # Each child is named by the values that differ between the sweep's runs: each optimizer's lr too.
     assert sorted(c.info.run_name for c in children) == [
-        "nesterov bs=1", "nesterov bs=32", "nesterov bs=full", "sgd bs=1", "sgd bs=32", "sgd bs=full"
+        "nesterov bs=1 lr=0.05", "nesterov bs=32 lr=0.05", "nesterov bs=full lr=0.05",
+        "sgd bs=1 lr=0.1", "sgd bs=32 lr=0.1", "sgd bs=full lr=0.1",
     ]  # fmt: skip
+    assert parent.info.run_name == "sweep optimizer×2 bs×3 max_epochs=5"  # ≤ 40 characters
     # The parent carries the best child's results, so its row in the runs table is not blank.
     best = min(children, key=lambda c: c.data.metrics["best_val_loss"])
     assert parent.data.tags["best_run_id"] == best.info.run_id

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 LOSS_AXES = ("optimization_history", "intermediate_values")  # plots whose y axis is the objective
+MAX_LEGEND = 12  # more trials in a plot's legend would squash the plot itself
 PARETO_PLOTS = ("pareto_front",)  # multi-objective: Optuna's Pareto plot (two or three objectives)
 
 
@@ -125,20 +126,25 @@ def save_results(study: optuna.Study, storage: str, counts: Counter[str], path: 
     OmegaConf.save(OmegaConf.create(results), path)
 
 
+def spans_decades(study: optuna.Study) -> bool:
+    """Whether the objective (and what the trials reported) is positive and spans more than a decade."""
+    trials = study.get_trials(deepcopy=False)
+    values = [t.values[0] for t in trials if len(study.directions) == 1 and t.values]
+    values += [v for t in trials for v in t.intermediate_values.values()]
+    positive = [v for v in values if v > 0]
+    return bool(positive) and len(positive) == len(values) and max(positive) / min(positive) > 10
+
+
 def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
-    """Optuna's matplotlib plots as PNGs; a plot the study cannot draw yet is skipped with a warning."""
+    """Optuna's matplotlib plots as PNGs, named by the objective (`best_val_loss`, or its log10
+    where it spans decades, so the parallel coordinates and importances see its scale); a plot the
+    study cannot draw yet is skipped with a warning."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as plots
 
     folder.mkdir(parents=True, exist_ok=True)
-    single = len(study.directions) == 1  # a multi-objective trial has no single .value
-    values = [t.values[0] for t in study.get_trials(deepcopy=False) if single and t.values]
-    values += [v for t in study.get_trials(deepcopy=False) for v in t.intermediate_values.values()]
-    positive = [v for v in values if v > 0]
-    log_scale = bool(positive) and len(positive) == len(values) and max(positive) / min(positive) > 10
     saved = []
     chosen: tuple[str, ...] = PARETO_PLOTS if len(study.directions) > 1 else PLOTS
     if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
@@ -147,9 +153,7 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
         try:
             with warnings.catch_warnings(), plt.style.context("default"):
                 warnings.simplefilter("ignore")  # "experimental" warnings on every call
-                axes = getattr(plots, f"plot_{name}")(study)
-                if log_scale and name in LOSS_AXES:  # losses spanning decades
-                    axes.set_yscale("log")
+                axes = plot(study, name)
             figure = getattr(axes, "figure", None) or axes.flat[0].figure
             figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
             plt.close(figure)
@@ -157,6 +161,52 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
         except Exception as error:  # e.g. importances need two complete trials
             log.warning("no %s plot: %s", name, error)
     return saved
+
+
+def plot(study: optuna.Study, name: str) -> Any:
+    """One of Optuna's plots, made readable: the objective by its name, a log axis (or log10 of the
+    objective) where it spans decades, every trial in a colour that shows on white, the legend
+    where it hides nothing."""
+    import math
+
+    from optuna.visualization import matplotlib as plots
+
+    objective, log_scale = names(study)[0], spans_decades(study)
+    draw = getattr(plots, f"plot_{name}")
+    if name in ("parallel_coordinate", "param_importances") and log_scale:
+        axes = draw(study, target=lambda t: math.log10(t.values[0]), target_name=f"log10 {objective}")
+    elif name in PLOTS and name != "intermediate_values":
+        axes = draw(study, target_name=objective)
+    else:
+        axes = draw(study)
+    if log_scale and name in LOSS_AXES:  # losses spanning decades
+        axes.set_yscale("log")
+    if name == "parallel_coordinate":
+        visible_colours(axes)
+    elif name == "param_importances":
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside the bars
+    elif name == "intermediate_values":
+        axes.set(xlabel="epoch", ylabel="val_loss (reported to the pruner)")
+        if len(axes.get_lines()) > MAX_LEGEND:  # a legend of every trial would squash the plot
+            axes.get_legend().remove()
+    return axes
+
+
+def visible_colours(axes: Any) -> None:
+    """Optuna colours the trials' lines from white-ending Blues: keep the dark 70% of it, so the
+    worst trial is still a visible line."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import ListedColormap
+
+    for ax in axes.figure.axes:
+        for collection in ax.collections:
+            if isinstance(collection, LineCollection) and collection.get_array() is not None:
+                blues = collection.get_cmap()
+                reverse = blues.name.endswith("_r")
+                stops = np.linspace(0.0, 0.7, 256) if reverse else np.linspace(0.3, 1.0, 256)
+                collection.set_cmap(ListedColormap(plt.get_cmap(blues.name)(stops)))
 
 
 class StudyRuns:

@@ -16,6 +16,7 @@ Other models (the MLP) are not convex: no reference, and a log line says so.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from src.optim.qr import augmented, lstsq
 
 log = logging.getLogger(__name__)
 
+MAX_DIGITS = 16.0  # agreement to the last bit of a float64: where a digits metric stops
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -39,6 +42,26 @@ class Reference:
         """‖θ − θ*‖ over all of a model's parameters."""
         theta = torch.cat([p.detach().reshape(-1) for p in parameters]).to(self.theta)
         return float(torch.linalg.vector_norm(theta - self.theta))
+
+    def objective_digits(self, opt_gap: float) -> float | None:
+        """The digits of L* that L_train(θ) agrees with: −log10((L − L*)/|L*|), from 0 (a gap as large
+        as L* itself, or larger) to MAX_DIGITS (no gap left to measure). None when L* = 0 (an exact fit:
+        no relative gap)."""
+        return None if self.loss == 0 else agreement(opt_gap / abs(self.loss))
+
+    def theta_digits(self, error: float) -> float | None:
+        """The digits of θ* that θ agrees with: −log10(‖θ − θ*‖/‖θ*‖), from 0 to MAX_DIGITS; None
+        when θ* = 0."""
+        norm = float(torch.linalg.vector_norm(self.theta))
+        return None if norm == 0 else agreement(error / norm)
+
+
+def agreement(relative: float) -> float:
+    """−log10 of a relative difference, within [0, MAX_DIGITS]: ≥ 0 by construction, so that a
+    linear chart of it reads like a log axis of the difference (each unit, 10× closer)."""
+    if not math.isfinite(relative):
+        return 0.0
+    return MAX_DIGITS if relative <= 10**-MAX_DIGITS else min(MAX_DIGITS, max(0.0, -math.log10(relative)))
 
 
 def design(X: Tensor, bias: bool) -> Tensor:

@@ -50,6 +50,9 @@ class EpochMetrics:
     opt_gap: float | None = None  # L_train(θ) − L_train(θ*) where the exact minimizer θ* is known
     ref_error: float | None = None  # ‖θ − θ*‖, all parameters
     newton_decrement: float | None = None  # Newton's last step's λ² = ∇L·[∇²L]⁻¹∇L, at the θ it left
+    # Scale-free, for MLflow's charts and table (no exponent): digits of L* and of θ* reached
+    objective_digits: float | None = None  # −log10((L_train(θ) − L*)/|L*|), 0 to 16
+    theta_digits: float | None = None  # −log10(‖θ − θ*‖/‖θ*‖), 0 to 16
 
 
 class Callback(Protocol):
@@ -66,6 +69,8 @@ class FitResult:
     param_error: float | None  # of the restored parameters
     wall_time: float  # training seconds: every epoch's steps and evaluation (Σ epoch_time), and the test
     reference_loss: float | None = None  # L_train(θ*), what opt_gap is measured from
+    reference_val_loss: float | None = None  # the validation loss at θ* (train without a val split)
+    reference_test_loss: float | None = None  # the test loss at θ* (nan without a test split)
     history: list[EpochMetrics] = field(default_factory=list)
     setup_time: float = math.nan  # seconds before the first step: imports, data, MLflow (src.train sets it)
 
@@ -215,6 +220,8 @@ def epoch_metrics(run: Training, p: Progress, steps: Steps, epoch: int, started:
     end_loss, grad_norm = gradient_norm(model, train, run.l2)
     steps.current_loss = end_loss if steps.reuse_gradient else None
     weights = torch.tensor(p.sizes, dtype=train.X.dtype, device=train.X.device)
+    opt_gap = None if ref is None else float(end_loss) - ref.loss
+    ref_error = None if ref is None else ref.error(model.parameters())
     return EpochMetrics(
         epoch=epoch,
         train_loss=float(torch.stack(p.losses) @ weights) / sum(p.sizes),  # size-weighted mean
@@ -226,9 +233,11 @@ def epoch_metrics(run: Training, p: Progress, steps: Steps, epoch: int, started:
         else None,
         param_error=param_error(model, run.data.theta),
         epoch_time=time.perf_counter() - started,
-        opt_gap=None if ref is None else float(end_loss) - ref.loss,
-        ref_error=None if ref is None else ref.error(model.parameters()),
+        opt_gap=opt_gap,
+        ref_error=ref_error,
         newton_decrement=getattr(run.optimizer, "decrement", None),
+        objective_digits=None if ref is None or opt_gap is None else ref.objective_digits(opt_gap),
+        theta_digits=None if ref is None or ref_error is None else ref.theta_digits(ref_error),
     )
 
 
@@ -272,6 +281,8 @@ def result(run: Training, p: Progress, stop_reason: str) -> FitResult:
     start = time.perf_counter()
     model.load_state_dict(p.best_state)
     test_loss = evaluate(model, data.test) if len(data.test) else math.nan  # nan: no test split
+    wall_time = p.train_time + time.perf_counter() - start
+    at_reference = reference_losses(run)  # after wall_time: a record for comparison, not training
     return FitResult(
         stop_reason=stop_reason,
         epochs=p.epoch,
@@ -279,10 +290,30 @@ def result(run: Training, p: Progress, stop_reason: str) -> FitResult:
         best_val_loss=p.best_val,
         test_loss=test_loss,
         param_error=param_error(model, data.theta),
-        wall_time=p.train_time + time.perf_counter() - start,
+        wall_time=wall_time,
         reference_loss=None if ref is None else ref.loss,
+        reference_val_loss=at_reference[0],
+        reference_test_loss=at_reference[1],
         history=p.history,
     )
+
+
+def reference_losses(run: Training) -> tuple[float | None, float | None]:
+    """The validation (or monitored) and test losses at θ*, what the best run could reach on them;
+    the model's own parameters are left as they were."""
+    if run.reference is None:
+        return None, None
+    model, data = run.learner, run.data
+    restored = copied_state(model)
+    parameters = list(model.parameters())
+    with torch.no_grad():  # copied in: vector_to_parameters would make the parameters views of θ*
+        chunks = run.reference.theta.split([p.numel() for p in parameters])
+        for parameter, chunk in zip(parameters, chunks, strict=True):
+            parameter.copy_(chunk.view_as(parameter))
+    val_loss = evaluate(model, monitored(data))
+    test_loss = evaluate(model, data.test) if len(data.test) else math.nan
+    model.load_state_dict(restored)
+    return val_loss, test_loss
 
 
 def safe_point(

@@ -47,8 +47,9 @@ def objective(config: DictConfig) -> tuple[str, bool] | None:
 
 
 def summarized(objectives: Sequence[str]) -> list[str]:
-    """The metrics a group records: the objectives, then SUMMARY's and wall_time."""
-    return list(dict.fromkeys([*objectives, *SUMMARY, "wall_time"]))
+    """The metrics a group records: the objectives, then SUMMARY's, val_loss_ratio (an interval the
+    runs table shows without an exponent) and wall_time."""
+    return list(dict.fromkeys([*objectives, *SUMMARY, "val_loss_ratio", "wall_time"]))
 
 
 def record_group(client: MlflowClient, run_id: str, seeds: Sequence[Run], metrics: Sequence[str]) -> None:

@@ -27,7 +27,7 @@ from src.errors import CallbackConfigError, ConfigError
 from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, launch_dir, pass_to_jobs, passed_to_jobs
 from src.redaction import redact
 from src.sweep import groups
-from src.tracking.names import short_number, source_tags, swept_keys
+from src.tracking.names import distinct_names, short_number, source_tags, sweep_name, swept_keys
 from src.tracking.store import (
     MAX_PARAM_LENGTH,
     PROCESS_TAG,
@@ -82,9 +82,11 @@ class MultirunParent(HydraCallback):
             return
         self._warn_many_writers(int(config.hydra.sweeper.get("n_jobs") or 1))
         overrides = redact(" ".join(config.hydra.overrides.task))
-        tags = {SWEEP_TAG: str(config.hydra.sweep.dir), "overrides": overrides, PROCESS_TAG: this_process()}
+        tags = {SWEEP_TAG: str(config.hydra.sweep.dir), PROCESS_TAG: this_process()}
+        tags |= {"overrides": overrides} if overrides else {}  # no empty tag
         tags |= source_tags()
-        run = self.client.create_run(self.experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
+        name = sweep_name([redact(o) for o in config.hydra.overrides.task])  # the command: its description
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
         atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
         params = config.hydra.sweeper.get("params") or {}
@@ -132,15 +134,20 @@ class MultirunParent(HydraCallback):
         self._end("FINISHED")
 
     def _unique_names(self, runs: list[Run]) -> list[Run]:
-        """Runs whose values agree to 3 significant digits share a name: number them, in start order."""
+        """Each run named by every value that differs between the sweep's runs (`distinct_names`);
+        runs that still read alike are numbered, in start order."""
         assert self.client is not None
-        by_name: dict[str, list[Run]] = {}
-        for run in sorted(runs, key=lambda r: r.info.start_time):
-            by_name.setdefault(run.info.run_name, []).append(run)
-        for name, same in by_name.items():
-            for i, run in enumerate(same if len(same) > 1 else [], start=1):
-                self.client.update_run(run.info.run_id, name=f"{name} ({i})")
-        return [self.client.get_run(r.info.run_id) for r in runs] if len(by_name) < len(runs) else runs
+        # A run that failed before logging its params keeps its name.
+        named = sorted((r for r in runs if r.data.params), key=lambda r: r.info.start_time)
+        trials = [r.data.tags.get("optuna.trial") for r in named]
+        names = distinct_names([r.data.params for r in named], [int(t) if t else None for t in trials])
+        for name in {n for n in names if names.count(n) > 1}:
+            for i, at in enumerate([j for j, n in enumerate(names) if n == name], start=1):
+                names[at] = f"{name} ({i})"
+        renamed = [(r, n) for r, n in zip(named, names, strict=True) if n != r.info.run_name]
+        for run, name in renamed:
+            self.client.update_run(run.info.run_id, name=name)
+        return [self.client.get_run(r.info.run_id) for r in runs] if renamed else runs
 
     def _log_best(self, objective: str, maximize: bool) -> str | None:
         """The sweep's best on the parent, so that its row is not blank: tags best_run_id and
@@ -158,7 +165,7 @@ class MultirunParent(HydraCallback):
         if best is None:
             return None
         grouped = REPEATS_TAG in best.data.tags
-        shown = list(dict.fromkeys([objective, "test_loss"]))
+        shown = list(dict.fromkeys([objective, "test_loss", "val_loss_ratio"]))  # the ratio: readable
         keys = [f"{m}_{s}" for m in shown for s in ("n", "mean", "ci_low", "ci_high")] if grouped else shown
         now = int(time.time() * 1000)
         self.client.log_batch(

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 MODEL_ARTIFACT = "model/model.pt"
 # `tracking` keys that only a --multirun's comparison reads (src/sweep/parent.py), no tracker.
 COMPARISON_KEYS = ("plot_metric", "sort_by")
+SCALE_FREE = ("objective_digits", "theta_digits")  # per-epoch metrics MLflow's charts read without exponent
 
 P = ParamSpec("P")
 
@@ -174,14 +175,16 @@ class MlflowTracker:
             self._opened = self.calls.ask(RunWriter.reopen_run, self.key, where, self.resume_run_id, tags)
             return self
         tags = {f"choice.{group}": c for group, c in choices.items()}
-        tags["overrides"] = redact(" ".join(overrides))
+        if overrides:  # a run of the defaults has none: no empty tag
+            tags["overrides"] = redact(" ".join(overrides))
         tags[PROCESS_TAG] = this_process()
         tags |= source_tags()
         if parent := job_env(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = parent
         tags.update(self.extra_tags)
         self.name = self._name(choices, overrides)
-        logged = [(k, redact(v)) for k, v in params(self.cfg, choices).items()]
+        swept = [k for k in (job_env(SWEPT_ENV) or "").split(",") if k]
+        logged = [(k, redact(v)) for k, v in params(self.cfg, choices, swept).items()]
         config_yaml = redact(OmegaConf.to_yaml(self.cfg, resolve=True))
         self._opened = self.calls.ask(
             RunWriter.open_run, self.key, where, self.name, tags, logged, config_yaml
@@ -194,7 +197,8 @@ class MlflowTracker:
         keys = [k for k in (job_env(SWEPT_ENV) or "").split(",") if k]
         if not keys and trial is None:
             keys = own_keys(overrides)
-            keys += [] if "optimizer.lr" in keys else ["optimizer.lr"]
+        if trial is None and "optimizer.lr" not in keys:  # the step size a choice of optimizer brings
+            keys += ["optimizer.lr"] if "optimizer" in keys or not job_env(SWEPT_ENV) else []
         values = {
             k: choice(self.cfg, choices, k) if k in GROUPS else OmegaConf.select(self.cfg, k, default=None)
             for k in keys
@@ -242,9 +246,13 @@ class MlflowTracker:
         self._opened.result()  # type: ignore[union-attr]  # sent in __enter__
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
-        for key, value in dataclasses.asdict(metrics).items():
+        # The scale-free forms first: MLflow's compare page opens its plot on the first metric logged.
+        if metrics.opt_gap is None:  # no θ* to measure digits against: the loss's own decade
+            self._log("log10_val_loss", log10(metrics.val_loss), metrics.epoch)
+        values = dataclasses.asdict(metrics)
+        for key in sorted(values, key=lambda k: k not in SCALE_FREE):
             if key != "epoch":
-                self._log(key, value, metrics.epoch)
+                self._log(key, values[key], metrics.epoch)
 
     def log_estimates(self, estimates: Estimates) -> None:
         """The table of estimates as `estimates.csv`, the standardization that maps it to the data's
@@ -269,6 +277,8 @@ class MlflowTracker:
         if result.param_error is not None:
             self._log("best_param_error", result.param_error, 0)
         self._log("reference_loss", result.reference_loss, 0)  # skipped when None
+        for key, value in comparison_metrics(result).items():
+            self._log(key, value, 0)
         self.flush()
         self._send(RunWriter.set_tag, "stop_reason", result.stop_reason)
         out = self.output_dir or self.scratch
@@ -339,6 +349,27 @@ class MlflowTracker:
         status = "FAILED" if status == "FINISHED" else status
         for run_id in ids:
             end_run(client, str(run_id), status, error, stop_reason)
+
+
+def log10(value: float) -> float | None:
+    return math.log10(value) if value > 0 else None
+
+
+def comparison_metrics(result: FitResult) -> dict[str, float | None]:
+    """A run's losses as numbers MLflow's table and bar charts show without an exponent: each loss
+    over the same loss at the exact minimizer θ* (`val_loss_ratio` 1.0003: 0.03% above what θ* gets
+    on that split), or, without θ*, the loss's log10 (−5.99)."""
+    if result.reference_val_loss is None:
+        return {"log10_best_val_loss": log10(result.best_val_loss)}
+    test = result.reference_test_loss
+    return {
+        "val_loss_ratio": ratio(result.best_val_loss, result.reference_val_loss),
+        "test_loss_ratio": None if test is None else ratio(result.test_loss, test),
+    }
+
+
+def ratio(loss: float, at_reference: float) -> float | None:
+    return loss / at_reference if at_reference > 0 and math.isfinite(loss) else None
 
 
 def mlflow_env() -> dict[str, str]:
