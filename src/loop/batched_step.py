@@ -22,12 +22,15 @@ from src.loop.training import Training
 
 
 def per_row(values: Sequence[float], like: Tensor) -> Tensor:
-    """One hyper-parameter of every row as an (R,) tensor of the parameters' dtype."""
-    return torch.tensor([float(v) for v in values], dtype=like.dtype, device=like.device)
+    """One hyper-parameter of every row as an (R,) float64 tensor: what torch computes from it in
+    Python floats (1 − β, lr / (1 − β₁ᵗ), ...) is computed here in float64, the same arithmetic,
+    and cast to the parameters' dtype only when applied (`rows`), as torch casts a Python scalar."""
+    return torch.tensor([float(v) for v in values], dtype=torch.float64, device=like.device)
 
 
 def rows(t: Tensor, like: Tensor) -> Tensor:
-    """An (R,) tensor viewed to broadcast against `like`, which is (R, ...)."""
+    """An (R,) tensor (a number: in `like`'s dtype) viewed to broadcast against `like`, (R, ...)."""
+    t = t.to(like.dtype) if t.is_floating_point() else t
     return t.reshape(-1, *([1] * (like.dim() - 1)))
 
 
@@ -82,7 +85,7 @@ class StackedModel:
         if l2 is not None:
             grads = [torch.addcmul(g, p, rows(l2, p)) for g, p in zip(grads, params, strict=True)]
             squares = sum(p.pow(2).reshape(len(p), -1).sum(1) for p in params)
-            loss = loss + l2 / 2 * squares
+            loss = loss + rows(l2 / 2, loss) * squares
         return loss, grads
 
 
@@ -142,7 +145,7 @@ class StackedAdam:
         for i, (p, grad) in enumerate(zip(params, grads, strict=True)):
             exp_avg, exp_avg_sq = self.moments[i]
             wd, decoupled = rows(self.weight_decay, p), rows(self.decoupled, p)
-            shrunk = torch.where(decoupled, p * (1 - rows(lr, p) * wd), p)  # p.mul_(1 - lr * wd)
+            shrunk = torch.where(decoupled, p * rows(1 - lr * self.weight_decay, p), p)  # p.mul_(1 - lr * wd)
             grad = torch.where(decoupled, grad, torch.addcmul(grad, p, wd))  # grad.add(p, alpha=wd)
             new_avg = exp_avg.lerp(grad, rows(1 - self.beta1, p))
             # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
