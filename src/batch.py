@@ -7,8 +7,8 @@ opens its MLflow run (named, tagged and nested as today) and logs its dataset; `
 same context again) logs the result, the loss curve, the model and the table of estimates, ends the
 MLflow run and prints the job's summary, as a single job does.
 
-`why_not_batched(configs)` says why a sweep's jobs cannot share a batch; the launcher then runs
-them one at a time.
+`config_problem(cfg)` says why a job cannot share a batch, `groups(rows)` which jobs can: each group
+trains as one batch, the rest run one at a time.
 """
 
 from __future__ import annotations
@@ -61,13 +61,19 @@ def built(cfg: DictConfig) -> Row:
     return Row(cfg=cfg, run=build(cfg), since=since)
 
 
-def why_not_batched(rows: Sequence[Row]) -> str | None:
-    for row in rows:
-        if reason := config_problem(row.cfg):
-            return reason
-    if len(rows) < 2:
-        return "a single job"
-    return runs_problem([row.run for row in rows])
+def groups(rows: Sequence[Row]) -> list[list[int]]:
+    """The jobs (indices into `rows`) in groups that can each train as one batch, in job order: a
+    job joins the first group whose runs it can share a batch with (src/loop/batched.py), else
+    starts its own. A group of one trains alone."""
+    out: list[list[int]] = []
+    for i, row in enumerate(rows):
+        fits = (g for g in out if runs_problem([rows[g[0]].run, row.run]) is None)
+        group = next(fits, None)
+        if group is None:
+            out.append([i])
+        else:
+            group.append(i)
+    return out
 
 
 def open_row(row: Row) -> None:

@@ -47,7 +47,7 @@ def test_batched_multirun_records_what_one_at_a_time_records(tmp_path: Path) -> 
     batched = run_cli(batched_dir, *SWEEP, "hydra/launcher=batched")
     assert basic.returncode == 0, basic.stderr
     assert batched.returncode == 0, batched.stderr
-    assert "the 6 jobs train as one batch" in batched.stdout + batched.stderr
+    assert "6 jobs train as one batch" in batched.stdout + batched.stderr
     uris = [f"sqlite:///{d / 'mlflow.db'}" for d in (basic_dir, batched_dir)]
     alone, together = children(uris[0]), children(uris[1])
     assert sorted(alone) == sorted(together)  # the same run names

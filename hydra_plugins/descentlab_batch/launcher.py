@@ -1,12 +1,12 @@
 """`hydra/launcher=batched`: Hydra's basic launcher, with the jobs trained as one batch.
 
 Hydra hands a launcher every job of a sweep (or of a sweeper's batch) at once. This one composes
-each job's config as the basic launcher does and builds its run; if the runs can share a batch
-(src/batch.py: the same method, model, data shape and batch size; no resume, no Optuna trial), it
-opens each job (run dir, saved config, `on_job_start`, its MLflow run), trains all of them in one
-stacked computation (src/loop/batched.py), then closes each in its own Hydra context (result,
-artifacts, summary, `on_job_end`) and returns one JobReturn per job, as `run_job` would. Otherwise
-it runs the jobs one at a time with Hydra's own `run_job`.
+each job's config as the basic launcher does and builds its run, then groups the jobs that can share
+a batch (src/batch.py: the same method family, model, data shape and batch size; no resume, no
+Optuna trial). For each group it opens each job (run dir, saved config, `on_job_start`, its MLflow
+run), trains all of them in one stacked computation (src/loop/batched.py), then closes each in its
+own Hydra context (result, artifacts, summary, `on_job_end`) and returns one JobReturn per job, as
+`run_job` would. A job in a group of one runs alone, with Hydra's own `run_job`.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class BatchedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from src import batch
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -76,8 +77,16 @@ class BatchedLauncher(Launcher):
         if reason is not None:
             log.info("the jobs run one at a time: %s", reason)
             return [self.run_alone(job.config) for job in jobs]
-        log.info("the %d jobs train as one batch", len(jobs))
-        return self.run_batch(jobs, rows)
+        returns: dict[int, JobReturn] = {}
+        for group in batch.groups(rows):
+            if len(group) == 1:
+                returns[group[0]] = self.run_alone(jobs[group[0]].config)
+                continue
+            numbers = ", ".join(f"#{initial_job_idx + i}" for i in group)
+            log.info("%d jobs train as one batch: %s", len(group), numbers)
+            ran = self.run_batch([jobs[i] for i in group], [rows[i] for i in group])
+            returns.update(zip(group, ran, strict=True))
+        return [returns[i] for i in range(len(jobs))]
 
     def job_config(self, overrides: Sequence[str], idx: int) -> DictConfig:
         assert self.config is not None and self.hydra_context is not None
@@ -133,7 +142,7 @@ class BatchedLauncher(Launcher):
         return stack
 
     def built(self, jobs: Sequence[Job]) -> tuple[list[Any], str | None]:
-        """Each job's run, built in its context; why they cannot share a batch (None: they can)."""
+        """Each job's run, built in its context; why none can share a batch (None: some may)."""
         from src import batch
         from src.errors import ConfigError
 
@@ -146,7 +155,7 @@ class BatchedLauncher(Launcher):
                     rows.append(batch.built(job.task_cfg))
                 except ConfigError as exc:  # reported by its own job, run alone
                     return [], f"a job's config is refused ({exc})"
-        return rows, batch.why_not_batched(rows)
+        return rows, None
 
     def start(self, job: Job) -> None:
         """`run_job`'s steps before the task: the run dir, the saved config, on_job_start."""
