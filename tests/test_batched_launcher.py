@@ -7,12 +7,13 @@ parent in both, with the same name, params, tags, artifacts and per-epoch metric
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import all_runs, artifact_paths, run_cli
+from tests.helpers import all_runs, artifact_paths, interrupt_midway, run_cli
 
 SWEEP = (
     "--multirun",
@@ -68,3 +69,18 @@ def test_batched_multirun_records_what_one_at_a_time_records(tmp_path: Path) -> 
         assert paths[1] == paths[0] - {"snapshot/snapshot.pt"}
     # The comparison table the parent prints lists the same runs.
     assert "sweep dir:" in batched.stdout and "best_val_loss" in batched.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_batch_and_every_run_killed(tmp_path: Path) -> None:
+    """A SIGINT stops the batch at an epoch's end: every job's MLflow run and the parent end KILLED
+    (none left RUNNING), the process exits 130."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ("trainer.max_epochs=100000", "trainer.patience=100000", "trainer.stopping_threshold=null")
+    proc = interrupt_midway(tmp_path, uri, signal.SIGINT, "--multirun", "seed=0,1,2", *args,
+                            "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}/multirun")  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    runs = all_runs(uri)
+    assert sum("descentlab.sweep_dir" in r.data.tags for r in runs) == 1
+    assert len(runs) == 4
+    assert {r.info.status for r in runs} == {"KILLED"}
