@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from src.loop import FitResult, StopTraining, fit
+from src.loop import EpochMetrics, FitResult, StopTraining, fit
 from src.loop.batched import fit_batch, why_not_batched
 from src.train import build, compose
 
@@ -66,13 +66,13 @@ def test_each_seed_as_if_alone(case: str) -> None:
 
 def test_a_grid_of_hyper_parameters_as_if_alone() -> None:
     """Rows differ in learning rate, momentum (0 or not), Nesterov and schedule constants."""
-    configs = [
+    grid = [
         ("optimizer=sgd", "optimizer.lr=0.02", "seed=1"),
         ("optimizer=momentum", "optimizer.lr=0.01", "seed=1"),
         ("optimizer=nesterov", "optimizer.lr=0.03", "seed=2"),
         ("optimizer=sgd", "optimizer.lr=3.0", "seed=3"),  # diverges quickly
     ]
-    configs = [(*c, "schedule=exponential", f"schedule.gamma={0.9 + i / 100}") for i, c in enumerate(configs)]
+    configs = [(*c, "schedule=exponential", f"schedule.gamma={0.9 + i / 100}") for i, c in enumerate(grid)]
     alone = [fit(run) for run in runs_of(*configs)]
     batched = fit_batch(runs_of(*configs))
     for one, row in zip(alone, batched, strict=True):
@@ -96,7 +96,7 @@ class StopAt:
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def on_epoch_end(self, metrics) -> None:  # type: ignore[no-untyped-def]
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
         if metrics.epoch == self.epoch:
             raise StopTraining("pruned")
 
