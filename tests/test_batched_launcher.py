@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import all_runs, artifact_paths, interrupt_midway, run_cli
@@ -67,6 +68,19 @@ def test_batched_multirun_records_what_one_at_a_time_records(tmp_path: Path) -> 
                 assert math.isclose(x, y, rel_tol=1e-12), (name, key, x, y)
         paths = [artifact_paths(c, r.info.run_id) for c, r in zip(clients, (one, row), strict=True)]  # type: ignore[attr-defined]
         assert paths[1] == paths[0] - {"snapshot/snapshot.pt"}
+    # Each job's saved config is what Hydra composed for it (the launcher patches plain values into
+    # the first job's config rather than composing each job again).
+    for job in range(6):
+        saved = [d / "multirun" / str(job) / ".hydra" for d in (basic_dir, batched_dir)]
+        for name in ("config.yaml", "overrides.yaml"):
+            assert (saved[1] / name).read_text() == (saved[0] / name).read_text(), (job, name)
+        hydra = [yaml.safe_load((s / "hydra.yaml").read_text())["hydra"] for s in saved]
+        for h in hydra:  # each sweep has its own parent run
+            del h["job"]["env_set"]["DESCENTLAB_PARENT_RUN_ID"]
+        assert hydra[1]["job"] == hydra[0]["job"], job  # its id, num, override_dirname, env
+        assert hydra[1]["overrides"]["task"] == hydra[0]["overrides"]["task"], job
+        choices = [{k: v for k, v in h["runtime"]["choices"].items() if k != "hydra/launcher"} for h in hydra]
+        assert choices[1] == choices[0]
     # The comparison table the parent prints lists the same runs.
     assert "sweep dir:" in batched.stdout and "best_val_loss" in batched.stdout
 
