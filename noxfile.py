@@ -46,7 +46,7 @@ def compare(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks P1, P2, P2b, P4, P5, P6; `nox -s bench -- --smoke` for the quick check CI runs."""
+    """Benchmarks P1, P2, P2b, P4, P5, P6, P7, P8; `nox -s bench -- --smoke` for the quick check CI runs."""
     install(session)
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import mistakes
+from benchmarks import batched, mistakes
 from benchmarks.lecture import lecture_adam, lecture_sgd, make_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,7 +342,7 @@ def p6_sweep(trials: int, max_epochs: int) -> dict[str, Any]:
     }
 
 
-FIGURES = ("P1", "P2", "P2b", "P4", "P5", "P6", "P7")
+FIGURES = ("P1", "P2", "P2b", "P4", "P5", "P6", "P7", "P8")
 
 
 def measure_once(only: set[str], smoke: bool) -> dict[str, Any]:
@@ -358,6 +358,13 @@ def measure_once(only: set[str], smoke: bool) -> dict[str, Any]:
         ),
         "P6": lambda: p6_sweep(trials=2 if smoke else 20, max_epochs=10 if smoke else 300),
         "P7": lambda: mistakes.p7_mistakes(repeats=1 if smoke else 3),
+        # hydra/launcher=batched: 100 seeds (a), 4 methods x 5 seeds (b), MLflow's share (d)
+        "P8": lambda: {
+            "seeds": batched.p8_seeds(
+                seeds=3 if smoke else 100, unbatched_seeds=2 if smoke else 10, epochs=5 if smoke else 300
+            ),
+            "methods": batched.p8_methods(seeds=1 if smoke else 5, epochs=5 if smoke else 300),
+        },
     }
     machine = {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     results: dict[str, Any] = {"machine": {**machine, "load_before": os.getloadavg()}}
@@ -433,6 +440,8 @@ def rows(name: str, f: dict[str, Any]) -> list[Row]:
         ]
     if name == "P7":
         return mistakes.rows(f)
+    if name == "P8":
+        return batched.rows(f)
     if name == "P4":
         return [("P4 GB/s", f["gd_GBps"], "copy", f["copy_GBps"], f["fraction"], ">= 0.5x", f["met"])]
     rate, best = f["trials_per_min"], f["best_value"]

@@ -51,11 +51,12 @@ from src.loop.training import Training
 from src.models import LinearRegression, LogisticRegression
 from src.schedules import robbins_monro_verdict
 from src.sweep import trial as hpo
-from src.tracking.tracker import make_tracker
+from src.tracking.tracker import MlflowTracker, NullTracker, make_tracker
 from src.tracking.uris import tracking_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Tracker = MlflowTracker | NullTracker
 CONF = Path(__file__).resolve().parents[1] / "conf"
 config.register()
 
@@ -341,22 +342,30 @@ def _train(
         setup_time = time.perf_counter() - since
         result = fit(run, callbacks=[tracker, *callbacks], progress=progress, snapshot=snapshot)
         result.setup_time = setup_time
-        tracker.log_result(result, run.model)  # first: MLflow draws and writes while we estimate
-        estimates = inference.estimate(
-            run.model, run.data, run.reference, cfg.inference.cov, run.l2, result.stop_reason,
-            settings(cfg, run),
-        )  # fmt: skip
-        if estimates is None:
-            log.info("no table of estimates: %s", inference.unavailable(run.model, run.l2))
-        else:
-            estimates = replace(estimates, footer=[*notes(run, result), *estimates.footer])
-            tracker.log_estimates(estimates)
-            if run_dir is not None:
-                report.write(estimates, run_dir)
+        estimates = record(cfg, run, result, tracker, run_dir)
         run.stop.check()
     validated = len(run.data.val) > 0
     summarize(result, tracker.run_id, estimates, validated, tracker.where, run_dir)
     return result
+
+
+def record(
+    cfg: DictConfig, run: Training, result: FitResult, tracker: Tracker, run_dir: Path | None
+) -> inference.Estimates | None:
+    """A trained run's outcome to its tracker and run dir: the result, then the table of estimates."""
+    tracker.log_result(result, run.model)  # first: MLflow draws and writes while we estimate
+    estimates = inference.estimate(
+        run.model, run.data, run.reference, cfg.inference.cov, run.l2, result.stop_reason,
+        settings(cfg, run),
+    )  # fmt: skip
+    if estimates is None:
+        log.info("no table of estimates: %s", inference.unavailable(run.model, run.l2))
+        return None
+    estimates = replace(estimates, footer=[*notes(run, result), *estimates.footer])
+    tracker.log_estimates(estimates)
+    if run_dir is not None:
+        report.write(estimates, run_dir)
+    return estimates
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

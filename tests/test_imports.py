@@ -120,7 +120,7 @@ def test_the_app_does_not_import_the_plugins() -> None:
 # The declared layers, top to bottom: a module imports only from its own layer or the ones below.
 # The plugins (hydra_plugins/) sit above them all; src/ never imports them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("entry points", ("src.train", "src.cli", "src.evaluate", "src.mlflow_model", "src.sweeps")),
+    ("entry points", ("src.train", "src.cli", "src.evaluate", "src.mlflow_model", "src.sweeps", "src.batch")),
     ("search", ("src.sweep",)),
     ("comparison", ("src.compare", "src.repeats")),
     ("tracking", ("src.tracking",)),

@@ -1,0 +1,1 @@
+"""descentlab's batching launcher: `hydra/launcher=batched` (conf/hydra/launcher/batched.yaml)."""

@@ -1,0 +1,128 @@
+"""A --multirun's jobs trained as one batch (src/loop/batched.py), each still its own run.
+
+What `src.train.train` does for one job, cut in the two halves around training, so that a launcher
+(hydra_plugins/descentlab_batch) can open every job's run, train them all at once, then close each:
+`open_row` (in the job's Hydra context: its config, run dir and `hydra.job.env_set`) builds the run,
+opens its MLflow run (named, tagged and nested as today) and logs its dataset; `close_row` (in the
+same context again) logs the result, the loss curve, the model and the table of estimates, ends the
+MLflow run and prints the job's summary, as a single job does.
+
+`config_problem(cfg)` says why a job cannot share a batch, `groups(rows)` which jobs can: each group
+trains as one batch, the rest run one at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from src import signals
+from src.estimation.inference import Estimates
+from src.jobs import hydra_context, job_env
+from src.loop import FitResult
+from src.loop.batched import fit_batch
+from src.loop.batched import why_not_batched as runs_problem
+from src.loop.training import Training
+from src.sweep import trial as hpo
+from src.tracking.tracker import make_tracker
+from src.train import Tracker, build, job_started, log, record, step_size_check, summarize
+
+
+@dataclass
+class Row:
+    """One job of the batch: its config, its built run, and its open tracker."""
+
+    cfg: DictConfig
+    run: Training
+    since: float  # when the job's setup began (setup_time counts from here)
+    tracker: Tracker | None = None
+    run_dir: Path | None = None
+    closing: ExitStack = field(default_factory=ExitStack)  # leaves the tracker: ends the MLflow run
+    setup_time: float = 0.0
+
+
+def config_problem(cfg: DictConfig) -> str | None:
+    """What in one job's config keeps it out of a batch."""
+    if cfg.resume or cfg.warm_start:
+        return "resume= and warm_start= start from another run's state"
+    if job_env(hpo.STUDY_ENV) is not None:
+        return "an Optuna trial's job reports to its own trial"
+    return None
+
+
+def built(cfg: DictConfig) -> Row:
+    """The job's run, built as `train` builds it (in the job's Hydra context)."""
+    since = job_started()
+    return Row(cfg=cfg, run=build(cfg), since=since)
+
+
+def groups(rows: Sequence[Row]) -> list[list[int]]:
+    """The jobs (indices into `rows`) in groups that can each train as one batch, in job order: a
+    job joins the first group whose runs it can share a batch with (src/loop/batched.py), else
+    starts its own. A group of one trains alone."""
+    out: list[list[int]] = []
+    for i, row in enumerate(rows):
+        fits = (g for g in out if runs_problem([rows[g[0]].run, row.run]) is None)
+        group = next(fits, None)
+        if group is None:
+            out.append([i])
+        else:
+            group.append(i)
+    return out
+
+
+def open_row(row: Row) -> None:
+    """The job's MLflow run, opened as `train` opens it (in the job's Hydra context)."""
+    tags = step_size_check(row.run)
+    row.run_dir = hydra_context()[2]
+    if row.run_dir is not None:
+        log.info("run directory: %s", row.run_dir)
+    tracker = make_tracker(row.cfg, tags=tags, resume_run_id=None, snapshot_path=None)
+    row.closing.enter_context(tracker)
+    row.tracker = tracker
+    tracker.log_dataset(row.run.data)
+
+
+def ready(rows: Sequence[Row]) -> None:
+    """Wait until MLflow holds every row's run and dataset (one wait: the sidecar works in order)."""
+    for row in reversed(rows):
+        assert row.tracker is not None
+        row.tracker.ready()
+        row.setup_time = time.perf_counter() - row.since
+
+
+def train_rows(rows: Sequence[Row]) -> list[FitResult]:
+    """Every row trained at once; each row's tracker and Optuna reporter see its epochs."""
+    stop = signals.StopRequest()
+    with signals.scoped(stop):
+        stop.check()
+        return fit_batch([r.run for r in rows], callbacks=[[r.tracker] for r in rows], stop=stop)  # type: ignore[list-item]
+
+
+def report_row(row: Row, result: FitResult) -> Estimates | None:
+    """The job's outcome sent to MLflow (in its Hydra context), without waiting for the writes:
+    the launcher sends every row's, then waits once (`close_row`)."""
+    assert row.tracker is not None
+    result.setup_time = row.setup_time
+    return record(row.cfg, row.run, result, row.tracker, row.run_dir)
+
+
+def close_row(row: Row, result: FitResult, estimates: Estimates | None) -> float:
+    """The job's MLflow run ended (waiting for its writes) and its summary printed, as `train` ends
+    it (in its Hydra context); returns what the job returns to Hydra (its best validation loss)."""
+    assert row.tracker is not None
+    row.closing.close()
+    validated = len(row.run.data.val) > 0
+    summarize(result, row.tracker.run_id, estimates, validated, row.tracker.where, row.run_dir)
+    return result.best_val_loss
+
+
+def abandon(rows: Sequence[Row], error: BaseException) -> None:
+    """End every open MLflow run as the error says (KILLED for a signal, else FAILED)."""
+    for row in rows:
+        row.closing.__exit__(type(error), error, error.__traceback__)

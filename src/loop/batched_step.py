@@ -1,0 +1,166 @@
+"""The lecture's update rules on parameters stacked along a leading run axis (one row per run).
+
+Each rule is torch.optim's CPU single-tensor update (src/loop/fast_step.py) written with per-row
+hyper-parameters as (R, 1, ...) tensors: the same operations in the same order, so a row's float64
+trajectory is the single run's to rounding (a fused multiply-add here or there: ~1e-16 per step).
+A row that has stopped keeps its parameters and state: each update is committed by a mask.
+
+Also the closed-form loss and gradient of the linear and logistic models (src/models.py) on
+stacked data, as `LinearRegression.loss_and_grad` computes them for one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from src.loop.training import Training
+
+
+def per_row(values: Sequence[float], like: Tensor) -> Tensor:
+    """One hyper-parameter of every row as an (R,) float64 tensor: what torch computes from it in
+    Python floats (1 − β, lr / (1 − β₁ᵗ), ...) is computed here in float64, the same arithmetic,
+    and cast to the parameters' dtype only when applied (`rows`), as torch casts a Python scalar."""
+    return torch.tensor([float(v) for v in values], dtype=torch.float64, device=like.device)
+
+
+def rows(t: Tensor, like: Tensor) -> Tensor:
+    """An (R,) tensor (a number: in `like`'s dtype) viewed to broadcast against `like`, (R, ...)."""
+    t = t.to(like.dtype) if t.is_floating_point() else t
+    return t.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def commit(active: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    """`new` on the rows still training, `old` on the rows that have stopped."""
+    return torch.where(rows(active, new), new, old)
+
+
+@dataclass
+class StackedModel:
+    """x·w (+ b) for every row: `weight` (R, d), `bias` (R,) or None; least squares or the logit."""
+
+    logit: bool
+    bias: bool
+
+    def outputs(self, params: Sequence[Tensor], X: Tensor) -> Tensor:
+        out = torch.bmm(X, params[0].unsqueeze(-1)).squeeze(-1)
+        return out + params[1].unsqueeze(-1) if self.bias else out
+
+    def loss(self, params: Sequence[Tensor], X: Tensor, y: Tensor) -> Tensor:
+        """The data loss of each row on its own (X, y): (R,)."""
+        out = self.outputs(params, X)
+        if self.logit:
+            return F.binary_cross_entropy_with_logits(out, y, reduction="none").mean(1)
+        return ((y - out) ** 2).mean(1)
+
+    def loss_and_grad(
+        self, params: Sequence[Tensor], X: Tensor, y: Tensor, l2: Tensor | None, exact: bool = False
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Each row's objective on its batch and its gradient, in the closed forms of src/models.py;
+        with the penalty α (R,): + (α/2)‖θ‖² and + αθ, as src/loop/gradients.py adds them. `exact`:
+        each row's data loss by the single run's own reduction (a loop over rows, bitwise the same;
+        otherwise a sum in another order, ~1e-16 relative), for L − L*, which cancels digits."""
+        n = y.shape[1]
+        if self.logit:
+            out = self.outputs(params, X)
+            r = torch.sigmoid(out) - y
+            if exact:
+                pairs = zip(out, y, strict=True)
+                loss = torch.stack([F.binary_cross_entropy_with_logits(o, t) for o, t in pairs])
+            else:
+                loss = F.binary_cross_entropy_with_logits(out, y, reduction="none").mean(1)
+        else:  # r = Xw − y, then + b, in LinearRegression.loss_and_grad's order
+            r = torch.bmm(X, params[0].unsqueeze(-1)).squeeze(-1) - y
+            r = r + params[1].unsqueeze(-1) if self.bias else r
+            loss = torch.stack([torch.dot(e, e) for e in r]) / n if exact else (r * r).sum(1) / n
+        grads = [torch.bmm(X.transpose(1, 2), r.unsqueeze(-1)).squeeze(-1)]
+        if self.bias:
+            grads.append(r.sum(1))
+        # the logit's gradient is divided by N, least squares' multiplied by 2/N: as src/models.py does
+        grads = [g / n if self.logit else g * (2 / n) for g in grads]
+        if l2 is not None:
+            grads = [torch.addcmul(g, p, rows(l2, p)) for g, p in zip(grads, params, strict=True)]
+            squares = sum(p.pow(2).reshape(len(p), -1).sum(1) for p in params)
+            loss = loss + rows(l2 / 2, loss) * squares
+        return loss, grads
+
+
+class StackedSGD:
+    """torch.optim.SGD (plain, momentum, Nesterov, dampening, weight decay) row by row."""
+
+    def __init__(self, runs: Sequence[Training], like: Tensor) -> None:
+        groups = [run.optimizer.param_groups[0] for run in runs]
+        self.momentum = per_row([g["momentum"] for g in groups], like)
+        self.dampening = per_row([g["dampening"] for g in groups], like)
+        self.weight_decay = per_row([g["weight_decay"] for g in groups], like)
+        self.nesterov = torch.tensor([bool(g["nesterov"]) for g in groups])
+        self.uses_momentum = self.momentum != 0
+        self.buffers: list[Tensor] | None = None
+
+    def step(self, params: list[Tensor], grads: list[Tensor], lr: Tensor, active: Tensor) -> None:
+        first = self.buffers is None
+        buffers = []
+        for i, (p, grad) in enumerate(zip(params, grads, strict=True)):
+            grad = torch.addcmul(grad, p, rows(self.weight_decay, p))  # grad.add(p, alpha=wd)
+            if first:
+                buf = grad.clone()
+            else:  # buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                old = self.buffers[i]  # type: ignore[index]
+                buf = torch.addcmul(old * rows(self.momentum, p), grad, rows(1 - self.dampening, p))
+                buf = commit(active, buf, old)
+            buffers.append(buf)
+            nesterov = torch.addcmul(grad, buf, rows(self.momentum, p))  # grad.add(buf, alpha=momentum)
+            direction = torch.where(rows(self.nesterov, p), nesterov, buf)
+            direction = torch.where(rows(self.uses_momentum, p), direction, grad)
+            params[i] = commit(active, torch.addcmul(p, direction, rows(-lr, p)), p)  # p.add_(d, alpha=-lr)
+        self.buffers = buffers
+
+
+class StackedAdam:
+    """torch.optim.Adam and AdamW (L2 or decoupled weight decay) row by row."""
+
+    def __init__(self, runs: Sequence[Training], like: Tensor) -> None:
+        groups = [run.optimizer.param_groups[0] for run in runs]
+        self.beta1 = per_row([g["betas"][0] for g in groups], like)
+        self.beta2 = per_row([g["betas"][1] for g in groups], like)
+        self.betas = ([float(g["betas"][0]) for g in groups], [float(g["betas"][1]) for g in groups])
+        self.eps = per_row([g["eps"] for g in groups], like)
+        self.weight_decay = per_row([g["weight_decay"] for g in groups], like)
+        self.decoupled = torch.tensor([bool(g["decoupled_weight_decay"]) for g in groups])
+        self.steps = 0  # every row still training has taken the same number of steps
+        self.moments: list[tuple[Tensor, Tensor]] = []
+
+    def step(self, params: list[Tensor], grads: list[Tensor], lr: Tensor, active: Tensor) -> None:
+        if not self.moments:
+            self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        self.steps += 1
+        step = self.steps
+        # Python's float powers, as torch's single-tensor Adam takes them (torch's pow differs in ulps)
+        bias_correction1 = per_row([1 - b**step for b in self.betas[0]], lr)
+        bias_correction2_sqrt = per_row([(1 - b**step) ** 0.5 for b in self.betas[1]], lr)
+        for i, (p, grad) in enumerate(zip(params, grads, strict=True)):
+            exp_avg, exp_avg_sq = self.moments[i]
+            wd, decoupled = rows(self.weight_decay, p), rows(self.decoupled, p)
+            shrunk = torch.where(decoupled, p * rows(1 - lr * self.weight_decay, p), p)  # p.mul_(1 - lr * wd)
+            grad = torch.where(decoupled, grad, torch.addcmul(grad, p, wd))  # grad.add(p, alpha=wd)
+            new_avg = exp_avg.lerp(grad, rows(1 - self.beta1, p))
+            # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            new_sq = torch.addcmul(exp_avg_sq * rows(self.beta2, p), rows(1 - self.beta2, p) * grad, grad)
+            denom = new_sq.sqrt() / rows(bias_correction2_sqrt, p) + rows(self.eps, p)
+            # p.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
+            stepped = torch.addcdiv(shrunk, rows(-(lr / bias_correction1), p) * new_avg, denom)
+            params[i] = commit(active, stepped, p)
+            self.moments[i] = (commit(active, new_avg, exp_avg), commit(active, new_sq, exp_avg_sq))
+
+
+StackedOptimizer = StackedSGD | StackedAdam
+
+
+def stacked_optimizer(runs: Sequence[Training], like: Tensor) -> StackedOptimizer:
+    if type(runs[0].optimizer) is torch.optim.SGD:
+        return StackedSGD(runs, like)
+    return StackedAdam(runs, like)
