@@ -51,8 +51,9 @@ def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """What differs, one phrase each: `optimizer.lr was interval(0.0001, 0.1), now interval(...)`."""
     out = []
     # A study another worker has just made may not carry its space yet: nothing to compare then.
-    was, now = stored.get("search_space"), wanted["search_space"]
-    for key in [] if was is None else [*was, *(k for k in now if k not in was)]:
+    was: dict[str, str] = stored.get("search_space", {})
+    now: dict[str, str] = wanted["search_space"] if "search_space" in stored else {}
+    for key in [*was, *(k for k in now if k not in was)]:
         if key not in now:
             out.append(f"{key}={was[key]} is not in this command")
         elif key not in was:
