@@ -265,9 +265,13 @@ def test_a_sweeps_parent_name_fits_in_40_characters(overrides, name):
 def test_compare_prints_the_digits_that_separate_the_rows_and_each_rows_distance_to_the_best():
     assert separating_digits([1.0296e-6, 1.0306e-6, 1.0303e-6]) == 5  # 1.0296e-6, 1.0306e-6, 1.0303e-6
     assert separating_digits([1.0296e-6, 1.0296e-6, 2e-6]) == 3  # equal values need no more
-    assert [relative_to_best(v, 1.0) for v in (1.0, 1.001, 1.0000312, 1.2)] == [
+    assert [relative_to_best(v, 1.0) for v in (1.0, 1.001, 1.0000312, 1.2, 1.999, 2.5, 18836.6)] == [
         "best",
         "+0.10%",
         "+0.0031%",
         "+20.00%",
+        "+99.90%",
+        "×2.5",
+        "×1.88e4",
     ]
+    assert relative_to_best(-1.0, -2.0) == "+50.00%"  # a negative best (a log-likelihood): percent only

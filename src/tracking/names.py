@@ -169,11 +169,14 @@ def separating_digits(values: Sequence[float], least: int = 3, most: int = 12) -
 
 def relative_to_best(value: float, best: float) -> str:
     """How far a row's value is above the best one's, in percent to two significant digits at
-    least (`+0.10%`, `+0.0031%`, `+12.00%`); `best` for the best row, `-` where there is no value."""
+    least (`+0.10%`, `+0.0031%`, `+12.00%`), as a ratio from twice the best on (`×2.5`, `×1.88e4`:
+    `+1883663.63%` reads as noise); `best` for the best row, `-` where there is no value."""
     if not (math.isfinite(value) and math.isfinite(best)) or best == 0:
         return "-"
     if value == best:
         return "best"
+    if best > 0 and value >= 2 * best:
+        return f"×{short_number(value / best)}"
     percent = 100 * (value - best) / abs(best)
     decimals = max(2, 1 - int(f"{percent:.1e}".split("e")[1]))  # the exponent of its rounded value
     return f"{percent:+.{decimals}f}%"
