@@ -98,15 +98,16 @@ def precheck(argv: list[str]) -> None:
     import hydra
 
     from src import config
-    from src.config.formulas import check_file
+    from src.config.formulas import check_file, check_rows
 
     config.register()
     overrides = [arg for arg in argv if not arg.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             cfg = hydra.compose("config", overrides=overrides)
+            check_file(cfg.data, cfg.inference.cluster)  # the CSV's columns and weights, no pandas
             config.validate(cfg)
-            check_file(cfg.data, cfg.inference.cluster)  # the CSV's columns and weights, pandas only
+            check_rows(cfg.data)  # the formula on the CSV's first rows, by formulaic
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)

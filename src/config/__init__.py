@@ -22,7 +22,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from src.config.formulas import check_absorb, parsed
+from src.config.formulas import check_absorb, parsed, quick_read
 from src.config.rules import Checked, Rule, bound, check, checked, numbers, require
 from src.config.schemas import SCHEMAS, TableDataConf
 
@@ -183,6 +183,7 @@ def validate(cfg: DictConfig) -> None:
         "simulated data have no columns",
     )
     if cfg.data.get("formula") is not None:
+        quick_read(cfg.data.formula)  # the common mistakes, without formulaic (most of a second)
         parsed(cfg.data.formula)  # its syntax; its columns are checked on the data
     check_absorb(cfg.data, str(cfg.model.get("_target_")), cfg.inference.cov and Cov(cfg.inference.cov).value)
     require(
