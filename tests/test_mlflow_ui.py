@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -78,8 +78,11 @@ class Browser:
             assert time.monotonic() < deadline, f"the page never got ready; it shows:\n{text[:2000]}"
             time.sleep(0.5)
 
-    def screenshot(self, path: Path) -> None:
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+    def screenshot(self, path: Path, height: float | None = None) -> None:
+        """The window, or its top `height` pixels."""
+        clip = {"clip": {"x": 0, "y": 0, "width": self.js("innerWidth"), "height": height, "scale": 1}}
+        shot = self.call("Page.captureScreenshot", format="png", **(clip if height else {}))
+        path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
         self.ws.close()
@@ -87,21 +90,32 @@ class Browser:
         self.proc.wait(timeout=30)
 
 
-def show_columns(browser: Browser, link: str, columns: list[str], sort_by: str) -> str:
+def show_columns(
+    browser: Browser,
+    link: str,
+    columns: list[str],
+    sort_by: str | None,
+    expand: Iterable[str] = (),
+    widths: dict[str, int] | None = None,
+) -> str:
     """Open the runs table at `link` with these columns shown (what a user picks under Columns:
-    MLflow keeps the choice in the browser's localStorage), sorted by `sort_by` ascending, every
-    sweep expanded; the table's text once the first column's header shows."""
+    MLflow keeps the choice in the browser's localStorage), sorted by `sort_by` ascending (None:
+    MLflow's default, newest first, the only order in which it nests runs under their parents), every
+    sweep and the runs `expand` expanded, and the columns `widths` names in its order and widths
+    (what a user gets by dragging them); the table's text once the first column's header shows."""
     browser.open(link)
     browser.text_once(lambda t: "Run Name" in t)
     key = browser.js("Object.keys(localStorage).find(k => k.includes('ExperimentPage'))")
     state = json.loads(browser.js(f"localStorage.getItem({json.dumps(key)})"))
     parents = browser.js("[...document.querySelectorAll('[row-id]')].map(e => e.getAttribute('row-id'))")
-    state |= {"selectedColumns": columns, "columnWidths": {c: 150 for c in columns},
-              "runsExpanded": {run: True for run in parents or []}}  # fmt: skip
+    state |= {"selectedColumns": columns, "columnWidths": widths or {c: 150 for c in columns},
+              "columnOrder": list(widths or {}),  # MLflow applies a width only to a column it orders
+              "runsExpanded": {run: True for run in [*(parents or []), *expand]}}  # fmt: skip
     browser.js(f"localStorage.setItem({json.dumps(key)}, {json.dumps(json.dumps(state))})")
     browser.js("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false')")  # the table, full width
     browser.open("about:blank")
-    browser.open(f"{link}&orderByKey={quote(sort_by)}&orderByAsc=true")  # the sort lives in the URL
+    sort = "" if sort_by is None else f"&orderByKey={quote(sort_by)}&orderByAsc=true"  # in the URL
+    browser.open(link + sort)
     header = columns[0].split("`")[1]
     return browser.text_once(lambda t: "Run Name" in t and header in t)
 
@@ -195,3 +209,47 @@ def test_the_runs_table_tells_the_methods_apart_by_their_loss_relative_to_theta_
     # The rows come sorted by the ratio: the same order as the sweep's printed table.
     printed = [line.split("  ")[0] for line in proc.stdout.splitlines() if line.split("  ")[0] in METHODS]
     assert [name for name in ratios if name in METHODS] == printed
+
+
+GROUPS = ["nesterov lr=0.05 · 5 seeds", "sgd lr=0.1 · 5 seeds"]
+N = "metrics.`best_val_loss_n`"
+MEAN, LOW, HIGH = (f"metrics.`val_loss_ratio_{stat}`" for stat in ("mean", "ci_low", "ci_high"))
+
+
+def test_the_runs_table_shows_each_repeats_group_with_its_n_mean_and_interval(cli, tmp_path, browser):
+    """The repeats example of docs/comparison.md: under the sweep's parent a group run per
+    configuration, its n, mean and 95% interval as columns, as MLflow shows them by default (newest
+    first, nested). val_loss_ratio's interval: best_val_loss's cells would cut off its e-7."""
+    proc = cli("--multirun", "seed=range(0,5)", "optimizer=sgd,nesterov", "trainer.max_epochs=20")
+    assert proc.returncode == 0, proc.stderr
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = {r.info.run_name: r for r in all_runs(store)}
+    assert set(GROUPS) <= set(runs)
+    (parent,) = [name for name, run in runs.items() if "mlflow.parentRunId" not in run.data.tags]
+    (table_link,) = re.findall(r"MLflow UI:.*then open  (\S+)", proc.stdout)
+    widths = {"attributes.`Run Name`": 340, N: 170, MEAN: 170, LOW: 170, HIGH: 170}
+    with mlflow_server_on(store, tmp_path) as url:
+        link = table_link.replace("http://127.0.0.1:5000", url)
+        # The last group opened too, to show its seeds nested under it.
+        show_columns(browser, link, [N, MEAN, LOW, HIGH], None, [runs[GROUPS[-1]].info.run_id], widths)
+        browser.text_once(lambda t: all(name in t for name in [*GROUPS, "sgd lr=0.1 seed=4"]))
+        cells = {column: table_cells(browser, column) for column in (N, MEAN, LOW, HIGH)}
+        rows = "[...document.querySelectorAll('[row-id]')].map(e => e.getBoundingClientRect().bottom)"
+        browser.screenshot(tmp_path / "repeats_groups.png", height=max(browser.js(rows)) + 24)
+    # Nested: the sweep, then its groups (newest first), then the last group's seeds.
+    assert list(cells[MEAN])[:3] == [parent, *GROUPS]
+    for name in [parent, *GROUPS]:
+        stored = runs[name].data.metrics
+        assert cells[N][name] == "5"
+        low, mean, high = (cells[column][name] for column in (LOW, MEAN, HIGH))
+        for cell, metric in ((low, "ci_low"), (mean, "mean"), (high, "ci_high")):
+            assert re.fullmatch(r"[01]\.\d{4,}", cell), cells  # no exponent, the digits that differ
+            value = stored[f"val_loss_ratio_{metric}"]
+            assert abs(float(cell) - value) < 10.0 ** -(len(cell) - 2), (name, metric, cell, value)
+        assert float(low) < float(mean) < float(high), (name, low, mean, high)
+    # The parent shows the best group's (by mean best_val_loss) n, mean and interval.
+    best = min(GROUPS, key=lambda name: runs[name].data.metrics["best_val_loss_mean"])
+    assert all(cells[column][parent] == cells[column][best] for column in (N, MEAN, LOW, HIGH))
+    seeds = [name for name in cells[MEAN] if name not in (parent, *GROUPS)]
+    assert sorted(seeds) == [f"sgd lr=0.1 seed={seed}" for seed in range(5)]  # the last group's
+    assert {cells[MEAN][name] for name in seeds} == {"-"}  # a seed run has no group metrics
