@@ -277,6 +277,46 @@ def test_compare_orders_runs_and_overlays_their_curves(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
+def drawn_afresh(history: list[tuple[int, float, float]], best_epoch: int, title: str, path: Path) -> bytes:
+    """The loss curve as a new pyplot figure draws it: what a run's PNG showed before the figure was
+    reused across runs."""
+    import matplotlib.pyplot as plt
+
+    epochs, train, val = zip(*history, strict=True) if history else ((), (), ())
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, train, label="train_loss")
+    ax.plot(epochs, val, label="val_loss")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
+    ax.legend()
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.read_bytes()
+
+
+def test_each_loss_curve_is_the_png_a_fresh_figure_draws(tmp_path):
+    """One figure redrawn run after run: no limit, tick, line or legend of an earlier run shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    noisy = [(e, 0.2 * 0.5**e + 1e-6, 0.25 * 0.5**e + 1.1e-6) for e in range(1, 115)]
+    curves = [
+        (noisy, 50, "sgd seed=0 (patience)"),
+        ([(e, 10 ** (-e / 10), 10 ** (-e / 12)) for e in range(1, 201)], 200, "many decades (max_epochs)"),
+        (noisy[:30], 0, "no best epoch (max_epochs)"),
+        ([(e, 1e3 * 2.0**e, 2e3 * 2.0**e) for e in range(1, 40)], 1, "diverged (diverged)"),
+        ([(1, 0.5, 0.6)], 1, "one epoch (tolerance)"),
+        ([(e, 1.0, math.nan) for e in range(1, 6)], 0, "no validation (max_epochs)"),
+        ([], 0, "no epoch (stopped)"),
+        (noisy[:5], 3, "short (patience)"),
+    ]
+    for i, (history, best, title) in enumerate([*curves, *reversed(curves), *curves[::3]]):
+        drawn = mlflow_store.loss_curve(history, best, title, tmp_path / f"{i}.png").read_bytes()
+        assert drawn == drawn_afresh(history, best, title, tmp_path / f"{i}-afresh.png"), title
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1, serving artifacts itself (clients upload over HTTP)."""

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -159,26 +160,67 @@ def end_dead_runs(client: MlflowClient, experiment_id: str) -> None:
             end_killed(client, run.info.run_id, f"its process died ({PROCESS_TAG} {owner})")
 
 
+class LossCurves:
+    """The loss-curve figure, built once and redrawn for each run: building a figure and its ticks
+    costs more than drawing it, and a sweep draws one per run. Each PNG is byte for byte what a
+    fresh figure draws (tests/test_tracking.py checks it after other curves)."""
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(6, 4))
+        FigureCanvasAgg(self.figure)
+        self.ax = self.figure.add_subplot()
+        (self.train,) = self.ax.plot([], [], label="train_loss")
+        (self.val,) = self.ax.plot([], [], label="val_loss")
+        self.best: Any = None  # the best epoch's vertical line, if the run has one
+        self.ax.set(xlabel="epoch", ylabel="loss", yscale="log")
+        # Fixed margins that fit the log-scale tick labels: tight_layout would cost a second draw.
+        self.figure.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
+        self.lock = threading.Lock()  # one figure: one drawing at a time
+
+    def draw(
+        self, history: Sequence[tuple[int, float, float]], best_epoch: int, title: str, path: Path
+    ) -> Path:
+        """train_loss and val_loss per epoch (`history`: (epoch, train_loss, val_loss)), log scale."""
+        epochs, train, val = zip(*history, strict=True) if history else ((), (), ())
+        with self.lock:
+            if self.best is not None:
+                self.best.remove()
+            self.best = None
+            # The steps a new figure takes, in its order: the best epoch's line counts in the data
+            # limits through the view the curves give on a linear y scale (its x, converted through
+            # that view, can differ in the last bit, which can move the legend by a pixel).
+            self.ax.set_yscale("linear")
+            self.train.set_data(epochs, train)
+            self.val.set_data(epochs, val)
+            self.ax.relim()
+            self.ax.autoscale_view()
+            if best_epoch:
+                label = f"best epoch {best_epoch}"
+                self.best = self.ax.axvline(best_epoch, color="grey", linestyle=":", label=label)
+            self.ax.set_yscale("log")
+            # y=1.0 is where matplotlib's automatic placement puts it (nothing above the axes); given,
+            # it skips measuring every y tick label once more before the draw.
+            self.ax.set_title(title, y=1.0)
+            self.ax.legend()
+            self.figure.savefig(path, dpi=100)
+        return path
+
+
+_curves: LossCurves | None = None
+
+
 def loss_curve(history: Sequence[tuple[int, float, float]], best_epoch: int, title: str, path: Path) -> Path:
-    """train_loss and val_loss per epoch (`history`: (epoch, train_loss, val_loss)), log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs, train, val = zip(*history, strict=True) if history else ((), (), ())
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, train, label="train_loss")
-    ax.plot(epochs, val, label="val_loss")
-    if best_epoch:
-        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
-    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
-    ax.legend()
-    # Fixed margins that fit the log-scale tick labels: tight_layout would cost a second draw (≈0.1 s).
-    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    """The run's loss curve as a PNG at `path`, on this process's one figure (a run without epochs
+    on a fresh one: the shared figure's limits would stay the previous run's)."""
+    global _curves
+    if not history:
+        return LossCurves().draw(history, best_epoch, title, path)
+    if _curves is None:
+        _curves = LossCurves()
+    return _curves.draw(history, best_epoch, title, path)
 
 
 class RunWriter:
@@ -191,6 +233,7 @@ class RunWriter:
     def __init__(self) -> None:
         self.open: dict[str, tuple[MlflowClient, str, str]] = {}  # key -> client, experiment, run id
         self.failed: dict[str, str] = {}  # key -> the first error, as "Type: message"
+        self.names: dict[str, str] = {}  # key -> the run's name (its loss curve's title)
 
     def __call__(
         self, method: Callable[Concatenate[RunWriter, str, P], R], key: str, *args: P.args, **kwargs: P.kwargs
@@ -223,6 +266,7 @@ class RunWriter:
         client, experiment_id = self._store(**where)
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         self.open[key] = client, experiment_id, run_id
+        self.names[key] = name
         logged = [Param(k[:250], v[:MAX_PARAM_LENGTH]) for k, v in params]
         for i in range(0, len(logged), 100):  # MLflow takes at most 100 params a batch
             client.log_batch(run_id, params=logged[i : i + 100])
@@ -237,7 +281,9 @@ class RunWriter:
         client.set_tag(run_id, PROCESS_TAG, tags[PROCESS_TAG])
         self.open[key] = client, experiment_id, run_id
         client.update_run(run_id, status="RUNNING")
-        if "error" in client.get_run(run_id).data.tags:  # the interruption's
+        run = client.get_run(run_id)
+        self.names[key] = run.info.run_name
+        if "error" in run.data.tags:  # the interruption's
             client.delete_tag(run_id, "error")
         for tag, value in tags.items():
             client.set_tag(run_id, tag, value)
@@ -284,7 +330,7 @@ class RunWriter:
         self, key: str, history: list[tuple[int, float, float]], best_epoch: int, stop_reason: str, path: str
     ) -> None:
         client, _, run_id = self.open[key]
-        title = f"{client.get_run(run_id).info.run_name} ({stop_reason})"
+        title = f"{self.names[key]} ({stop_reason})"
         client.log_artifact(run_id, str(loss_curve(history, best_epoch, title, Path(path))))
 
     def log_model(self, key: str, folder: str) -> None:
@@ -304,6 +350,7 @@ class RunWriter:
     def terminate(self, key: str, status: str, error: str | None, stop_reason: str | None) -> None:
         """End the run: FAILED with the first error of its calls, if one failed while it was FINISHING."""
         client, _, run_id = self.open.pop(key)
+        self.names.pop(key, None)
         if key in self.failed and status == "FINISHED":
             status, error = "FAILED", self.failed[key]
         end_run(client, run_id, status, error, stop_reason)
