@@ -234,6 +234,7 @@ class RunWriter:
         self.open: dict[str, tuple[MlflowClient, str, str]] = {}  # key -> client, experiment, run id
         self.failed: dict[str, str] = {}  # key -> the first error, as "Type: message"
         self.names: dict[str, str] = {}  # key -> the run's name (its loss curve's title)
+        self.stores: dict[tuple[Any, ...], tuple[MlflowClient, str]] = {}  # where -> client, experiment
 
     def __call__(
         self, method: Callable[Concatenate[RunWriter, str, P], R], key: str, *args: P.args, **kwargs: P.kwargs
@@ -254,7 +255,12 @@ class RunWriter:
         for name in [n for n in os.environ if n.startswith("MLFLOW_") and n not in env]:
             del os.environ[name]
         os.environ.update(env)
-        return open_experiment(uri, experiment)
+        # Opened once per store: a sweep's runs share it, and the search for dead processes' runs
+        # would otherwise read every run the sweep still has RUNNING, for each new run.
+        where = (uri, experiment, cwd, tuple(sorted(env.items())))
+        if where not in self.stores:
+            self.stores[where] = open_experiment(uri, experiment)
+        return self.stores[where]
 
     def open_run(
         self, key: str, where: dict[str, Any], name: str, tags: dict[str, str], params: list[tuple[str, str]],
