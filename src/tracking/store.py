@@ -1,5 +1,6 @@
-"""MLflow work that needs no torch: opening a store, ending the runs of dead processes, the loss
-curve, and `RunWriter`, what a training run asks of MLflow, built into MLflow's entities from plain data.
+"""MLflow work that needs no torch: opening a store, ending the runs of dead processes, and
+`RunWriter`, what a training run asks of MLflow, built into MLflow's entities from plain data (its
+loss curves drawn by src/tracking/curves.py).
 
 A training run's `RunWriter` lives in its MLflow sidecar process (src/tracking/sidecar.py), which
 imports this module and MLflow, never torch, or with `tracking.sidecar=false` in the training process
@@ -11,14 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+from src.tracking.curves import loss_curve
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -99,14 +103,6 @@ def warm_store(uri: str) -> None:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
-def warm_plots() -> None:
-    """Import matplotlib and draw a figure once (it loads its fonts), so a loss curve need not."""
-    import io
-
-    history = [(1, 1.0, 1.0), (2, 0.1, 0.2)]
-    loss_curve(history, 1, "warm", io.BytesIO())  # type: ignore[arg-type]
-
-
 def process_start(pid: int) -> str | None:
     """When process `pid` started (clock ticks since boot, Linux's /proc), or None where unknown:
     with it a pid names one process, although pids are reused."""
@@ -160,69 +156,6 @@ def end_dead_runs(client: MlflowClient, experiment_id: str) -> None:
             end_killed(client, run.info.run_id, f"its process died ({PROCESS_TAG} {owner})")
 
 
-class LossCurves:
-    """The loss-curve figure, built once and redrawn for each run: building a figure and its ticks
-    costs more than drawing it, and a sweep draws one per run. Each PNG is byte for byte what a
-    fresh figure draws (tests/test_tracking.py checks it after other curves)."""
-
-    def __init__(self) -> None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(6, 4))
-        FigureCanvasAgg(self.figure)
-        self.ax = self.figure.add_subplot()
-        (self.train,) = self.ax.plot([], [], label="train_loss")
-        (self.val,) = self.ax.plot([], [], label="val_loss")
-        self.best: Any = None  # the best epoch's vertical line, if the run has one
-        self.ax.set(xlabel="epoch", ylabel="loss", yscale="log")
-        # Fixed margins that fit the log-scale tick labels: tight_layout would cost a second draw.
-        self.figure.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
-        self.lock = threading.Lock()  # one figure: one drawing at a time
-
-    def draw(
-        self, history: Sequence[tuple[int, float, float]], best_epoch: int, title: str, path: Path
-    ) -> Path:
-        """train_loss and val_loss per epoch (`history`: (epoch, train_loss, val_loss)), log scale."""
-        epochs, train, val = zip(*history, strict=True) if history else ((), (), ())
-        with self.lock:
-            if self.best is not None:
-                self.best.remove()
-            self.best = None
-            # The steps a new figure takes, in its order: the best epoch's line counts in the data
-            # limits through the view the curves give on a linear y scale (its x, converted through
-            # that view, can differ in the last bit, which can move the legend by a pixel).
-            self.ax.set_yscale("linear")
-            self.train.set_data(epochs, train)
-            self.val.set_data(epochs, val)
-            self.ax.relim()
-            self.ax.autoscale_view()
-            if best_epoch:
-                label = f"best epoch {best_epoch}"
-                self.best = self.ax.axvline(best_epoch, color="grey", linestyle=":", label=label)
-            self.ax.set_yscale("log")
-            # y=1.0 is where matplotlib's automatic placement puts it (nothing above the axes); given,
-            # it skips measuring every y tick label once more before the draw.
-            self.ax.set_title(title, y=1.0)
-            self.ax.legend()
-            self.figure.savefig(path, dpi=100)
-        return path
-
-
-_curves: LossCurves | None = None
-
-
-def loss_curve(history: Sequence[tuple[int, float, float]], best_epoch: int, title: str, path: Path) -> Path:
-    """The run's loss curve as a PNG at `path`, on this process's one figure (a run without epochs
-    on a fresh one: the shared figure's limits would stay the previous run's)."""
-    global _curves
-    if not history:
-        return LossCurves().draw(history, best_epoch, title, path)
-    if _curves is None:
-        _curves = LossCurves()
-    return _curves.draw(history, best_epoch, title, path)
-
-
 class RunWriter:
     """Writes the MLflow runs one training process has open, each under the key its tracker chose.
     Every method takes the run's key and plain data (tuples, dicts, paths) and builds MLflow's
@@ -230,11 +163,16 @@ class RunWriter:
     failed call is remembered, the run then ends FAILED with that error, and its later calls are
     skipped (their value is None)."""
 
-    def __init__(self) -> None:
+    def __init__(self, draw_apart: bool = False) -> None:
         self.open: dict[str, tuple[MlflowClient, str, str]] = {}  # key -> client, experiment, run id
         self.failed: dict[str, str] = {}  # key -> the first error, as "Type: message"
         self.names: dict[str, str] = {}  # key -> the run's name (its loss curve's title)
         self.stores: dict[tuple[Any, ...], tuple[MlflowClient, str]] = {}  # where -> client, experiment
+        # The sidecar's: while several runs are open (a batch closing), each loss curve is drawn by a
+        # process of its own beside the writes, and logged when its run ends.
+        self.draw_apart = draw_apart
+        self.drawer: Executor | None = None
+        self.drawings: dict[str, Future[Path]] = {}  # key -> its loss curve, being drawn
 
     def __call__(
         self, method: Callable[Concatenate[RunWriter, str, P], R], key: str, *args: P.args, **kwargs: P.kwargs
@@ -337,6 +275,11 @@ class RunWriter:
     ) -> None:
         client, _, run_id = self.open[key]
         title = f"{self.names[key]} ({stop_reason})"
+        if self.draw_apart and len(self.open) > 1:
+            if self.drawer is None:  # spawned: it imports matplotlib, not this process's MLflow
+                self.drawer = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self.drawings[key] = self.drawer.submit(loss_curve, history, best_epoch, title, Path(path))
+            return
         client.log_artifact(run_id, str(loss_curve(history, best_epoch, title, Path(path))))
 
     def log_model(self, key: str, folder: str) -> None:
@@ -357,9 +300,17 @@ class RunWriter:
         """End the run: FAILED with the first error of its calls, if one failed while it was FINISHING."""
         client, _, run_id = self.open.pop(key)
         self.names.pop(key, None)
+        drawing, drawn_error = self.drawings.pop(key, None), None
+        if drawing is not None and key not in self.failed:
+            try:
+                client.log_artifact(run_id, str(drawing.result()))
+            except Exception as exc:  # as if drawn in its turn: the run ends FAILED, the error raised
+                self.failed[key], drawn_error = f"{type(exc).__name__}: {exc}", exc
         if key in self.failed and status == "FINISHED":
             status, error = "FAILED", self.failed[key]
         end_run(client, run_id, status, error, stop_reason)
+        if drawn_error is not None:
+            raise drawn_error
 
     def end_all(self, why: str) -> None:
         """End KILLED every run still open: the training process ended without ending them."""
@@ -367,6 +318,8 @@ class RunWriter:
             with contextlib.suppress(Exception):
                 end_killed(client, run_id, why)
             del self.open[key]
+        if self.drawer is not None:
+            self.drawer.shutdown(cancel_futures=True)
 
 
 def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
