@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -328,9 +329,10 @@ def test_a_batchs_loss_curves_are_drawn_apart_and_logged_as_each_run_ends(tmp_pa
     monkeypatch.chdir(tmp_path)  # the writer works in the training process's directory
     env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    where = {"uri": uri, "experiment": "batch", "cwd": str(tmp_path), "env": env}
+    where: dict[str, Any] = {"uri": uri, "experiment": "batch", "cwd": str(tmp_path), "env": env}
     writer = RunWriter(draw_apart=True)
-    ids = {key: writer(RunWriter.open_run, key, where, f"run {key}", {}, [], "a: 1\n")[1] for key in "ab"}
+    opened = {key: writer(RunWriter.open_run, key, where, f"run {key}", {}, [], "a: 1\n") for key in "ab"}
+    ids = {key: run[1] for key, run in opened.items() if run is not None}
     history = [(1, 1.0, 2.0), (2, 0.5, 0.7), (3, 0.4, 0.75)]
     writer(RunWriter.log_loss_curve, "a", history, 2, "patience", str(tmp_path / "a.png"))
     writer(RunWriter.log_loss_curve, "b", history, 2, "patience", str(tmp_path / "missing" / "b.png"))
@@ -339,7 +341,7 @@ def test_a_batchs_loss_curves_are_drawn_apart_and_logged_as_each_run_ends(tmp_pa
     with pytest.raises(FileNotFoundError):
         writer(RunWriter.terminate, "b", "FINISHED", None, None)
     writer.end_all("the test ended")
-    client = MlflowClient(where["uri"])
+    client = MlflowClient(uri)
     runs = {key: client.get_run(run_id) for key, run_id in ids.items()}
     assert runs["a"].info.status == "FINISHED" and runs["b"].info.status == "FAILED"
     assert runs["b"].data.tags["error"].startswith("FileNotFoundError")
