@@ -30,8 +30,12 @@ VOLATILE_TAGS = ("mlflow.", "descentlab.process", "overrides")
 def children(uri: str) -> dict[str, object]:
     runs = all_runs(uri)
     (parent,) = [r for r in runs if "descentlab.sweep_dir" in r.data.tags]
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(kids) == len(runs) - 1 == 6
+    # Runs that differ only in seed are nested under a group run per configuration (src/sweep/groups.py).
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+    groups = {r.info.run_id for r in runs if r.info.run_id in parents and r is not parent}
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in groups | {parent.info.run_id}]
+    kids = [r for r in kids if r.info.run_id not in groups]
+    assert len(kids) == len(runs) - 1 - len(groups) == 6
     assert {r.info.status for r in runs} == {"FINISHED"}
     return {r.info.run_name: r for r in kids}
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -19,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from src import compare, jobs, tracking
 from src.loop import EpochMetrics
+from src.tracking import curves
 from src.tracking import store as mlflow_store
 from src.train import build, train
 from tests.helpers import all_runs, artifact_paths, interrupt_midway, make_config, mlflow_server_on, run_cli
@@ -275,6 +278,76 @@ def test_compare_orders_runs_and_overlays_their_curves(tmp_path):
     proc = run_cli(tmp_path, "--experiment", "known", "--uri", uri, "--out", "c.png", module="src.compare")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def drawn_afresh(history: list[tuple[int, float, float]], best_epoch: int, title: str, path: Path) -> bytes:
+    """The loss curve as a new pyplot figure draws it: what a run's PNG showed before the figure was
+    reused across runs."""
+    import matplotlib.pyplot as plt
+
+    epochs, train, val = zip(*history, strict=True) if history else ((), (), ())
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, train, label="train_loss")
+    ax.plot(epochs, val, label="val_loss")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
+    ax.legend()
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.read_bytes()
+
+
+def test_each_loss_curve_is_the_png_a_fresh_figure_draws(tmp_path):
+    """One figure redrawn run after run: no limit, tick, line or legend of an earlier run shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    noisy = [(e, 0.2 * 0.5**e + 1e-6, 0.25 * 0.5**e + 1.1e-6) for e in range(1, 115)]
+    shown = [
+        (noisy, 50, "sgd seed=0 (patience)"),
+        ([(e, 10 ** (-e / 10), 10 ** (-e / 12)) for e in range(1, 201)], 200, "many decades (max_epochs)"),
+        (noisy[:30], 0, "no best epoch (max_epochs)"),
+        ([(e, 1e3 * 2.0**e, 2e3 * 2.0**e) for e in range(1, 40)], 1, "diverged (diverged)"),
+        ([(1, 0.5, 0.6)], 1, "one epoch (tolerance)"),
+        ([(e, 1.0, math.nan) for e in range(1, 6)], 0, "no validation (max_epochs)"),
+        ([], 0, "no epoch (stopped)"),
+        (noisy[:5], 3, "short (patience)"),
+    ]
+    for i, (history, best, title) in enumerate([*shown, *reversed(shown), *shown[::3]]):
+        drawn = curves.loss_curve(history, best, title, tmp_path / f"{i}.png").read_bytes()
+        assert drawn == drawn_afresh(history, best, title, tmp_path / f"{i}-afresh.png"), title
+
+
+def test_a_batchs_loss_curves_are_drawn_apart_and_logged_as_each_run_ends(tmp_path, monkeypatch):
+    """The sidecar's writer with several runs open (a batch closing) draws each curve in a process
+    of its own; the PNG is still the one a fresh figure draws, and a curve that cannot be drawn
+    fails its run as it did when drawn in turn."""
+    from src.tracking.store import RunWriter
+
+    monkeypatch.chdir(tmp_path)  # the writer works in the training process's directory
+    env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    where: dict[str, Any] = {"uri": uri, "experiment": "batch", "cwd": str(tmp_path), "env": env}
+    writer = RunWriter(draw_apart=True)
+    opened = {key: writer(RunWriter.open_run, key, where, f"run {key}", {}, [], "a: 1\n") for key in "ab"}
+    ids = {key: run[1] for key, run in opened.items() if run is not None}
+    history = [(1, 1.0, 2.0), (2, 0.5, 0.7), (3, 0.4, 0.75)]
+    writer(RunWriter.log_loss_curve, "a", history, 2, "patience", str(tmp_path / "a.png"))
+    writer(RunWriter.log_loss_curve, "b", history, 2, "patience", str(tmp_path / "missing" / "b.png"))
+    assert set(writer.drawings) == {"a", "b"}  # both sent to the drawing process
+    writer(RunWriter.terminate, "a", "FINISHED", None, None)
+    with pytest.raises(FileNotFoundError):
+        writer(RunWriter.terminate, "b", "FINISHED", None, None)
+    writer.end_all("the test ended")
+    client = MlflowClient(uri)
+    runs = {key: client.get_run(run_id) for key, run_id in ids.items()}
+    assert runs["a"].info.status == "FINISHED" and runs["b"].info.status == "FAILED"
+    assert runs["b"].data.tags["error"].startswith("FileNotFoundError")
+    assert "b.png" not in artifact_paths(client, ids["b"])
+    logged = Path(client.download_artifacts(ids["a"], "a.png", str(tmp_path)))
+    assert logged.read_bytes() == drawn_afresh(history, 2, "run a (patience)", tmp_path / "fresh.png")
 
 
 @pytest.fixture(scope="module")

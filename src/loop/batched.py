@@ -200,6 +200,8 @@ def row_metrics(
         return None if column is None else column[i]
 
     ref = run.reference
+    opt_gap = None if ref is None else columns["end_loss"][i] - ref.loss  # type: ignore[index]
+    ref_error = at("ref_error")
     return EpochMetrics(
         epoch=epoch,
         train_loss=columns["train_loss"][i],  # type: ignore[index]
@@ -209,8 +211,10 @@ def row_metrics(
         grad_variance=None,
         param_error=at("param_error"),
         epoch_time=seconds,
-        opt_gap=None if ref is None else columns["end_loss"][i] - ref.loss,  # type: ignore[index]
-        ref_error=at("ref_error"),
+        opt_gap=opt_gap,
+        ref_error=ref_error,
+        objective_digits=None if ref is None or opt_gap is None else ref.objective_digits(opt_gap),
+        theta_digits=None if ref is None or ref_error is None else ref.theta_digits(ref_error),
     )
 
 

@@ -280,6 +280,7 @@ def serve() -> None:
         os.nice(5)  # on a busy machine, training comes first
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print from a library must not corrupt the replies
+    from src.tracking import curves
     from src.tracking import store as mlflow_store
 
     mlflow_store.quiet_migrations()
@@ -289,8 +290,8 @@ def serve() -> None:
         mlflow_store.warm_store(uri)
     # matplotlib now, before the first call: the training process waits for its run to exist before its
     # first step, so this costs setup time, never CPU taken from training (wall_time)
-    mlflow_store.warm_plots()
-    writer = mlflow_store.RunWriter()
+    curves.warm_plots()
+    writer = mlflow_store.RunWriter(draw_apart=True)
     while True:
         if (message := read_message(requests)) is None:
             break

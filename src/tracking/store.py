@@ -1,5 +1,6 @@
-"""MLflow work that needs no torch: opening a store, ending the runs of dead processes, the loss
-curve, and `RunWriter`, what a training run asks of MLflow, built into MLflow's entities from plain data.
+"""MLflow work that needs no torch: opening a store, ending the runs of dead processes, and
+`RunWriter`, what a training run asks of MLflow, built into MLflow's entities from plain data (its
+loss curves drawn by src/tracking/curves.py).
 
 A training run's `RunWriter` lives in its MLflow sidecar process (src/tracking/sidecar.py), which
 imports this module and MLflow, never torch, or with `tracking.sidecar=false` in the training process
@@ -11,13 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+from src.tracking.curves import loss_curve
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -98,14 +103,6 @@ def warm_store(uri: str) -> None:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
-def warm_plots() -> None:
-    """Import matplotlib and draw a figure once (it loads its fonts), so a loss curve need not."""
-    import io
-
-    history = [(1, 1.0, 1.0), (2, 0.1, 0.2)]
-    loss_curve(history, 1, "warm", io.BytesIO())  # type: ignore[arg-type]
-
-
 def process_start(pid: int) -> str | None:
     """When process `pid` started (clock ticks since boot, Linux's /proc), or None where unknown:
     with it a pid names one process, although pids are reused."""
@@ -159,28 +156,6 @@ def end_dead_runs(client: MlflowClient, experiment_id: str) -> None:
             end_killed(client, run.info.run_id, f"its process died ({PROCESS_TAG} {owner})")
 
 
-def loss_curve(history: Sequence[tuple[int, float, float]], best_epoch: int, title: str, path: Path) -> Path:
-    """train_loss and val_loss per epoch (`history`: (epoch, train_loss, val_loss)), log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs, train, val = zip(*history, strict=True) if history else ((), (), ())
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, train, label="train_loss")
-    ax.plot(epochs, val, label="val_loss")
-    if best_epoch:
-        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
-    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=title)
-    ax.legend()
-    # Fixed margins that fit the log-scale tick labels: tight_layout would cost a second draw (≈0.1 s).
-    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 class RunWriter:
     """Writes the MLflow runs one training process has open, each under the key its tracker chose.
     Every method takes the run's key and plain data (tuples, dicts, paths) and builds MLflow's
@@ -188,9 +163,16 @@ class RunWriter:
     failed call is remembered, the run then ends FAILED with that error, and its later calls are
     skipped (their value is None)."""
 
-    def __init__(self) -> None:
+    def __init__(self, draw_apart: bool = False) -> None:
         self.open: dict[str, tuple[MlflowClient, str, str]] = {}  # key -> client, experiment, run id
         self.failed: dict[str, str] = {}  # key -> the first error, as "Type: message"
+        self.names: dict[str, str] = {}  # key -> the run's name (its loss curve's title)
+        self.stores: dict[tuple[Any, ...], tuple[MlflowClient, str]] = {}  # where -> client, experiment
+        # The sidecar's: while several runs are open (a batch closing), each loss curve is drawn by a
+        # process of its own beside the writes, and logged when its run ends.
+        self.draw_apart = draw_apart
+        self.drawer: Executor | None = None
+        self.drawings: dict[str, Future[Path]] = {}  # key -> its loss curve, being drawn
 
     def __call__(
         self, method: Callable[Concatenate[RunWriter, str, P], R], key: str, *args: P.args, **kwargs: P.kwargs
@@ -211,7 +193,12 @@ class RunWriter:
         for name in [n for n in os.environ if n.startswith("MLFLOW_") and n not in env]:
             del os.environ[name]
         os.environ.update(env)
-        return open_experiment(uri, experiment)
+        # Opened once per store: a sweep's runs share it, and the search for dead processes' runs
+        # would otherwise read every run the sweep still has RUNNING, for each new run.
+        where = (uri, experiment, cwd, tuple(sorted(env.items())))
+        if where not in self.stores:
+            self.stores[where] = open_experiment(uri, experiment)
+        return self.stores[where]
 
     def open_run(
         self, key: str, where: dict[str, Any], name: str, tags: dict[str, str], params: list[tuple[str, str]],
@@ -223,6 +210,7 @@ class RunWriter:
         client, experiment_id = self._store(**where)
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         self.open[key] = client, experiment_id, run_id
+        self.names[key] = name
         logged = [Param(k[:250], v[:MAX_PARAM_LENGTH]) for k, v in params]
         for i in range(0, len(logged), 100):  # MLflow takes at most 100 params a batch
             client.log_batch(run_id, params=logged[i : i + 100])
@@ -237,7 +225,9 @@ class RunWriter:
         client.set_tag(run_id, PROCESS_TAG, tags[PROCESS_TAG])
         self.open[key] = client, experiment_id, run_id
         client.update_run(run_id, status="RUNNING")
-        if "error" in client.get_run(run_id).data.tags:  # the interruption's
+        run = client.get_run(run_id)
+        self.names[key] = run.info.run_name
+        if "error" in run.data.tags:  # the interruption's
             client.delete_tag(run_id, "error")
         for tag, value in tags.items():
             client.set_tag(run_id, tag, value)
@@ -284,7 +274,12 @@ class RunWriter:
         self, key: str, history: list[tuple[int, float, float]], best_epoch: int, stop_reason: str, path: str
     ) -> None:
         client, _, run_id = self.open[key]
-        title = f"{client.get_run(run_id).info.run_name} ({stop_reason})"
+        title = f"{self.names[key]} ({stop_reason})"
+        if self.draw_apart and len(self.open) > 1:
+            if self.drawer is None:  # spawned: it imports matplotlib, not this process's MLflow
+                self.drawer = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self.drawings[key] = self.drawer.submit(loss_curve, history, best_epoch, title, Path(path))
+            return
         client.log_artifact(run_id, str(loss_curve(history, best_epoch, title, Path(path))))
 
     def log_model(self, key: str, folder: str) -> None:
@@ -304,9 +299,18 @@ class RunWriter:
     def terminate(self, key: str, status: str, error: str | None, stop_reason: str | None) -> None:
         """End the run: FAILED with the first error of its calls, if one failed while it was FINISHING."""
         client, _, run_id = self.open.pop(key)
+        self.names.pop(key, None)
+        drawing, drawn_error = self.drawings.pop(key, None), None
+        if drawing is not None and key not in self.failed:
+            try:
+                client.log_artifact(run_id, str(drawing.result()))
+            except Exception as exc:  # as if drawn in its turn: the run ends FAILED, the error raised
+                self.failed[key], drawn_error = f"{type(exc).__name__}: {exc}", exc
         if key in self.failed and status == "FINISHED":
             status, error = "FAILED", self.failed[key]
         end_run(client, run_id, status, error, stop_reason)
+        if drawn_error is not None:
+            raise drawn_error
 
     def end_all(self, why: str) -> None:
         """End KILLED every run still open: the training process ended without ending them."""
@@ -314,6 +318,8 @@ class RunWriter:
             with contextlib.suppress(Exception):
                 end_killed(client, run_id, why)
             del self.open[key]
+        if self.drawer is not None:
+            self.drawer.shutdown(cancel_futures=True)
 
 
 def child_runs(client: MlflowClient, parent_id: str) -> list[Run]:
