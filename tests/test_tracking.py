@@ -315,8 +315,9 @@ def test_each_loss_curve_is_the_png_a_fresh_figure_draws(tmp_path):
         ([], 0, "no epoch (stopped)"),
         (noisy[:5], 3, "short (patience)"),
     ]
+    figure = curves.LossCurves()
     for i, (history, best, title) in enumerate([*shown, *reversed(shown), *shown[::3]]):
-        drawn = curves.loss_curve(history, best, title, tmp_path / f"{i}.png").read_bytes()
+        drawn = curves.loss_curve(history, best, title, tmp_path / f"{i}.png", figure).read_bytes()
         assert drawn == drawn_afresh(history, best, title, tmp_path / f"{i}-afresh.png"), title
 
 

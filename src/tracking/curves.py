@@ -1,8 +1,9 @@
 """The loss-curve PNG each run logs: train_loss and val_loss per epoch on a log scale.
 
-Drawn in the MLflow sidecar (src/tracking/sidecar.py), or, while a batch's runs close
-(hydra/launcher=batched), in a process of its own beside the sidecar's writes. This module imports
-only the standard library at load time; matplotlib when the first curve is drawn.
+Drawn in the MLflow sidecar (src/tracking/sidecar.py) on its writer's one figure, redrawn for each
+run, or, while a batch's runs close (hydra/launcher=batched), on a fresh figure in a process of its
+own beside the sidecar's writes. This module imports only the standard library at load time;
+matplotlib when the first curve is drawn.
 """
 
 from __future__ import annotations
@@ -70,15 +71,14 @@ class LossCurves:
         return path
 
 
-_curves: LossCurves | None = None
-
-
-def loss_curve(history: Sequence[tuple[int, float, float]], best_epoch: int, title: str, path: Path) -> Path:
-    """The run's loss curve as a PNG at `path`, on this process's one figure (a run without epochs
-    on a fresh one: the shared figure's limits would stay the previous run's)."""
-    global _curves
-    if not history:
-        return LossCurves().draw(history, best_epoch, title, path)
-    if _curves is None:
-        _curves = LossCurves()
-    return _curves.draw(history, best_epoch, title, path)
+def loss_curve(
+    history: Sequence[tuple[int, float, float]],
+    best_epoch: int,
+    title: str,
+    path: Path,
+    figure: LossCurves | None = None,
+) -> Path:
+    """The run's loss curve as a PNG at `path`, redrawn on `figure` (a writer's, shared by its runs)
+    or on a fresh one; a run without epochs always on a fresh one (a shared figure's limits would
+    stay the previous run's)."""
+    return (figure if figure is not None and history else LossCurves()).draw(history, best_epoch, title, path)

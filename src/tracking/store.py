@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from src.tracking.curves import loss_curve
+from src.tracking.curves import LossCurves, loss_curve
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -173,6 +173,7 @@ class RunWriter:
         self.draw_apart = draw_apart
         self.drawer: Executor | None = None
         self.drawings: dict[str, Future[Path]] = {}  # key -> its loss curve, being drawn
+        self.curves: LossCurves | None = None  # the figure this writer redraws for each run's curve
 
     def __call__(
         self, method: Callable[Concatenate[RunWriter, str, P], R], key: str, *args: P.args, **kwargs: P.kwargs
@@ -280,7 +281,9 @@ class RunWriter:
                 self.drawer = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             self.drawings[key] = self.drawer.submit(loss_curve, history, best_epoch, title, Path(path))
             return
-        client.log_artifact(run_id, str(loss_curve(history, best_epoch, title, Path(path))))
+        if self.curves is None:
+            self.curves = LossCurves()
+        client.log_artifact(run_id, str(loss_curve(history, best_epoch, title, Path(path), self.curves)))
 
     def log_model(self, key: str, folder: str) -> None:
         """The model directory as the run's `model/` artifact and as an MLflow logged model (the
