@@ -151,7 +151,7 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
         chosen = tuple(n for n in chosen if n != "intermediate_values")  # nothing was reported
     for name in chosen:
         try:
-            with warnings.catch_warnings(), plt.style.context("default"):
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "experimental" warnings on every call
                 axes = plot(study, name)
             figure = getattr(axes, "figure", None) or axes.flat[0].figure
@@ -166,7 +166,15 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
 def plot(study: optuna.Study, name: str) -> Any:
     """One of Optuna's plots, made readable: the objective by its name, a log axis (or log10 of the
     objective) where it spans decades, every trial in a colour that shows on white, the legend
-    where it hides nothing."""
+    where it hides nothing. Optuna's plots set the ggplot style for the whole process: the style is
+    restored on return, whoever calls."""
+    import matplotlib.pyplot as plt
+
+    with plt.style.context("default"):
+        return styled_plot(study, name)
+
+
+def styled_plot(study: optuna.Study, name: str) -> Any:
     import math
 
     from optuna.visualization import matplotlib as plots
