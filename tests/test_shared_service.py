@@ -316,12 +316,15 @@ def test_no_password_is_recorded_however_it_was_given(service: Service, tmp_path
     assert holders, "the scan found no password, not even in Hydra's copy of A's command line"
     assert {f.name for f in holders} <= HYDRA_WRITES, sorted(map(str, holders))
     assert all(f.is_relative_to(tmp_path / "A") for f in holders), sorted(map(str, holders))
-    logged_hydra = [f for f in (service.root / "server" / "artifacts").rglob(".hydra/hydra.yaml")]
-    assert any(":***@127.0.0.1" in f.read_text() for f in logged_hydra)  # A's, redacted before upload
 
     # MLflow: names, params, tags, metric names of every run of the three sweeps
     runs = [r for study in studies.values() for r in sweep_runs(service, study)]
     assert len(runs) == 6, [r.info.run_name for r in runs]  # three parents, three trials
+    (a_trial,) = [r for r in sweep_runs(service, studies["A"]) if "optuna.trial" in r.data.tags]
+    logged = service.root / "server" / "artifacts" / a_trial.info.artifact_uri.split(":/", 1)[1]
+    listing = sorted(str(f.relative_to(logged)) for f in logged.rglob("*"))
+    assert (logged / ".hydra" / "hydra.yaml").is_file(), (a_trial.info, listing, outputs["A"][-3000:])
+    assert ":***@127.0.0.1" in (logged / ".hydra" / "hydra.yaml").read_text()  # redacted before upload
     recorded = [(r.info.run_name, r.data.params, r.data.tags, sorted(r.data.metrics)) for r in runs]
     assert not holds(json.dumps(recorded))
     notes = [r.data.tags["mlflow.note.content"] for r in runs]
