@@ -22,9 +22,9 @@ from mlflow.tracking import MlflowClient
 from src.loop import EpochMetrics, FitResult, Progress, checkpoint, fit
 from src.loop.batched import Resumed, fit_batch
 from src.loop.training import Training
-from src.signals import StopRequest, Stopped
+from src.signals import Stopped, StopRequest
 from src.train import build, compose
-from tests.helpers import all_runs, interrupt_midway, run_cli
+from tests.helpers import all_runs, artifact_paths, interrupt_midway, run_cli
 
 TIMED = {"epoch_time"}  # seconds: never the same twice
 
@@ -51,7 +51,7 @@ def history(result: FitResult) -> list[dict[str, object]]:
 def snapshot_files(runs: list[Training], folder: Path) -> list:
     """Each row's snapshot writer, as src/batch.py's: the single run's snapshot plus the stop reason."""
 
-    def writer(i: int):  # noqa: ANN202
+    def writer(i: int):
         def write(p: Progress, stop_reason: str | None) -> None:
             state = checkpoint.capture(p, runs[i], None, "")
             checkpoint.save(state | {checkpoint.STOP_REASON: stop_reason}, folder / f"{i}.pt")
@@ -126,3 +126,93 @@ def test_an_interrupted_batch_resumes_bitwise(tmp_path: Path, family: str) -> No
     )
     for a, b in zip(alone.model.parameters(), whole_runs[i].model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+SWEEP = (
+    "--multirun", "optimizer=momentum,adam", "seed=0,1,2", "data.n=4000", "trainer.max_epochs=80",
+    "trainer.patience=100000", "trainer.stopping_threshold=null", "trainer.dtype=float64",
+    "trainer.checkpoint_every=5",
+)  # fmt: skip
+TIMED_METRICS = {"epoch_time", "wall_time", "setup_time"}  # seconds: not the same in two processes
+
+
+def job_runs(uri: str) -> dict[str, object]:
+    """The sweep's job runs by name (not its parent, not its groups); every run of the store FINISHED."""
+    runs = all_runs(uri)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+    jobs = {r.info.run_name: r for r in runs if r.info.run_id not in parents}
+    assert len(jobs) == 6
+    return jobs
+
+
+def metric_histories(uri: str, run: object) -> dict[str, list[tuple[int, float]]]:
+    client = MlflowClient(uri)
+    keys = set(run.data.metrics) - TIMED_METRICS  # type: ignore[attr-defined]
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)) for k in keys}  # type: ignore[attr-defined]
+
+
+def final_parameters(sweep_dir: Path, job: int) -> dict[str, torch.Tensor]:
+    return torch.load(sweep_dir / str(job) / "model.pt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_a_batched_multirun_stopped_by_sigint_resumes_as_if_never_stopped(tmp_path: Path) -> None:
+    dirs = {name: tmp_path / name for name in ("whole", "alone", "cut")}
+    for where in dirs.values():
+        where.mkdir()
+    uris = {name: f"sqlite:///{d / 'mlflow.db'}" for name, d in dirs.items()}
+    sweep_dirs = {name: d / "multirun" for name, d in dirs.items()}
+    whole = run_cli(dirs["whole"], *SWEEP, "hydra/launcher=batched", f"hydra.sweep.dir={sweep_dirs['whole']}")
+    alone = run_cli(dirs["alone"], *SWEEP, f"hydra.sweep.dir={sweep_dirs['alone']}")
+    assert whole.returncode == 0, whole.stderr
+    assert alone.returncode == 0, alone.stderr
+
+    # SIGINT as soon as the first batch (momentum × 3 seeds) has written its first snapshots.
+    cut_args = (*SWEEP, "hydra/launcher=batched", f"hydra.sweep.dir={sweep_dirs['cut']}")
+    cut = interrupt_midway(
+        dirs["cut"],
+        uris["cut"],
+        signal.SIGINT,
+        *cut_args,
+        after=sweep_dirs["cut"] / "0" / "snapshot.pt",
+        pause=0.0,
+    )
+    assert cut.returncode == 130, cut.stderr
+    assert "resume=auto" in cut.stderr.splitlines()[-1]
+    killed = {r.info.run_id: r for r in all_runs(uris["cut"])}
+    assert {r.info.status for r in killed.values()} == {"KILLED"}  # none left RUNNING
+    stopped_at = {
+        checkpoint.load(sweep_dirs["cut"] / str(j) / "snapshot.pt")["progress"]["epoch"] for j in range(3)
+    }
+    (epoch,) = stopped_at  # every row of the batch stopped at the same epoch's end
+    assert 5 <= epoch < 80
+    assert not (sweep_dirs["cut"] / "3" / "snapshot.pt").exists()  # the Adam batch had not started
+
+    resumed = run_cli(dirs["cut"], *cut_args, "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr
+    said = resumed.stdout + resumed.stderr
+    assert said.count("3 jobs train as one batch") == 2
+    assert said.count(f"resumed at epoch {epoch} from") == 3  # the momentum rows; Adam's start afresh
+    after = job_runs(uris["cut"])
+    assert set(killed) <= {r.info.run_id for r in all_runs(uris["cut"])}  # the same runs, continued
+    assert len(all_runs(uris["cut"])) == len(all_runs(uris["whole"]))  # no run twice: parent, groups, jobs
+    expected, one_at_a_time = job_runs(uris["whole"]), job_runs(uris["alone"])
+    assert sorted(after) == sorted(expected) == sorted(one_at_a_time)
+    client = MlflowClient(uris["cut"])
+    for name, run in after.items():
+        got = metric_histories(uris["cut"], run)
+        assert got == metric_histories(uris["whole"], expected[name]), name  # bitwise, every epoch
+        alone_history = metric_histories(uris["alone"], one_at_a_time[name])
+        assert got.keys() == alone_history.keys()
+        for key, values in got.items():
+            assert [s for s, _ in values] == [s for s, _ in alone_history[key]], (name, key)
+            for (_, x), (_, y) in zip(values, alone_history[key], strict=True):
+                assert math.isclose(x, y, rel_tol=1e-12), (name, key, x, y)
+        assert "snapshot/snapshot.pt" in artifact_paths(client, run.info.run_id)  # type: ignore[attr-defined]
+    for job in range(6):
+        final = final_parameters(sweep_dirs["cut"], job)
+        for other in ("whole", "alone"):
+            reference = final_parameters(sweep_dirs[other], job)
+            assert final.keys() == reference.keys()
+            assert all(torch.equal(final[k], reference[k]) for k in final), (job, other)
