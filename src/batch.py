@@ -7,6 +7,10 @@ opens its MLflow run (named, tagged and nested as today) and logs its dataset; `
 same context again) logs the result, the loss curve, the model and the table of estimates, ends the
 MLflow run and prints the job's summary, as a single job does.
 
+Each job snapshots in its own run dir as a single run does (`snapshot`: the single run's snapshot,
+plus why its row stopped), and `resume=auto` builds a job from its run dir's snapshot, if it has one,
+into its own MLflow run again (`built`, `open_row`; docs/batched.md#snapshots-and-resume).
+
 `config_problem(cfg)` says why a job cannot share a batch, `groups(rows)` which jobs can: each group
 trains as one batch, the rest run one at a time.
 """
