@@ -7,6 +7,10 @@ opens its MLflow run (named, tagged and nested as today) and logs its dataset; `
 same context again) logs the result, the loss curve, the model and the table of estimates, ends the
 MLflow run and prints the job's summary, as a single job does.
 
+Each job snapshots in its own run dir as a single run does (`snapshot`: the single run's snapshot,
+plus why its row stopped), and `resume=auto` builds a job from its run dir's snapshot, if it has one,
+into its own MLflow run again (`built`, `open_row`; docs/batched.md#snapshots-and-resume).
+
 `config_problem(cfg)` says why a job cannot share a batch, `groups(rows)` which jobs can: each group
 trains as one batch, the rest run one at a time.
 """
@@ -18,19 +22,20 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src import signals
 from src.estimation.inference import Estimates
 from src.jobs import hydra_context, job_env
-from src.loop import FitResult
-from src.loop.batched import fit_batch
+from src.loop import FitResult, Progress, checkpoint
+from src.loop.batched import Resumed, Snapshot, fit_batch
 from src.loop.batched import why_not_batched as runs_problem
 from src.loop.training import Training
 from src.sweep import trial as hpo
 from src.tracking.tracker import make_tracker
-from src.train import Tracker, build, job_started, log, record, step_size_check, summarize
+from src.train import Tracker, build, job_started, log, record, resumed, step_size_check, summarize
 
 
 @dataclass
@@ -40,6 +45,9 @@ class Row:
     cfg: DictConfig
     run: Training
     since: float  # when the job's setup began (setup_time counts from here)
+    state: dict[str, Any] | None = None  # the snapshot it resumes (`resume=auto`), restored into `run`
+    resumed: Resumed | None = None
+    tags: dict[str, str] = field(default_factory=dict)
     tracker: Tracker | None = None
     run_dir: Path | None = None
     closing: ExitStack = field(default_factory=ExitStack)  # leaves the tracker: ends the MLflow run
@@ -48,17 +56,30 @@ class Row:
 
 def config_problem(cfg: DictConfig) -> str | None:
     """What in one job's config keeps it out of a batch."""
-    if cfg.resume or cfg.warm_start:
-        return "resume= and warm_start= start from another run's state"
+    if (cfg.resume and cfg.resume != checkpoint.AUTO) or cfg.warm_start:
+        return "resume=<run> and warm_start= start from another run's state (resume=auto may batch)"
     if job_env(hpo.STUDY_ENV) is not None:
         return "an Optuna trial's job reports to its own trial"
     return None
 
 
 def built(cfg: DictConfig) -> Row:
-    """The job's run, built as `train` builds it (in the job's Hydra context)."""
+    """The job's run, built as `train` builds it (in the job's Hydra context): with `resume=auto`,
+    from its run dir's snapshot if it has one (its config, states, progress and stop reason)."""
     since = job_started()
-    return Row(cfg=cfg, run=build(cfg), since=since)
+    cfg, state, tags = resumed(cfg, {})
+    run = build(cfg)
+    if state is None:
+        return Row(cfg=cfg, run=run, since=since, tags=tags)
+    progress = checkpoint.restore(state, run)
+    return Row(cfg, run, since, state, Resumed(progress, state.get(checkpoint.STOP_REASON)), tags)
+
+
+def training_epoch(row: Row) -> int | None:
+    """The epoch a row trains on from (0: a fresh start); None for a resumed row that had stopped."""
+    if row.resumed is None:
+        return 0
+    return None if row.resumed.stop_reason is not None else row.resumed.progress.epoch
 
 
 def groups(rows: Sequence[Row]) -> list[list[int]]:
@@ -66,9 +87,13 @@ def groups(rows: Sequence[Row]) -> list[list[int]]:
     job joins the first group whose runs it can share a batch with (src/loop/batched.py), else
     starts its own. A group of one trains alone."""
     out: list[list[int]] = []
+
+    def fits(group: list[int], row: Row) -> bool:  # the rows that train on are at the same epoch
+        epochs = {training_epoch(rows[g]) for g in group} | {training_epoch(row)}
+        return runs_problem([rows[group[0]].run, row.run]) is None and len(epochs - {None}) <= 1
+
     for i, row in enumerate(rows):
-        fits = (g for g in out if runs_problem([rows[g[0]].run, row.run]) is None)
-        group = next(fits, None)
+        group = next((g for g in out if fits(g, row)), None)
         if group is None:
             out.append([i])
         else:
@@ -77,15 +102,34 @@ def groups(rows: Sequence[Row]) -> list[list[int]]:
 
 
 def open_row(row: Row) -> None:
-    """The job's MLflow run, opened as `train` opens it (in the job's Hydra context)."""
-    tags = step_size_check(row.run)
+    """The job's MLflow run, opened as `train` opens it (in the job's Hydra context): a resumed
+    job's own run, reopened."""
+    tags = row.tags | step_size_check(row.run)
     row.run_dir = hydra_context()[2]
     if row.run_dir is not None:
         log.info("run directory: %s", row.run_dir)
-    tracker = make_tracker(row.cfg, tags=tags, resume_run_id=None, snapshot_path=None)
+    path = None if row.run_dir is None else row.run_dir / checkpoint.SNAPSHOT
+    run_id = None if row.state is None else row.state["mlflow_run_id"]
+    tracker = make_tracker(row.cfg, tags=tags, resume_run_id=run_id, snapshot_path=path)
     row.closing.enter_context(tracker)
     row.tracker = tracker
-    tracker.log_dataset(row.run.data)
+    if row.state is None:
+        tracker.log_dataset(row.run.data)
+
+
+def snapshot(row: Row) -> Snapshot:
+    """Row `row`'s snapshot writer: the single run's snapshot (src/train.py) in its run dir, with
+    why the row stopped, if it has; MLflow then holds exactly the epochs the snapshot holds."""
+    config_yaml = OmegaConf.to_yaml(row.cfg, resolve=True)
+
+    def write(p: Progress, stop_reason: str | None) -> None:
+        assert row.tracker is not None
+        if row.run_dir is not None:
+            state = checkpoint.capture(p, row.run, row.tracker.run_id, config_yaml)
+            checkpoint.save(state | {checkpoint.STOP_REASON: stop_reason}, row.run_dir / checkpoint.SNAPSHOT)
+        row.tracker.flush()
+
+    return write
 
 
 def ready(rows: Sequence[Row]) -> None:
@@ -97,11 +141,28 @@ def ready(rows: Sequence[Row]) -> None:
 
 
 def train_rows(rows: Sequence[Row]) -> list[FitResult]:
-    """Every row trained at once; each row's tracker and Optuna reporter see its epochs."""
+    """Every row trained at once (resumed rows from their snapshots); each row's tracker sees its
+    epochs, and each row snapshots in its run dir as a single run does."""
     stop = signals.StopRequest()
     with signals.scoped(stop):
-        stop.check()
-        return fit_batch([r.run for r in rows], callbacks=[[r.tracker] for r in rows], stop=stop)  # type: ignore[list-item]
+        try:
+            stop.check()
+            return fit_batch(
+                [r.run for r in rows],
+                callbacks=[[r.tracker] for r in rows],  # type: ignore[list-item]
+                stop=stop,
+                resumed=[r.resumed for r in rows],
+                snapshots=[snapshot(r) for r in rows],
+            )
+        except KeyboardInterrupt as exc:  # a Stopped: say how to go on
+            exc.hint = RESUME_HINT  # type: ignore[attr-defined]
+            raise
+
+
+RESUME_HINT = (
+    "; each job's snapshot is in its run dir: continue the batch with the same command, its sweep dir "
+    "(hydra.sweep.dir=...) and resume=auto"
+)
 
 
 def report_row(row: Row, result: FitResult) -> Estimates | None:

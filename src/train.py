@@ -221,10 +221,11 @@ def notes(run: Training, result: FitResult) -> list[str]:
 def resumed(
     cfg: DictConfig, tags: dict[str, str]
 ) -> tuple[DictConfig, dict[str, Any] | None, dict[str, str]]:
-    """The config to run, the snapshot to continue from (`resume=`, or a requeued SLURM job's own)
-    and the run's tags."""
+    """The config to run, the snapshot to continue from (`resume=`; `resume=auto` or a requeued SLURM
+    job: its run dir's own, if it has one) and the run's tags."""
     _, overrides, run_dir = hydra_context()
-    resume = cfg.resume or checkpoint.requeued_snapshot(run_dir)
+    resume = checkpoint.own_snapshot(run_dir) if cfg.resume == checkpoint.AUTO else cfg.resume
+    resume = resume or checkpoint.requeued_snapshot(run_dir)
     if not resume:
         return cfg, None, tags
     uri = tracking_uri(cfg.tracking.get("uri"))

@@ -82,10 +82,16 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
 
 
 def interrupt_midway(
-    cwd: Path, uri: str, sig: signal.Signals, *args: str, after: Path | None = None
+    cwd: Path,
+    uri: str,
+    sig: signal.Signals,
+    *args: str,
+    after: Path | None = None,
+    pause: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Start a run, let it train a random while (past the moment `after` exists, if given: on a busy
-    machine a fixed delay can land before the first epoch), send `sig`; returns the finished process."""
+    machine a fixed delay can land before the first epoch; `pause`: that long past it, not a random
+    while), send `sig`; returns the finished process."""
     from mlflow.tracking import MlflowClient
 
     # The store made here, before the run starts: polling a sqlite store while the run is still
@@ -101,7 +107,9 @@ def interrupt_midway(
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the run did not start within 120 s"
             time.sleep(0.2)
-        time.sleep(random.uniform(0.0, 1.0) if after else random.uniform(1.0, 2.5))
+        time.sleep(
+            pause if pause is not None else random.uniform(0.0, 1.0) if after else random.uniform(1.0, 2.5)
+        )
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:  # a failed test must not leave an endless run behind

@@ -147,3 +147,12 @@ def test_a_requeued_slurm_job_finds_the_snapshot_in_its_run_dir(tmp_path, monkey
     assert requeued_snapshot(tmp_path) == tmp_path
     assert requeued_snapshot(tmp_path / "elsewhere") is None  # requeued before its first snapshot
     assert requeued_snapshot(None) is None
+
+
+def test_resume_auto_takes_the_run_dirs_own_snapshot_if_it_has_one(tmp_path):
+    from src.loop.checkpoint import SNAPSHOT, own_snapshot
+
+    assert own_snapshot(tmp_path) is None  # nothing yet: the run starts afresh
+    (tmp_path / SNAPSHOT).write_bytes(b"")
+    assert own_snapshot(tmp_path) == tmp_path
+    assert own_snapshot(None) is None

@@ -19,7 +19,7 @@ epoch and reason. Timing is shared: an epoch's seconds are split evenly between 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.optim.lr_scheduler import ConstantLR
 
-from src.loop.batched_step import StackedModel, commit, per_row, stacked_optimizer
+from src.loop.batched_step import StackedModel, commit, per_row, stacked, stacked_optimizer
 from src.loop.fast_step import UPDATES, _hooked, _plain
 from src.loop.gradients import evaluate, gradient_norm
 from src.loop.loop import (
@@ -72,10 +72,6 @@ def why_not_batched(runs: Sequence[Training]) -> str | None:
     if any(type(r.optimizer) not in UPDATES for r in runs):
         return "an optimizer the fast update does not cover"
     return None
-
-
-def stacked(tensors: Sequence[Tensor]) -> Tensor:
-    return torch.stack([t.detach() for t in tensors])
 
 
 @dataclass
@@ -128,6 +124,26 @@ class Batch:
         index = torch.stack([torch.arange(m) % n if o is None else o for o in orders])
         row = torch.arange(len(runs)).unsqueeze(1)
         return self.X[row, index], self.y[row, index]
+
+    def resume(self, progress: Sequence[Progress], stops: Sequence[str | None]) -> None:
+        """Each row's best-so-far θ from its progress (a fresh row's: θ₀), and the rows still training."""
+        names = [name for name, _ in self.runs[0].model.named_parameters()]
+        self.best = [
+            stacked([p.best_state.get(name, best[i]) for i, p in enumerate(progress)])
+            for name, best in zip(names, self.best, strict=True)
+        ]
+        self.active = torch.tensor([s is None for s in stops])
+
+    def write_back(self, i: int, p: Progress) -> None:
+        """Row i's state into its own run and progress, where a snapshot (and `result`) reads it: its
+        θ into its model, its optimizer state into its torch.optim optimizer, its best θ into `p`."""
+        run = self.runs[i]
+        with torch.no_grad():
+            for param, now in zip(run.model.parameters(), self.params, strict=True):
+                param.copy_(now[i])
+        self.optimizer.store(self.runs, i)
+        names = [name for name, _ in run.model.named_parameters()]
+        p.best_state = {name: best[i].clone() for name, best in zip(names, self.best, strict=True)}
 
     def keep_best(self, improved: Tensor) -> None:
         self.best = [commit(improved, p, b) for p, b in zip(self.params, self.best, strict=True)]
@@ -251,21 +267,40 @@ def starting_progress(run: Training) -> Progress:
     return p
 
 
+Snapshot = Callable[[Progress, str | None], None]  # a row's progress and its stop reason (None: on)
+
+
+@dataclass
+class Resumed:
+    """A row continued from its snapshot: its progress, and why it had stopped (None: it trains on)."""
+
+    progress: Progress
+    stop_reason: str | None
+
+
 def fit_batch(
     runs: Sequence[Training],
     callbacks: Sequence[Sequence[Callback]] | None = None,
     stop: StopRequest | None = None,
+    resumed: Sequence[Resumed | None] | None = None,
+    snapshots: Sequence[Snapshot] | None = None,
 ) -> list[FitResult]:
     """Train every run until its own stop reason; callbacks[r] are row r's (its tracker, its pruner).
-    A `stop` request (a signal) ends the batch at the next epoch's end: `Stopped` is raised."""
+    `resumed[r]` continues row r from its snapshot (its run's states already restored into it:
+    src/loop/checkpoint.py); `snapshots[r]` is handed row r's progress every `checkpoint_every`
+    epochs, when it stops, and when `stop` is requested (a signal): the batch then ends at that
+    epoch's end, every training row's snapshot written, and `Stopped` is raised."""
     reason = why_not_batched(runs)
     if reason is not None:
         raise ValueError(f"these runs cannot train as one batch: {reason}")
     calls = callbacks or [()] * len(runs)
-    batch, progress = Batch(runs), [starting_progress(r) for r in runs]
-    stops: list[str | None] = [None] * len(runs)
+    starts = resumed or [None] * len(runs)
+    progress = [s.progress if s else starting_progress(r) for s, r in zip(starts, runs, strict=True)]
+    stops = [s.stop_reason if s else None for s in starts]
+    batch = Batch(runs)
+    batch.resume(progress, stops)
     scheduled, lr = steps_schedules(runs), batch.learning_rates()
-    epoch = 0
+    epoch = max((p.epoch for p, s in zip(progress, stops, strict=True) if s is None), default=0)
     while batch.active.any():
         epoch += 1
         started, epoch_lr = time.perf_counter(), lr.tolist()
@@ -280,14 +315,21 @@ def fit_batch(
             stops[i] = stop_reason(runs[i], progress[i], metrics, calls[i])
         batch.keep_best(improved)
         batch.active &= torch.tensor([s is None for s in stops])
-        if stop is not None:
-            stop.check()
+        halting = stop is not None and stop.reason is not None  # once: the snapshots and the stop agree
+        if snapshots is not None:
+            for i in live:
+                every = runs[i].trainer.checkpoint_every
+                if halting or stops[i] is not None or (every and epoch % every == 0):
+                    batch.write_back(i, progress[i])
+                    snapshots[i](progress[i], stops[i])
+        if halting:
+            stop.check()  # type: ignore[union-attr]
+    if stop is not None:
+        stop.check()  # a request made during the last epoch's callbacks or snapshots
     return [finished(batch, i, p, stops[i] or "max_epochs") for i, p in enumerate(progress)]
 
 
 def finished(batch: Batch, i: int, p: Progress, reason: str) -> FitResult:
     """Row i's result, as `fit` gives it: its best-val θ restored into its model, then its test."""
-    run = batch.runs[i]
-    names = [name for name, _ in run.model.named_parameters()]
-    p.best_state = {name: best[i].clone() for name, best in zip(names, batch.best, strict=True)}
-    return result(run, p, reason)
+    batch.write_back(i, p)
+    return result(batch.runs[i], p, reason)

@@ -18,7 +18,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from src.loop.fast_step import _new_adam_state
 from src.loop.training import Training
+
+
+def stacked(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.stack([t.detach() for t in tensors])
+
+
+def saved(runs: Sequence[Training], key: str) -> list[Tensor] | None:
+    """Each parameter's `key` in every row's own torch.optim state, stacked parameter by parameter
+    (zeros for a row that has none); None when no row has one: a fresh start, not a resumed one."""
+    params = [list(run.model.parameters()) for run in runs]
+    found = [[run.optimizer.state[p].get(key) for p in ps] for run, ps in zip(runs, params, strict=True)]
+    if all(t is None for row in found for t in row):
+        return None
+    return [
+        stacked(
+            [
+                row[k] if row[k] is not None else torch.zeros_like(ps[k])
+                for row, ps in zip(found, params, strict=True)
+            ]
+        )
+        for k in range(len(params[0]))
+    ]
 
 
 def per_row(values: Sequence[float], like: Tensor) -> Tensor:
@@ -99,25 +122,40 @@ class StackedSGD:
         self.weight_decay = per_row([g["weight_decay"] for g in groups], like)
         self.nesterov = torch.tensor([bool(g["nesterov"]) for g in groups])
         self.uses_momentum = self.momentum != 0
-        self.buffers: list[Tensor] | None = None
+        self.buffers: list[Tensor] | None = saved(runs, "momentum_buffer")  # resumed: the rows' own
+        # The rows with a momentum buffer: torch's first step sets it to the gradient itself.
+        first = [next(iter(run.model.parameters())) for run in runs]
+        self.started = torch.tensor(
+            [
+                run.optimizer.state[p].get("momentum_buffer") is not None
+                for run, p in zip(runs, first, strict=True)
+            ]
+        )
+
+    def store(self, runs: Sequence[Training], i: int) -> None:
+        """Row i's state into its own torch.optim.SGD, as torch keeps it (no buffer without momentum)."""
+        if self.buffers is None or not bool(self.uses_momentum[i]):
+            return
+        for p, buf in zip(runs[i].model.parameters(), self.buffers, strict=True):
+            runs[i].optimizer.state[p]["momentum_buffer"] = buf[i].clone()
 
     def step(self, params: list[Tensor], grads: list[Tensor], lr: Tensor, active: Tensor) -> None:
-        first = self.buffers is None
         buffers = []
         for i, (p, grad) in enumerate(zip(params, grads, strict=True)):
             grad = torch.addcmul(grad, p, rows(self.weight_decay, p))  # grad.add(p, alpha=wd)
-            if first:
+            if self.buffers is None:
                 buf = grad.clone()
             else:  # buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-                old = self.buffers[i]  # type: ignore[index]
+                old = self.buffers[i]
                 buf = torch.addcmul(old * rows(self.momentum, p), grad, rows(1 - self.dampening, p))
-                buf = commit(active, buf, old)
+                buf = commit(active, torch.where(rows(self.started, p), buf, grad), old)
             buffers.append(buf)
             nesterov = torch.addcmul(grad, buf, rows(self.momentum, p))  # grad.add(buf, alpha=momentum)
             direction = torch.where(rows(self.nesterov, p), nesterov, buf)
             direction = torch.where(rows(self.uses_momentum, p), direction, grad)
             params[i] = commit(active, torch.addcmul(p, direction, rows(-lr, p)), p)  # p.add_(d, alpha=-lr)
         self.buffers = buffers
+        self.started |= active
 
 
 class StackedAdam:
@@ -131,17 +169,34 @@ class StackedAdam:
         self.eps = per_row([g["eps"] for g in groups], like)
         self.weight_decay = per_row([g["weight_decay"] for g in groups], like)
         self.decoupled = torch.tensor([bool(g["decoupled_weight_decay"]) for g in groups])
-        self.steps = 0  # every row still training has taken the same number of steps
+        # Every row still training has taken the same number of steps; a stopped row, fewer.
+        self.row_steps = torch.zeros(len(runs), dtype=torch.int64)
         self.moments: list[tuple[Tensor, Tensor]] = []
+        averages, squares, steps = (saved(runs, key) for key in ("exp_avg", "exp_avg_sq", "step"))
+        if averages is not None and squares is not None and steps is not None:  # resumed: the rows' own
+            self.moments = list(zip(averages, squares, strict=True))
+            self.row_steps = steps[0].to(torch.int64)
+
+    def store(self, runs: Sequence[Training], i: int) -> None:
+        """Row i's state into its own torch.optim.Adam, as torch keeps it (src/loop/fast_step.py)."""
+        if not self.moments:
+            return
+        for p, (exp_avg, exp_avg_sq) in zip(runs[i].model.parameters(), self.moments, strict=True):
+            state = runs[i].optimizer.state[p]
+            state.update(_new_adam_state(p))
+            state["step"] += int(self.row_steps[i])
+            state["exp_avg"], state["exp_avg_sq"] = exp_avg[i].clone(), exp_avg_sq[i].clone()
 
     def step(self, params: list[Tensor], grads: list[Tensor], lr: Tensor, active: Tensor) -> None:
         if not self.moments:
             self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
-        self.steps += 1
-        step = self.steps
+        self.row_steps += active
+        steps = [max(1, n) for n in self.row_steps.tolist()]  # (a row that never stepped: not applied)
         # Python's float powers, as torch's single-tensor Adam takes them (torch's pow differs in ulps)
-        bias_correction1 = per_row([1 - b**step for b in self.betas[0]], lr)
-        bias_correction2_sqrt = per_row([(1 - b**step) ** 0.5 for b in self.betas[1]], lr)
+        bias_correction1 = per_row([1 - b**n for b, n in zip(self.betas[0], steps, strict=True)], lr)
+        bias_correction2_sqrt = per_row(
+            [(1 - b**n) ** 0.5 for b, n in zip(self.betas[1], steps, strict=True)], lr
+        )
         for i, (p, grad) in enumerate(zip(params, grads, strict=True)):
             exp_avg, exp_avg_sq = self.moments[i]
             wd, decoupled = rows(self.weight_decay, p), rows(self.decoupled, p)

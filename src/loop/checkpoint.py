@@ -27,6 +27,8 @@ from src.loop.training import Training
 FORMAT = 1  # bump when the snapshot's layout changes
 SNAPSHOT = "snapshot.pt"  # in the run dir
 SNAPSHOT_ARTIFACT = f"snapshot/{SNAPSHOT}"  # in the MLflow run
+AUTO = "auto"  # resume=auto: continue from the run dir's own snapshot, if there is one
+STOP_REASON = "stop_reason"  # a batch row's snapshot: why it had stopped (src/batch.py); None: on
 
 
 class SnapshotError(ConfigError):
@@ -94,12 +96,18 @@ def restore(state: dict[str, Any], run: Training) -> Progress:
     return Progress(**p)
 
 
+def own_snapshot(run_dir: Path | None) -> Path | None:
+    """`resume=auto`: the run dir's own snapshot, if it has one (else the run starts afresh). A
+    --multirun given the sweep dir it ran in (hydra.sweep.dir) continues each job from its own."""
+    return run_dir if run_dir is not None and (run_dir / SNAPSHOT).is_file() else None
+
+
 def requeued_snapshot(run_dir: Path | None) -> Path | None:
     """The snapshot a requeued SLURM job continues from: its own run dir's, when SLURM restarted the
     job (SLURM_RESTART_COUNT > 0: requeued at a time limit or on preemption, or after a node failure)."""
-    if run_dir is None or int(os.environ.get("SLURM_RESTART_COUNT") or 0) == 0:
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) == 0:
         return None
-    return run_dir if (run_dir / SNAPSHOT).is_file() else None
+    return own_snapshot(run_dir)
 
 
 def locate(source: str, filename: str, artifact: str, uri: str, key: str) -> Path:

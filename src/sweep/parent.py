@@ -25,6 +25,7 @@ from src import signals
 from src.compare import overlay, paired_comparison, paired_frame, paired_lines, sweep_runs, table
 from src.errors import CallbackConfigError, ConfigError
 from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, launch_dir, pass_to_jobs, passed_to_jobs
+from src.loop.checkpoint import AUTO
 from src.redaction import redact
 from src.sweep import groups
 from src.tracking.names import distinct_names, short_number, source_tags, sweep_name, swept_keys
@@ -86,12 +87,33 @@ class MultirunParent(HydraCallback):
         tags |= {"overrides": overrides} if overrides else {}  # no empty tag
         tags |= source_tags()
         name = sweep_name([redact(o) for o in config.hydra.overrides.task])  # the command: its description
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        self.run_id = run.info.run_id
+        self.run_id = self._reopened(config, tags)
+        if self.run_id is None:
+            self.run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         atexit.register(lambda: self._end("KILLED" if signals.pending() else "FAILED"))
         params = config.hydra.sweeper.get("params") or {}
         sweep = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
         pass_to_jobs(config, {PARENT_RUN_ENV: self.run_id, SWEPT_ENV: ",".join(swept_keys(sweep))})
+
+    def _reopened(self, config: DictConfig, tags: dict[str, str]) -> str | None:
+        """`resume=auto`: the parent run of this sweep dir's earlier, interrupted multirun, RUNNING again
+        under this process (its jobs resume into their own runs under it); None if it has none."""
+        if config.get("resume") != AUTO:
+            return None
+        assert self.client is not None
+        query = f"tags.`{SWEEP_TAG}` = '{config.hydra.sweep.dir}'"
+        order = ["attributes.start_time DESC"]
+        found = self.client.search_runs([self.experiment_id], query, order_by=order, max_results=1)
+        if not found:
+            return None
+        run_id = str(found[0].info.run_id)
+        for tag, value in tags.items():  # its process tag first: the run is alive
+            self.client.set_tag(run_id, tag, value)
+        for interruption in ("error", "stop_reason"):
+            if interruption in found[0].data.tags:
+                self.client.delete_tag(run_id, interruption)
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
 
     def _warn_many_writers(self, writers: int) -> None:
         if writers > SQLITE_WRITERS and self.uri.startswith("sqlite"):
