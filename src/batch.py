@@ -17,6 +17,8 @@ trains as one batch, the rest run one at a time.
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -145,24 +147,22 @@ def train_rows(rows: Sequence[Row]) -> list[FitResult]:
     epochs, and each row snapshots in its run dir as a single run does."""
     stop = signals.StopRequest()
     with signals.scoped(stop):
-        try:
-            stop.check()
-            return fit_batch(
-                [r.run for r in rows],
-                callbacks=[[r.tracker] for r in rows],  # type: ignore[list-item]
-                stop=stop,
-                resumed=[r.resumed for r in rows],
-                snapshots=[snapshot(r) for r in rows],
-            )
-        except KeyboardInterrupt as exc:  # a Stopped: say how to go on
-            exc.hint = RESUME_HINT  # type: ignore[attr-defined]
-            raise
+        stop.check()
+        return fit_batch(
+            [r.run for r in rows],
+            callbacks=[[r.tracker] for r in rows],  # type: ignore[list-item]
+            stop=stop,
+            resumed=[r.resumed for r in rows],
+            snapshots=[snapshot(r) for r in rows],
+        )
 
 
-RESUME_HINT = (
-    "; each job's snapshot is in its run dir: continue the batch with the same command, its sweep dir "
-    "(hydra.sweep.dir=...) and resume=auto"
-)
+def resume_hint(sweep_dir: Path) -> str:
+    """What cli prints after an interrupted batch's `interrupted`: the command that continues every
+    job from its own snapshot (this command line, in this sweep dir, with resume=auto)."""
+    kept = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "resume="))]
+    command = ["python", "-m", "src.train", *kept, f"hydra.sweep.dir={sweep_dir}", "resume=auto"]
+    return f"; sweep dir: {sweep_dir}; continue every job with: {shlex.join(command)}"
 
 
 def report_row(row: Row, result: FitResult) -> Estimates | None:

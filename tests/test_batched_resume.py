@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 import signal
 from pathlib import Path
 
@@ -168,8 +169,9 @@ def test_a_batched_multirun_stopped_by_sigint_resumes_as_if_never_stopped(tmp_pa
     assert whole.returncode == 0, whole.stderr
     assert alone.returncode == 0, alone.stderr
 
-    # SIGINT as soon as the first batch (momentum × 3 seeds) has written its first snapshots.
-    cut_args = (*SWEEP, "hydra/launcher=batched", f"hydra.sweep.dir={sweep_dirs['cut']}")
+    # SIGINT as soon as the first batch (momentum × 3 seeds) has written its first snapshots. The sweep
+    # dir typed relative: the printed command names it absolute, and resume still finds its parent run.
+    cut_args = (*SWEEP, "hydra/launcher=batched", "hydra.sweep.dir=multirun")
     cut = interrupt_midway(
         dirs["cut"],
         uris["cut"],
@@ -179,7 +181,10 @@ def test_a_batched_multirun_stopped_by_sigint_resumes_as_if_never_stopped(tmp_pa
         pause=0.0,
     )
     assert cut.returncode == 130, cut.stderr
-    assert "resume=auto" in cut.stderr.splitlines()[-1]
+    hint = cut.stderr.splitlines()[-1]  # the command that continues the batch, as the user reads it
+    printed = shlex.split(hint.split("continue every job with: ")[1])
+    again = [*cut_args[:-1], f"hydra.sweep.dir={sweep_dirs['cut']}", "resume=auto"]
+    assert printed == ["python", "-m", "src.train", *again]
     killed = {r.info.run_id: r for r in all_runs(uris["cut"])}
     assert {r.info.status for r in killed.values()} == {"KILLED"}  # none left RUNNING
     stopped_at = {
@@ -189,7 +194,7 @@ def test_a_batched_multirun_stopped_by_sigint_resumes_as_if_never_stopped(tmp_pa
     assert 5 <= epoch < 80
     assert not (sweep_dirs["cut"] / "3" / "snapshot.pt").exists()  # the Adam batch had not started
 
-    resumed = run_cli(dirs["cut"], *cut_args, "resume=auto")
+    resumed = run_cli(dirs["cut"], *printed[3:])
     assert resumed.returncode == 0, resumed.stderr
     said = resumed.stdout + resumed.stderr
     assert said.count("3 jobs train as one batch") == 2

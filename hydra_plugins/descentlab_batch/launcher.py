@@ -236,6 +236,9 @@ class BatchedLauncher(Launcher):
             batch.ready(rows)
             results = batch.train_rows(rows)
         except BaseException as error:
+            if isinstance(error, KeyboardInterrupt):  # a Stopped: say how to go on
+                assert self.config is not None
+                error.hint = batch.resume_hint(Path(str(self.config.hydra.sweep.dir)).absolute())  # type: ignore[attr-defined]
             for job, row in zip(jobs, rows, strict=True):
                 with self.in_job(job):
                     batch.abandon([row], error)

@@ -83,7 +83,8 @@ class MultirunParent(HydraCallback):
             return
         self._warn_many_writers(int(config.hydra.sweeper.get("n_jobs") or 1))
         overrides = redact(" ".join(config.hydra.overrides.task))
-        tags = {SWEEP_TAG: str(config.hydra.sweep.dir), PROCESS_TAG: this_process()}
+        sweep_dir = (launch_dir() / str(config.hydra.sweep.dir)).resolve()  # typed relative to launch dir
+        tags = {SWEEP_TAG: str(sweep_dir), PROCESS_TAG: this_process()}  # resume=auto finds it by this
         tags |= {"overrides": overrides} if overrides else {}  # no empty tag
         tags |= source_tags()
         name = sweep_name([redact(o) for o in config.hydra.overrides.task])  # the command: its description
@@ -101,7 +102,7 @@ class MultirunParent(HydraCallback):
         if config.get("resume") != AUTO:
             return None
         assert self.client is not None
-        query = f"tags.`{SWEEP_TAG}` = '{config.hydra.sweep.dir}'"
+        query = f"tags.`{SWEEP_TAG}` = '{tags[SWEEP_TAG]}'"  # however the dir was typed, then and now
         order = ["attributes.start_time DESC"]
         found = self.client.search_runs([self.experiment_id], query, order_by=order, max_results=1)
         if not found:
