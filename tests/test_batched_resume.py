@@ -221,3 +221,23 @@ def test_a_batched_multirun_stopped_by_sigint_resumes_as_if_never_stopped(tmp_pa
             reference = final_parameters(sweep_dirs[other], job)
             assert final.keys() == reference.keys()
             assert all(torch.equal(final[k], reference[k]) for k in final), (job, other)
+
+
+@pytest.mark.slow
+def test_resume_auto_on_a_finished_sweep_stops_in_one_line_and_records_nothing_twice(tmp_path: Path) -> None:
+    args = ("--multirun", "seed=0,1", "trainer.max_epochs=5", "hydra/launcher=batched", "hydra.sweep.dir=sw")
+    assert run_cli(tmp_path, *args).returncode == 0
+    before = {
+        (r.info.run_id, r.info.status, r.info.end_time)
+        for r in all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    }
+    again = run_cli(tmp_path, *args, "resume=auto")
+    assert again.returncode == 2, again.stderr
+    (line,) = again.stderr.strip().splitlines()
+    assert line.startswith(f"error: resume=auto: the sweep in {tmp_path / 'sw'} has finished"), line
+    assert "resume=<its run dir>" in line and "hydra.sweep.dir" in line
+    after = {
+        (r.info.run_id, r.info.status, r.info.end_time)
+        for r in all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    }
+    assert after == before and len(before) == 4  # parent, group, two jobs: untouched, none added

@@ -108,6 +108,12 @@ class MultirunParent(HydraCallback):
         if not found:
             return None
         run_id = str(found[0].info.run_id)
+        if found[0].info.status == "FINISHED":  # its jobs would end, and its groups be made, twice
+            raise CallbackConfigError(
+                f"resume=auto: the sweep in {tags[SWEEP_TAG]} has finished (parent run {run_id}), so there"
+                " is nothing to continue; train one of its jobs further with resume=<its run dir> and a"
+                " larger trainer.max_epochs, or sweep into a new hydra.sweep.dir"
+            )
         for tag, value in tags.items():  # its process tag first: the run is alive
             self.client.set_tag(run_id, tag, value)
         for interruption in ("error", "stop_reason"):
