@@ -156,3 +156,22 @@ def test_resume_auto_takes_the_run_dirs_own_snapshot_if_it_has_one(tmp_path):
     (tmp_path / SNAPSHOT).write_bytes(b"")
     assert own_snapshot(tmp_path) == tmp_path
     assert own_snapshot(None) is None
+
+
+def test_resume_auto_is_refused_for_an_optuna_sweep_before_anything_is_written(tmp_path):
+    """Its jobs' run dirs (multirun/0, 1, ...) are not its trials': a study continues when its command
+    runs again, without resume=auto."""
+    args = (
+        "--multirun",
+        "hydra/sweeper=optuna",
+        "optimizer.lr=interval(0.01,0.1)",
+        "hydra.sweeper.n_trials=2",
+    )
+    done = run_cli(tmp_path, *args, "resume=auto", "hydra.sweep.dir=sw")
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: resume=auto continues a multirun's jobs from their run dirs, not an Optuna"
+    )
+    assert "run the same command without it" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no study, no sweep dir

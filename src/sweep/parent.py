@@ -73,6 +73,13 @@ class MultirunParent(HydraCallback):
             runs = check_sweep(config)  # a bad sweep config stops here, before its parent run exists
         except HydraException as exc:  # Hydra would only warn about a callback's error
             raise CallbackConfigError(str(exc)) from exc
+        optuna = "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
+        if config.get("resume") == AUTO and optuna:  # its jobs' run dirs are not its trials'
+            raise CallbackConfigError(
+                "resume=auto continues a multirun's jobs from their run dirs, not an Optuna sweep's trials:"
+                " run the same command without it; the study's storage keeps its finished trials and the"
+                " sweep runs the rest of hydra.sweeper.n_trials"
+            )
         if not runs or not uses_mlflow(config):  # e.g. a full study: the sweeper says so, runs nothing
             return
         try:
