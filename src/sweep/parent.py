@@ -37,6 +37,7 @@ from src.tracking.store import (
     SWEEP_TAG,
     child_runs,
     end_run,
+    restart_run,
     this_process,
 )
 from src.tracking.tracker import uses_mlflow
@@ -121,12 +122,7 @@ class MultirunParent(HydraCallback):
                 " is nothing to continue; train one of its jobs further with resume=<its run dir> and a"
                 " larger trainer.max_epochs, or sweep into a new hydra.sweep.dir"
             )
-        for tag, value in tags.items():  # its process tag first: the run is alive
-            self.client.set_tag(run_id, tag, value)
-        for interruption in ("error", "stop_reason"):
-            if interruption in found[0].data.tags:
-                self.client.delete_tag(run_id, interruption)
-        self.client.update_run(run_id, status="RUNNING")
+        restart_run(self.client, found[0], tags)
         return run_id
 
     def _warn_many_writers(self, writers: int) -> None:

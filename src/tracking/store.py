@@ -139,6 +139,19 @@ def end_run(
         client.set_tag(run_id, "stop_reason", stop_reason)
 
 
+def restart_run(client: MlflowClient, run: Run, tags: dict[str, str]) -> None:
+    """An ended run RUNNING again under this process: its process tag first (it is alive), then its
+    status, then its interruption's ending (`error`, `stop_reason`) removed, then `tags`."""
+    run_id = run.info.run_id
+    client.set_tag(run_id, PROCESS_TAG, tags[PROCESS_TAG])
+    client.update_run(run_id, status="RUNNING")
+    for ending in ("error", "stop_reason"):
+        if ending in run.data.tags:
+            client.delete_tag(run_id, ending)
+    for tag, value in tags.items():
+        client.set_tag(run_id, tag, value)
+
+
 def end_killed(client: MlflowClient, run_id: str, why: str) -> None:
     """End a run whose process died KILLED, saying so (tags error and stop_reason)."""
     ended_by = f"ended by {this_process()} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
@@ -223,15 +236,10 @@ class RunWriter:
     ) -> tuple[str, str]:
         """An interrupted run, RUNNING again under this process (its process tag first: it is alive)."""
         client, experiment_id = self._store(**where)
-        client.set_tag(run_id, PROCESS_TAG, tags[PROCESS_TAG])
-        self.open[key] = client, experiment_id, run_id
-        client.update_run(run_id, status="RUNNING")
         run = client.get_run(run_id)
+        self.open[key] = client, experiment_id, run_id
         self.names[key] = run.info.run_name
-        if "error" in run.data.tags:  # the interruption's
-            client.delete_tag(run_id, "error")
-        for tag, value in tags.items():
-            client.set_tag(run_id, tag, value)
+        restart_run(client, run, tags)
         return experiment_id, run_id
 
     def log_metrics(self, key: str, metrics: list[tuple[str, float, int, int]]) -> None:
