@@ -16,7 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from src import signals
-from src.errors import CallbackConfigError, ConfigError
+from src.errors import CallbackConfigError, CallbackError, ConfigError
 from src.redaction import install_log_redaction, redact
 
 USAGE_ERROR = 2  # the input was wrong: nothing ran
@@ -189,8 +189,9 @@ def run(main: Callable[[], Any]) -> None:
     except (ConfigError, CallbackConfigError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {redact(one_line(exc))}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
-    except Exception as exc:
-        print(f"error: {type(exc).__name__}: {redact(one_line(exc))}", file=sys.stderr)
+    except (Exception, CallbackError) as exc:
+        cause = exc.__cause__ if isinstance(exc, CallbackError) and exc.__cause__ else exc
+        print(f"error: {type(cause).__name__}: {redact(one_line(cause))}", file=sys.stderr)
         sys.exit(RUN_ERROR)
     finally:
         sys.stderr = stderr

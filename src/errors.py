@@ -11,3 +11,8 @@ class ConfigError(ValueError):
 class CallbackConfigError(BaseException):
     """A ConfigError found in a Hydra callback, which would turn an Exception into a warning and go
     on; the CLI reports it as any ConfigError."""
+
+
+class CallbackError(BaseException):
+    """Any other error a Hydra callback must stop the sweep on (its cause: `__cause__`), rather than
+    let Hydra warn and go on; the CLI reports the cause as any error of a run (exit 1)."""

@@ -233,3 +233,16 @@ def test_formula_and_weight_mistakes_are_found_before_torch_mlflow_and_optuna(tm
     )
     assert proc.stdout.split() == ["2"], proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("sweep", [[], ["--multirun", "optimizer=sgd,adam"]], ids=["run", "multirun"])
+def test_a_store_file_that_is_not_a_database_is_one_line_and_no_job_runs(cli, tmp_path, sweep):
+    """A sweep whose parent run cannot be made stops before its first job rather than running its
+    jobs unparented (Hydra only warns about a callback's error)."""
+    (tmp_path / "notes.db").write_text("my notes, not a database\n")
+    proc = cli(*sweep, "tracking.uri=sqlite:///notes.db", "trainer.max_epochs=2")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert f"{tmp_path / 'notes.db'} is not an SQLite database; name a new file" in lines[0]
+    assert (tmp_path / "notes.db").read_text() == "my notes, not a database\n"  # left as it was
+    assert "epoch" not in proc.stdout.lower() and not list(tmp_path.glob("multirun/*/.hydra")), proc.stdout

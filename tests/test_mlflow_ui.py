@@ -107,10 +107,14 @@ def show_columns(
     browser.text_once(lambda t: "Run Name" in t)
     key = browser.js("Object.keys(localStorage).find(k => k.includes('ExperimentPage'))")
     state = json.loads(browser.js(f"localStorage.getItem({json.dumps(key)})"))
-    parents = browser.js("[...document.querySelectorAll('[row-id]')].map(e => e.getAttribute('row-id'))")
+    rows = "[...document.querySelectorAll('[row-id]')].map(e => e.getAttribute('row-id'))"
+    deadline = time.monotonic() + 120
+    while not (parents := browser.js(rows)):  # the header shows before the rows: wait for them
+        assert time.monotonic() < deadline, "the runs table showed no rows"
+        time.sleep(0.5)
     state |= {"selectedColumns": columns, "columnWidths": widths or {c: 150 for c in columns},
               "columnOrder": list(widths or {}),  # MLflow applies a width only to a column it orders
-              "runsExpanded": {run: True for run in [*(parents or []), *expand]}}  # fmt: skip
+              "runsExpanded": {run: True for run in [*parents, *expand]}}  # fmt: skip
     browser.js(f"localStorage.setItem({json.dumps(key)}, {json.dumps(json.dumps(state))})")
     browser.js("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false')")  # the table, full width
     browser.open("about:blank")

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from src import signals
 from src.compare import overlay, paired_comparison, paired_frame, paired_lines, sweep_runs, table
-from src.errors import CallbackConfigError, ConfigError
+from src.errors import CallbackConfigError, CallbackError, ConfigError
 from src.jobs import PARENT_RUN_ENV, SWEPT_ENV, launch_dir, pass_to_jobs, passed_to_jobs
 from src.loop.checkpoint import AUTO
 from src.redaction import redact
@@ -84,11 +84,17 @@ class MultirunParent(HydraCallback):
         if not runs or not uses_mlflow(config):  # e.g. a full study: the sweeper says so, runs nothing
             return
         try:
-            self.uri = tracking_uri(config.tracking.get("uri"))
-            self.client, self.experiment_id = client_and_experiment(self.uri, config.tracking.experiment)
-        except ConfigError:  # Hydra would only warn; the first job says it, in one line, and exits 2
-            self.client = None
-            return
+            self._start(config)
+        except ConfigError as exc:
+            raise CallbackConfigError(str(exc)) from exc
+        except Exception as exc:  # Hydra would only warn, and the sweep would run without its parent
+            raise CallbackError() from exc
+
+    def _start(self, config: DictConfig) -> None:
+        """The parent run (a new one, or with resume=auto the interrupted sweep's), its id passed to
+        the jobs."""
+        self.uri = tracking_uri(config.tracking.get("uri"))
+        self.client, self.experiment_id = client_and_experiment(self.uri, config.tracking.experiment)
         self._warn_many_writers(int(config.hydra.sweeper.get("n_jobs") or 1))
         overrides = redact(" ".join(config.hydra.overrides.task))
         sweep_dir = (launch_dir() / str(config.hydra.sweep.dir)).resolve()  # typed relative to launch dir

@@ -18,7 +18,10 @@ import urllib.request
 from http.client import HTTPResponse
 from pathlib import Path
 
-TIMEOUT = 5.0  # seconds to wait for each answer of a tracking server before giving up
+TIMEOUT = 5.0  # seconds to wait for a tracking server's /health before calling it unreachable
+# Once /health has answered, the server is there: a slow answer is load (three sweeps starting at
+# once, a cold server), so the login questions wait as MLflow itself would (its HTTP timeout: 120 s).
+ANSWER_TIMEOUT = 60.0
 CREDENTIALS_FILE = "~/.mlflow/credentials"  # where MLflow reads a login when the environment has none
 ENV_LOGIN = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
 API = "/api/2.0/mlflow"
@@ -58,7 +61,11 @@ def login() -> tuple[dict[str, str], str | None, str]:
 
 
 def request(
-    uri: str, path: str, body: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    uri: str,
+    path: str,
+    body: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = TIMEOUT,
 ) -> HTTPResponse:
     """GET (or, with a body, POST as JSON) `path` of the server at `uri`, honouring MLflow's TLS
     variables; HTTP errors raise urllib.error.HTTPError."""
@@ -70,14 +77,14 @@ def request(
         context = ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
         if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    return urllib.request.urlopen(req, timeout=TIMEOUT, context=context)
+    return urllib.request.urlopen(req, timeout=timeout, context=context)
 
 
 def status(
     uri: str, path: str, headers: dict[str, str], body: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
     try:
-        with request(uri, path, body, headers) as answer:
+        with request(uri, path, body, headers, ANSWER_TIMEOUT) as answer:
             return answer.status, answer.read()
     except urllib.error.HTTPError as error:
         return error.code, b""

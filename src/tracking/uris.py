@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 from src.jobs import launch_dir
 from src.tracking.store import given_uri, open_experiment
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 SQLITE_WRITERS = 6  # concurrent writers one sqlite store was tested with (tests/test_parallel.py)
 
 
@@ -65,6 +66,13 @@ def checked_store(uri: str, given: str | None, experiment: str | None = None) ->
     }
     if not well_formed.get(scheme, False):
         raise ConfigError(f"{key}={shown} is not a tracking store MLflow can use; use {STORE_FORMS}")
+    if scheme == "sqlite" and (path := Path(uri.removeprefix("sqlite:///"))).is_file():
+        with path.open("rb") as db:
+            if path.stat().st_size and db.read(16) != SQLITE_HEADER:
+                raise ConfigError(
+                    f"{key}={shown}: {path} is not an SQLite database; name a new file (MLflow creates it) "
+                    "or an MLflow store"
+                )
     if scheme in ("http", "https"):
         health = f"{shown.rstrip('/')}/health"
         try:
@@ -77,7 +85,14 @@ def checked_store(uri: str, given: str | None, experiment: str | None = None) ->
                 f"{key}={shown}: no tracking server answered GET {health} within {login.TIMEOUT:g} s "
                 f"({reason}); start one (mlflow server) or use another store"
             ) from None
-        if problem := login.problem(uri, experiment):
+        try:
+            problem = login.problem(uri, experiment)
+        except OSError as exc:
+            raise ConfigError(
+                f"{key}={shown}: the server answered GET {health} but not its API within "
+                f"{login.ANSWER_TIMEOUT:g} s ({getattr(exc, 'reason', exc)}); is it overloaded?"
+            ) from None
+        if problem:
             raise ConfigError(f"{key}={shown}: {problem}")
     return uri
 
