@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import signals
 from src.estimation.inference import Estimates
-from src.jobs import hydra_context, job_env
+from src.jobs import hydra_context
 from src.loop import FitResult, Progress, checkpoint
 from src.loop.batched import Resumed, Snapshot, fit_batch
 from src.loop.batched import why_not_batched as runs_problem
@@ -61,8 +61,6 @@ def config_problem(cfg: DictConfig) -> str | None:
     """What in one job's config keeps it out of a batch."""
     if (cfg.resume and cfg.resume != checkpoint.AUTO) or cfg.warm_start:
         return "resume=<run> and warm_start= start from another run's state (resume=auto may batch)"
-    if job_env(hpo.REPEAT_ENV) is not None:
-        return "an Optuna trial's seeds (hydra.sweeper.repeats) run one at a time"
     return None
 
 

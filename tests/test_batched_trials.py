@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -22,9 +23,9 @@ from tests.helpers import all_runs, run_cli
 
 STUDY = "batched"
 FLOAT64 = ("trainer.dtype=float64", "trainer.patience=1000", "trainer.stopping_threshold=null")
-TIMED = {"epoch_time", "wall_time", "setup_time"}  # seconds: not the same in two processes
+TIMED = ("epoch_time", "wall_time", "setup_time")  # seconds (and a trial run's wall_time_mean, ...)
 VOLATILE_TAGS = ("mlflow.", "descentlab.process", "overrides")
-ATTRS = ("stop_reason", "epochs", "fail_reason")
+VOLATILE_ATTRS = {"heartbeat", "mlflow_run_id"}  # a time; an id in its own MLflow store
 
 
 def sweep(where: Path, *args: str) -> tuple[list[FrozenTrial], str]:
@@ -55,14 +56,24 @@ def same_trials(alone: list[FrozenTrial], together: list[FrozenTrial]) -> None:
         assert sorted(row.intermediate_values) == sorted(one.intermediate_values), one.number
         for step, value in one.intermediate_values.items():
             assert close(row.intermediate_values[step], value), (one.number, step)
-        assert {k: row.user_attrs.get(k) for k in ATTRS} == {k: one.user_attrs.get(k) for k in ATTRS}
+        assert set(row.user_attrs) == set(one.user_attrs), one.number
+        for key in set(one.user_attrs) - VOLATILE_ATTRS:  # stop_reason, epochs, fail_reason, ...
+            mine, theirs = row.user_attrs[key], one.user_attrs[key]
+            if isinstance(theirs, float | list):  # repeats' *_se and values_per_seed
+                pairs = zip(np.ravel(mine), np.ravel(theirs), strict=True)
+                assert all(close(float(x), float(y)) for x, y in pairs), (one.number, key)
+            else:
+                assert mine == theirs, (one.number, key)
 
 
 def trial_runs(where: Path) -> tuple[MlflowClient, dict[str, object]]:
+    """The trials' runs (with repeats, each trial's run and its seeds' runs), by name."""
     uri = f"sqlite:///{where / 'mlflow.db'}"
     runs = all_runs(uri)
     assert {r.info.status for r in runs} == {"FINISHED"}
-    return MlflowClient(uri), {r.data.tags["optuna.trial"]: r for r in runs if "optuna.trial" in r.data.tags}
+    named = {r.info.run_name: r for r in runs if "optuna.trial" in r.data.tags}
+    assert len(named) == len(runs) - 1  # every run but the sweep's parent, each its own name
+    return MlflowClient(uri), named
 
 
 def same_runs(basic: Path, batched: Path) -> None:
@@ -76,7 +87,7 @@ def same_runs(basic: Path, batched: Path) -> None:
         tags = [{k: v for k, v in r.data.tags.items() if not k.startswith(VOLATILE_TAGS)} for r in (one, row)]  # type: ignore[attr-defined]
         assert tags[1] == tags[0], number
         assert set(row.data.metrics) == set(one.data.metrics)  # type: ignore[attr-defined]
-        for key in set(one.data.metrics) - TIMED:  # type: ignore[attr-defined]
+        for key in [k for k in one.data.metrics if not k.startswith(TIMED)]:  # type: ignore[attr-defined]
             a = sorted((m.step, m.value) for m in c1.get_metric_history(one.info.run_id, key))  # type: ignore[attr-defined]
             b = sorted((m.step, m.value) for m in c2.get_metric_history(row.info.run_id, key))  # type: ignore[attr-defined]
             assert [s for s, _ in a] == [s for s, _ in b], (number, key)
@@ -133,4 +144,24 @@ def test_a_pruned_row_stops_at_the_step_its_trial_stops_alone(tmp_path: Path) ->
     assert len(set(pruned_at)) == 3 and max(pruned_at) < 30  # each row stopped on its own
     assert [t.user_attrs["epochs"] for t in together[4:7]] == pruned_at
     assert len(together[7].intermediate_values) == 30  # the row beside them trained on
+    same_runs(tmp_path / "basic", tmp_path / "batched")
+
+
+@pytest.mark.slow
+def test_a_trials_further_seeds_train_as_one_batch(tmp_path: Path) -> None:
+    """hydra.sweeper.repeats=3: a trial's first seed reports to the pruner alone, then its other two
+    seeds train as one batch; each trial's mean, standard error and seeds' values are as alone."""
+    args = (
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.repeats=3",
+        "hydra.sweeper.sampler.seed=7",
+        "optimizer.lr=tag(log, interval(1e-2, 1e-1))",
+        "trainer.max_epochs=20",
+        *FLOAT64,
+    )
+    alone, _ = sweep(tmp_path / "basic", *args)
+    together, out = sweep(tmp_path / "batched", *args, "hydra/launcher=batched")
+    assert "2 jobs train as one batch: #1, #2" in out and "2 jobs train as one batch: #4, #5" in out
+    same_trials(alone, together)  # their user attributes: the standard error and each seed's value
+    assert all(len(t.user_attrs["values_per_seed"]) == 3 for t in together)
     same_runs(tmp_path / "basic", tmp_path / "batched")
