@@ -8,6 +8,9 @@
     batched process tree's peak against one run's (target ≤ 2×).
 (b) the lesson's 4 methods × 5 seeds: batched (SGD, momentum and Nesterov share one batch, Adam's
     seeds another) against one job at a time, both measured.
+(c) the 20-trial Optuna example (`+experiment=lecture_sweep`, TPE, Hyperband) with n_jobs trials
+    asked at a time: batched (the trials of a batch that share a batch size train as one) against
+    Hydra's basic launcher (one trial at a time), both measured; and the best value each reached.
 (d) MLflow's share of (a)'s batched wall: 1 − (tracking=none wall) / (MLflow wall), target < 30%.
 """
 
@@ -79,9 +82,29 @@ def p8_methods(seeds: int, epochs: int) -> dict[str, Any]:
     return {"jobs": 4 * seeds, "wall": wall, "speedup": speedup}
 
 
+def p8_trials(trials: int, n_jobs: int, epochs: int) -> dict[str, Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    common = ["+experiment=lecture_sweep", f"trainer.max_epochs={epochs}", "hydra.sweeper.sampler.seed=0",
+              f"hydra.sweeper.pruner.max_resource={epochs}", f"hydra.sweeper.n_trials={trials}",
+              f"hydra.sweeper.n_jobs={n_jobs}"]  # fmt: skip
+    wall, best = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("batched", "unbatched"):
+            cwd = Path(tmp) / name  # each its own study (the journal under the launch dir) and store
+            cwd.mkdir()
+            wall[name] = sweep(cwd, "sweep", *common, batched=name == "batched").wall
+            journal = optuna.storages.journal.JournalFileBackend(str(cwd / "multirun" / "optuna.journal"))
+            storage = optuna.storages.JournalStorage(journal)
+            best[name] = optuna.load_study(study_name="lecture_sweep", storage=storage).best_value
+    return {"trials": trials, "n_jobs": n_jobs, "wall": wall, "best_value": best,
+            "speedup": wall["unbatched"] / wall["batched"]}  # fmt: skip
+
+
 def rows(f: dict[str, Any]) -> list[tuple[str, float, str, float, float, str, bool | None]]:
     """P8's rows of the benchmark table (benchmarks/run.py: figure, ours, vs, other, ratio, target, met)."""
-    a, b = f["seeds"], f["methods"]
+    a, b, c = f["seeds"], f["methods"], f["trials"]
     wall, met, n = a["wall"], a["met"], a["seeds"]
     return [
         (f"P8a {n} seeds batched s", wall["batched"], "one run", wall["one_run"], a["vs_one_run"],
@@ -92,6 +115,10 @@ def rows(f: dict[str, Any]) -> list[tuple[str, float, str, float, float, str, bo
          "<= 2x", met["memory"]),
         (f"P8b {b['jobs']} jobs unbatched s", b["wall"]["unbatched"], "batched", b["wall"]["batched"],
          b["speedup"], "", None),
+        (f"P8c {c['trials']} trials unbatched s", c["wall"]["unbatched"], "batched", c["wall"]["batched"],
+         c["speedup"], "", None),
+        (f"P8c best value (n_jobs={c['n_jobs']})", c["best_value"]["batched"], "unbatched",
+         c["best_value"]["unbatched"], c["best_value"]["batched"] / c["best_value"]["unbatched"], "", None),
         ("P8d MLflow share of P8a", wall["batched"] - wall["batched_no_tracking"], "batched s",
          wall["batched"], a["mlflow_share"], "< 0.3x", met["mlflow"]),
     ]  # fmt: skip

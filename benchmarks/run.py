@@ -358,12 +358,16 @@ def measure_once(only: set[str], smoke: bool) -> dict[str, Any]:
         ),
         "P6": lambda: p6_sweep(trials=2 if smoke else 20, max_epochs=10 if smoke else 300),
         "P7": lambda: mistakes.p7_mistakes(repeats=1 if smoke else 3),
-        # hydra/launcher=batched: 100 seeds (a), 4 methods x 5 seeds (b), MLflow's share (d)
+        # hydra/launcher=batched: 100 seeds (a), 4 methods x 5 seeds (b), 20 Optuna trials (c),
+        # MLflow's share (d)
         "P8": lambda: {
             "seeds": batched.p8_seeds(
                 seeds=3 if smoke else 100, unbatched_seeds=2 if smoke else 10, epochs=5 if smoke else 300
             ),
             "methods": batched.p8_methods(seeds=1 if smoke else 5, epochs=5 if smoke else 300),
+            "trials": batched.p8_trials(
+                trials=2 if smoke else 20, n_jobs=2 if smoke else 10, epochs=10 if smoke else 300
+            ),
         },
     }
     machine = {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import signals
 from src.estimation.inference import Estimates
-from src.jobs import hydra_context, job_env
+from src.jobs import hydra_context
 from src.loop import FitResult, Progress, checkpoint
 from src.loop.batched import Resumed, Snapshot, fit_batch
 from src.loop.batched import why_not_batched as runs_problem
@@ -54,14 +54,13 @@ class Row:
     run_dir: Path | None = None
     closing: ExitStack = field(default_factory=ExitStack)  # leaves the tracker: ends the MLflow run
     setup_time: float = 0.0
+    trial: hpo.NoTrial | hpo.TrialReporter = field(default_factory=hpo.NoTrial)  # its Optuna trial
 
 
 def config_problem(cfg: DictConfig) -> str | None:
     """What in one job's config keeps it out of a batch."""
     if (cfg.resume and cfg.resume != checkpoint.AUTO) or cfg.warm_start:
         return "resume=<run> and warm_start= start from another run's state (resume=auto may batch)"
-    if job_env(hpo.STUDY_ENV) is not None:
-        return "an Optuna trial's job reports to its own trial"
     return None
 
 
@@ -69,12 +68,14 @@ def built(cfg: DictConfig) -> Row:
     """The job's run, built as `train` builds it (in the job's Hydra context): with `resume=auto`,
     from its run dir's snapshot if it has one (its config, states, progress and stop reason)."""
     since = job_started()
-    cfg, state, tags = resumed(cfg, {})
+    trial = hpo.this_trial()  # an Optuna trial's job reports to its own trial, as `main`'s does
+    cfg, state, tags = resumed(cfg, dict(trial.tags))
     run = build(cfg)
     if state is None:
-        return Row(cfg=cfg, run=run, since=since, tags=tags)
+        return Row(cfg=cfg, run=run, since=since, tags=tags, trial=trial)
     progress = checkpoint.restore(state, run)
-    return Row(cfg, run, since, state, Resumed(progress, state.get(checkpoint.STOP_REASON)), tags)
+    stopped = state.get(checkpoint.STOP_REASON)
+    return Row(cfg, run, since, state, Resumed(progress, stopped), tags, trial=trial)
 
 
 def training_epoch(row: Row) -> int | None:
@@ -150,7 +151,7 @@ def train_rows(rows: Sequence[Row]) -> list[FitResult]:
         stop.check()
         return fit_batch(
             [r.run for r in rows],
-            callbacks=[[r.tracker] for r in rows],  # type: ignore[list-item]
+            callbacks=[[r.tracker, r.trial] for r in rows],  # type: ignore[list-item]
             stop=stop,
             resumed=[r.resumed for r in rows],
             snapshots=[snapshot(r) for r in rows],
@@ -173,14 +174,16 @@ def report_row(row: Row, result: FitResult) -> Estimates | None:
     return record(row.cfg, row.run, result, row.tracker, row.run_dir)
 
 
-def close_row(row: Row, result: FitResult, estimates: Estimates | None) -> float:
+def close_row(row: Row, result: FitResult, estimates: Estimates | None) -> float | list[float]:
     """The job's MLflow run ended (waiting for its writes) and its summary printed, as `train` ends
-    it (in its Hydra context); returns what the job returns to Hydra (its best validation loss)."""
+    it (in its Hydra context); returns what `main` returns to Hydra (its best validation loss, or
+    its trial's objectives, its trial told how it ended)."""
     assert row.tracker is not None
     row.closing.close()
     validated = len(row.run.data.val) > 0
     summarize(result, row.tracker.run_id, estimates, validated, row.tracker.where, row.run_dir)
-    return result.best_val_loss
+    row.trial.finish(result)
+    return row.trial.objective(result)
 
 
 def abandon(rows: Sequence[Row], error: BaseException) -> None:

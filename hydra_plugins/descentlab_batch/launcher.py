@@ -2,12 +2,15 @@
 
 Hydra hands a launcher every job of a sweep (or of a sweeper's batch) at once. This one composes
 each job's config as the basic launcher does and builds its run, then groups the jobs that can share
-a batch (src/batch.py: the same method family, model, data shape and batch size; no resume=<run>, no
-Optuna trial). For each group it opens each job (run dir, saved config, `on_job_start`, its MLflow
-run), trains all of them in one stacked computation (src/loop/batched.py), then closes each in its
-own Hydra context (result, artifacts, summary, `on_job_end`) and returns one JobReturn per job, as
-`run_job` would. A job in a group of one runs alone, with Hydra's own `run_job`. Each job
-snapshots in its own run dir as a single run does; `resume=auto` continues each from its own.
+a batch (src/batch.py: the same method family, model, data shape and batch size; no resume=<run>).
+For each group it opens each job (run dir, saved config, `on_job_start`, its MLflow run), trains all
+of them in one stacked computation (src/loop/batched.py), then closes each in its own Hydra context
+(result, artifacts, summary, `on_job_end`) and returns one JobReturn per job, as `run_job` would. A
+job in a group of one runs alone, with Hydra's own `run_job`. Each job snapshots in its own run dir
+as a single run does; `resume=auto` continues each from its own. Our Optuna sweeper
+(hydra_plugins/descentlab_sweeper) hands it `hydra.sweeper.n_jobs` trials at once
+(`trains_together`), and a trial's further seeds with `hydra.sweeper.repeats`; each job reports to,
+and is pruned by, its own trial.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class Job(NamedTuple):
 
 
 class BatchedLauncher(Launcher):
+    trains_together = True  # the Optuna sweeper launches n_jobs trials in one call, not in threads
+
     def __init__(self, **params: Any) -> None:
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None

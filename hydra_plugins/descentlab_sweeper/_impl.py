@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.utils import JobReturn
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 from optuna.trial import Trial, TrialState
@@ -128,7 +129,11 @@ class Sweep:
 
     # ------------------------------------------------------------------------------------ run
     def run(self) -> None:
-        parallel = self.sweeper.n_jobs > 1 and not isinstance(self.launcher, BasicLauncher)
+        # hydra/launcher=batched runs its jobs in this process, as the basic launcher does (threads
+        # would share its Hydra context and cwd), and takes n_jobs trials at once as one batch.
+        batches = bool(getattr(self.launcher, "trains_together", False))
+        together = self.sweeper.n_jobs > 1 and batches and len(self.seeds) == 1
+        parallel = self.sweeper.n_jobs > 1 and not batches and not isinstance(self.launcher, BasicLauncher)
         for line in _report.opening_lines(self.study, self.storage_path):  # upstream's first lines
             log.info(line)
         log.info(
@@ -139,14 +144,16 @@ class Sweep:
             describe(self.study.pruner),
             self.objectives.describe(),
             self.n_trials,
-            self.sweeper.n_jobs if parallel else 1,
-            "" if parallel or self.sweeper.n_jobs == 1 else " (the basic launcher runs jobs one by one)",
+            in_flight := self.sweeper.n_jobs if parallel or together else 1,
+            "" if in_flight == self.sweeper.n_jobs else " (its launcher runs jobs one by one)",
         )
         self.runs.start()
         heartbeat = threading.Thread(target=self._heartbeat, name="optuna-heartbeat", daemon=True)
         heartbeat.start()
         try:
-            if parallel:
+            if together:
+                self._work_in_batches(self.sweeper.n_jobs)
+            elif parallel:
                 self._run_in_threads(self.sweeper.n_jobs)
             else:
                 self._work()
@@ -182,6 +189,32 @@ class Sweep:
                 return
             self._run(trial)
 
+    def _work_in_batches(self, n: int) -> None:
+        """n trials asked together and launched as one list of jobs, which the launcher trains as one
+        batch where they qualify (docs/batched.md); each trial is told its own outcome."""
+        while not self.stop.is_set():
+            signals.check()
+            trials: list[Trial] = []
+            while len(trials) < n and (trial := self._ask()) is not None:
+                trials.append(trial)
+            if not trials:
+                return
+            numbers = [t.number for t in trials]
+            if numbers != list(range(numbers[0], numbers[0] + len(trials))):
+                for trial in trials:  # another process asked in between: a job's number is its trial's
+                    self._run(trial)
+                continue
+            keys = [(self.study_name, t._trial_id) for t in trials]
+            hpo.live.update(zip(keys, trials, strict=True))
+            try:
+                jobs = [self._overrides(t) for t in trials]
+                returns = self.launcher.launch(jobs, initial_job_idx=numbers[0])
+            finally:
+                for key in keys:
+                    hpo.live.pop(key, None)
+            for trial, ret in zip(trials, returns, strict=True):
+                self._settle(trial, ret)
+
     def _ask(self) -> Trial | None:
         """The next trial, or None once the study's budget is used or this process must stop."""
         with _storage.budget_lock(self.storage, self.storage_path, self.study_name):
@@ -201,21 +234,23 @@ class Sweep:
             self.extend(self.config, trial)
         return trial
 
-    def _run(self, trial: Trial) -> None:
-        overrides = [
+    def _overrides(self, trial: Trial) -> list[str]:
+        return [
             *self.fixed.values(),
             *(f"{name}={_space.override_value(value)}" for name, value in trial.params.items()),
             f"++{ENV_SET}{hpo.STUDY_ENV}={_space.override_value(self.study_name)}",
             f"++{ENV_SET}{hpo.TRIAL_ENV}={trial._trial_id}",
             f"++{ENV_SET}{SWEPT_ENV}={_space.override_value(self._swept(trial))}",
         ]
+
+    def _run(self, trial: Trial) -> None:
         key = (self.study_name, trial._trial_id)
         hpo.live[key] = trial  # a job in this process uses the live trial
         try:
             ret = _repeats.launch(
                 self.launcher,
                 trial,
-                overrides,
+                self._overrides(trial),
                 seeds=self.seeds,
                 study=self.study,
                 objectives=self.objectives,
@@ -223,6 +258,10 @@ class Sweep:
             )
         finally:
             hpo.live.pop(key, None)
+        self._settle(trial, ret)
+
+    def _settle(self, trial: Trial, ret: JobReturn) -> None:
+        """The trial's job is back: tell the study its outcome."""
         self.runs.link(trial)
         attrs = _outcome.stored(self.study, trial.number).user_attrs
         state, values, reason = _outcome.judge(ret, attrs, self.objectives)
