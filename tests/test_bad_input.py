@@ -246,3 +246,13 @@ def test_a_store_file_that_is_not_a_database_is_one_line_and_no_job_runs(cli, tm
     assert f"{tmp_path / 'notes.db'} is not an SQLite database; name a new file" in lines[0]
     assert (tmp_path / "notes.db").read_text() == "my notes, not a database\n"  # left as it was
     assert "epoch" not in proc.stdout.lower() and not list(tmp_path.glob("multirun/*/.hydra")), proc.stdout
+
+
+def test_a_sweep_whose_parent_run_cannot_be_made_stops_before_its_first_job(cli, tmp_path):
+    """A store MLflow fails to open (here no MySQL driver, or no server on port 9): Hydra would only
+    warn about the callback's error and run the jobs unparented; the sweep stops in one line, exit 1."""
+    proc = cli("--multirun", "optimizer=sgd,adam", "tracking.uri=mysql://nobody@127.0.0.1:9/none")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Warning" not in proc.stderr and "epoch" not in proc.stdout.lower(), proc.stdout
+    assert not (tmp_path / "multirun").exists()  # no job started
