@@ -26,7 +26,7 @@ MULTIRUN = ["-m", "src.train", "--multirun", "trainer.progress=false"]
 def sweep(cwd: Path, name: str, *overrides: str, batched: bool = True) -> Any:
     from benchmarks.run import run_process
 
-    launcher = ["hydra/launcher=batched"] if batched else []
+    launcher = [] if batched else ["hydra/launcher=basic"]  # batched is the default
     return run_process([*MULTIRUN, *overrides, *launcher, f"hydra.sweep.dir={cwd}/{name}"], cwd)
 
 

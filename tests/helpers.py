@@ -160,3 +160,7 @@ def mlflow_server_on(store: str, root: Path, app: str | None = None, **env: str)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+# Hydra's own launcher: a --multirun's jobs one at a time (the reference for batched runs).
+ONE_AT_A_TIME = ("hydra/launcher=basic",)

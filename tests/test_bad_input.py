@@ -256,3 +256,16 @@ def test_a_sweep_whose_parent_run_cannot_be_made_stops_before_its_first_job(cli,
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Warning" not in proc.stderr and "epoch" not in proc.stdout.lower(), proc.stdout
     assert not (tmp_path / "multirun").exists()  # no job started
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=basic"]], ids=["batched", "basic"])
+def test_a_later_jobs_bad_value_stops_the_sweep_before_its_first_job(cli, tmp_path, launcher):
+    """Every job is composed before any runs: by the batched launcher (the default, whose sweeper then
+    skips Hydra's second composition) or by Hydra's sweeper's check (the basic launcher)."""
+    proc = cli("--multirun", "seed=1,2,abc", "trainer.max_epochs=2", *launcher)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0] == "error: seed: Value 'abc' of type 'str' could not be converted to Integer"
+    assert not list(tmp_path.glob("multirun/*/*/0")), "a job ran"
+    # the one run: the sweep's parent, ended FAILED
+    assert [r.info.status for r in all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")] == ["FAILED"]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import all_runs, artifact_paths, interrupt_midway, run_cli
+from tests.helpers import ONE_AT_A_TIME, all_runs, artifact_paths, interrupt_midway, run_cli
 
 SWEEP = (
     "--multirun",
@@ -49,7 +49,7 @@ def test_batched_multirun_records_what_one_at_a_time_records(tmp_path: Path) -> 
     basic_dir, batched_dir = tmp_path / "basic", tmp_path / "batched"
     for where in (basic_dir, batched_dir):
         where.mkdir()
-    basic = run_cli(basic_dir, *SWEEP)
+    basic = run_cli(basic_dir, *SWEEP, *ONE_AT_A_TIME)
     batched = run_cli(batched_dir, *SWEEP, "hydra/launcher=batched")
     assert basic.returncode == 0, basic.stderr
     assert batched.returncode == 0, batched.stderr

@@ -25,7 +25,7 @@ from src.loop.batched import Resumed, fit_batch
 from src.loop.training import Training
 from src.signals import Stopped, StopRequest
 from src.train import build, compose
-from tests.helpers import all_runs, artifact_paths, interrupt_midway, run_cli
+from tests.helpers import ONE_AT_A_TIME, all_runs, artifact_paths, interrupt_midway, run_cli
 
 TIMED = {"epoch_time"}  # seconds: never the same twice
 
@@ -165,7 +165,7 @@ def test_a_batched_multirun_stopped_by_sigint_resumes_as_if_never_stopped(tmp_pa
     uris = {name: f"sqlite:///{d / 'mlflow.db'}" for name, d in dirs.items()}
     sweep_dirs = {name: d / "multirun" for name, d in dirs.items()}
     whole = run_cli(dirs["whole"], *SWEEP, "hydra/launcher=batched", f"hydra.sweep.dir={sweep_dirs['whole']}")
-    alone = run_cli(dirs["alone"], *SWEEP, f"hydra.sweep.dir={sweep_dirs['alone']}")
+    alone = run_cli(dirs["alone"], *SWEEP, *ONE_AT_A_TIME, f"hydra.sweep.dir={sweep_dirs['alone']}")
     assert whole.returncode == 0, whole.stderr
     assert alone.returncode == 0, alone.stderr
 

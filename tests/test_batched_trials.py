@@ -1,5 +1,5 @@
-"""hydra/launcher=batched with our Optuna sweeper: the n_jobs trials asked together train as one batch,
-and each trial ends as it ends when its job runs alone.
+"""hydra/launcher=batched (the default) with our Optuna sweeper: the n_jobs trials asked together
+(hydra.launcher.trials_together=true) train as one batch, and each trial ends as when its job runs alone.
 
 Two real --multirun processes per test, each in its own directory (its own journal storage and sqlite
 MLflow store): Hydra's basic launcher (one trial at a time) and the batched launcher. The study each
@@ -107,8 +107,8 @@ def test_trials_asked_together_train_as_one_batch_and_end_as_alone(tmp_path: Pat
         "trainer.max_epochs=20",
         *FLOAT64,
     )
-    alone, _ = sweep(tmp_path / "basic", *args)
-    together, out = sweep(tmp_path / "batched", *args, "hydra/launcher=batched")
+    alone, _ = sweep(tmp_path / "basic", *args, "hydra/launcher=basic")
+    together, out = sweep(tmp_path / "batched", *args, "hydra.launcher.trials_together=true")
     assert "4 jobs train as one batch: #0, #1, #2, #3" in out
     assert len(alone) == 4 and alone[0].state is TrialState.FAIL
     assert sum(t.state is TrialState.COMPLETE for t in alone) == 3
@@ -134,8 +134,8 @@ def test_a_pruned_row_stops_at_the_step_its_trial_stops_alone(tmp_path: Path) ->
         "trainer.max_epochs=30",
         *FLOAT64,
     )
-    alone, _ = sweep(tmp_path / "basic", *args)
-    together, out = sweep(tmp_path / "batched", *args, "hydra/launcher=batched")
+    alone, _ = sweep(tmp_path / "basic", *args, "hydra/launcher=basic")
+    together, out = sweep(tmp_path / "batched", *args, "hydra.launcher.trials_together=true")
     assert "4 jobs train as one batch: #4, #5, #6, #7" in out
     same_trials(alone, together)
     states = [t.state for t in together]
@@ -159,8 +159,8 @@ def test_a_trials_further_seeds_train_as_one_batch(tmp_path: Path) -> None:
         "trainer.max_epochs=20",
         *FLOAT64,
     )
-    alone, _ = sweep(tmp_path / "basic", *args)
-    together, out = sweep(tmp_path / "batched", *args, "hydra/launcher=batched")
+    alone, _ = sweep(tmp_path / "basic", *args, "hydra/launcher=basic")
+    together, out = sweep(tmp_path / "batched", *args)
     assert "2 jobs train as one batch: #1, #2" in out and "2 jobs train as one batch: #4, #5" in out
     same_trials(alone, together)  # their user attributes: the standard error and each seed's value
     assert all(len(t.user_attrs["values_per_seed"]) == 3 for t in together)

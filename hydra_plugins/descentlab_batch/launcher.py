@@ -8,9 +8,9 @@ of them in one stacked computation (src/loop/batched.py), then closes each in it
 (result, artifacts, summary, `on_job_end`) and returns one JobReturn per job, as `run_job` would. A
 job in a group of one runs alone, with Hydra's own `run_job`. Each job snapshots in its own run dir
 as a single run does; `resume=auto` continues each from its own. Our Optuna sweeper
-(hydra_plugins/descentlab_sweeper) hands it `hydra.sweeper.n_jobs` trials at once
-(`trains_together`), and a trial's further seeds with `hydra.sweeper.repeats`; each job reports to,
-and is pruned by, its own trial.
+(hydra_plugins/descentlab_sweeper) hands it a trial's further seeds (`hydra.sweeper.repeats`) at
+once, and with `hydra.launcher.trials_together=true` `hydra.sweeper.n_jobs` trials at once; each job
+reports to, and is pruned by, its own trial.
 """
 
 from __future__ import annotations
@@ -53,15 +53,20 @@ class Job(NamedTuple):
     config: DictConfig
     task_cfg: DictConfig  # the config without `hydra`, as the task gets it
     hydra_cfg: DictConfig
+    hydra_view: DictConfig  # what `HydraConfig.instance().set_config(config)` makes (a read-only copy)
     ret: JobReturn
     output_dir: str
     chdir: bool
 
 
 class BatchedLauncher(Launcher):
-    trains_together = True  # the Optuna sweeper launches n_jobs trials in one call, not in threads
+    runs_in_this_process = True  # so the Optuna sweeper runs no jobs in threads (they share a cwd)
+    composes_every_job_first = True  # so the default sweeper need not compose them to check them
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, trials_together: bool = False, **params: Any) -> None:
+        # The Optuna sweeper asks n_jobs trials at once and launches them in one call (opt-in:
+        # measured slower than one trial at a time, docs/batched.md#optuna-trials).
+        self.trains_trials_together = trials_together
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -79,6 +84,8 @@ class BatchedLauncher(Launcher):
         log.info(f"Launching {len(job_overrides)} jobs locally")
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        if len(job_overrides) == 1:  # nothing to share a batch with (an Optuna trial, a one-job sweep)
+            return [self.run_alone(self.job_config(job_overrides[0], initial_job_idx))]
         jobs = [self.prepared(config) for config in self.job_configs(job_overrides, initial_job_idx)]
         rows, reason = self.built(jobs)
         if reason is not None:
@@ -168,6 +175,7 @@ class BatchedLauncher(Launcher):
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = os.path.abspath(output_dir)
         HydraConfig.instance().set_config(config)
+        hydra_view = cast(DictConfig, HydraConfig.instance().cfg)
         task_cfg = copy.deepcopy(config)
         with read_write(task_cfg), open_dict(task_cfg):
             del task_cfg["hydra"]
@@ -177,14 +185,14 @@ class BatchedLauncher(Launcher):
         Path(output_dir).mkdir(parents=True, exist_ok=True)  # its log file is written from the start
         chdir = bool(config.hydra.job.chdir)
         ret.working_dir = output_dir if chdir else os.getcwd()
-        return Job(config, task_cfg, hydra_cfg, ret, output_dir, chdir)
+        return Job(config, task_cfg, hydra_cfg, hydra_view, ret, output_dir, chdir)
 
     def in_job(self, job: Job) -> ExitStack:
         """Job `job`'s context, as `run_job` gives its task: its Hydra config, working dir, log file
         and `hydra.job.env_set`; left, the launcher's own again."""
         stack = ExitStack()
         previous, cwd = HydraConfig.instance().cfg, os.getcwd()
-        HydraConfig.instance().set_config(job.config)
+        HydraConfig.instance().cfg = cast(Any, job.hydra_view)  # set_config's copy, made in `prepared`
         stack.callback(os.chdir, cwd)
         stack.callback(lambda: setattr(HydraConfig.instance(), "cfg", previous))
         stack.callback(_flush_loggers)

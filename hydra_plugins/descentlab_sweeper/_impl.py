@@ -130,10 +130,11 @@ class Sweep:
     # ------------------------------------------------------------------------------------ run
     def run(self) -> None:
         # hydra/launcher=batched runs its jobs in this process, as the basic launcher does (threads
-        # would share its Hydra context and cwd), and takes n_jobs trials at once as one batch.
-        batches = bool(getattr(self.launcher, "trains_together", False))
+        # would share its Hydra context and cwd); with trials_together it takes n_jobs trials at once.
+        in_process = getattr(self.launcher, "runs_in_this_process", isinstance(self.launcher, BasicLauncher))
+        batches = bool(getattr(self.launcher, "trains_trials_together", False))
         together = self.sweeper.n_jobs > 1 and batches and len(self.seeds) == 1
-        parallel = self.sweeper.n_jobs > 1 and not batches and not isinstance(self.launcher, BasicLauncher)
+        parallel = self.sweeper.n_jobs > 1 and not in_process
         for line in _report.opening_lines(self.study, self.storage_path):  # upstream's first lines
             log.info(line)
         log.info(
