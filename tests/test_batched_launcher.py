@@ -102,3 +102,28 @@ def test_ctrl_c_ends_a_batch_and_every_run_killed(tmp_path: Path) -> None:
     assert sum("descentlab.sweep_dir" in r.data.tags for r in runs) == 1
     assert len(runs) == 4
     assert {r.info.status for r in runs} == {"KILLED"}
+
+
+def comparison(stdout: str) -> list[str]:
+    """The table the sweep's parent prints, from its header to its `best:` line."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("run "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("best:"))
+    return lines[start : end + 1]
+
+
+@pytest.mark.slow
+def test_the_readme_repeats_example_trains_as_one_batch_by_default_and_prints_what_one_at_a_time_prints(
+    tmp_path: Path,
+) -> None:
+    example = ("--multirun", "seed=range(0,5)", "optimizer=sgd,nesterov", "trainer.max_epochs=20")
+    procs = {}
+    for name, launcher in (("default", ()), ("basic", ONE_AT_A_TIME)):
+        (tmp_path / name).mkdir()
+        procs[name] = run_cli(tmp_path / name, *example, *launcher)
+        assert procs[name].returncode == 0, procs[name].stderr
+    assert "10 jobs train as one batch: #0, #1" in procs["default"].stdout
+    assert "train as one batch" not in procs["basic"].stdout
+    table = comparison(procs["default"].stdout)
+    assert table == comparison(procs["basic"].stdout)  # n, means, intervals, the paired test, the best
+    assert any(line.startswith("sgd lr=0.1        5  ") for line in table), table
