@@ -1,4 +1,5 @@
-"""P8: many runs at the cost of one (`hydra/launcher=batched`, issue 27), whole processes, MLflow on.
+"""P8: many runs at the cost of one (`hydra/launcher=batched`, the default; issue 27), whole processes,
+MLflow on; "unbatched" is Hydra's basic launcher (`hydra/launcher=basic`).
 
 (a) N seeds of the default problem, `--multirun 'seed=range(0,N)'`: batched against one run alone
     (target: ≤ 3× its wall) and against the basic launcher, one job at a time (target: ≥ 20×
@@ -9,8 +10,9 @@
 (b) the lesson's 4 methods × 5 seeds: batched (SGD, momentum and Nesterov share one batch, Adam's
     seeds another) against one job at a time, both measured.
 (c) the 20-trial Optuna example (`+experiment=lecture_sweep`, TPE, Hyperband) with n_jobs trials
-    asked at a time: batched (the trials of a batch that share a batch size train as one) against
-    Hydra's basic launcher (one trial at a time), both measured; and the best value each reached.
+    asked at a time (`hydra.launcher.trials_together=true`): batched (the trials of a batch that
+    share a batch size train as one) against Hydra's basic launcher (one trial at a time), both
+    measured; and the best value each reached.
 (d) MLflow's share of (a)'s batched wall: 1 − (tracking=none wall) / (MLflow wall), target < 30%.
 """
 
@@ -94,7 +96,8 @@ def p8_trials(trials: int, n_jobs: int, epochs: int) -> dict[str, Any]:
         for name in ("batched", "unbatched"):
             cwd = Path(tmp) / name  # each its own study (the journal under the launch dir) and store
             cwd.mkdir()
-            wall[name] = sweep(cwd, "sweep", *common, batched=name == "batched").wall
+            together = ["hydra.launcher.trials_together=true"] if name == "batched" else []
+            wall[name] = sweep(cwd, "sweep", *common, *together, batched=name == "batched").wall
             journal = optuna.storages.journal.JournalFileBackend(str(cwd / "multirun" / "optuna.journal"))
             storage = optuna.storages.JournalStorage(journal)
             best[name] = optuna.load_study(study_name="lecture_sweep", storage=storage).best_value
