@@ -7,8 +7,8 @@ MLflow on; "unbatched" is Hydra's basic launcher (`hydra/launcher=basic`).
     one run alone + (N − 1) × its cost per further job, (wall_k − wall_alone) / (k − 1), so that a
     2-core machine shared with others is not held for minutes; the figure says so. Memory: the
     batched process tree's peak against one run's (target ≤ 2×).
-(b) the lesson's 4 methods × 5 seeds: batched (SGD, momentum and Nesterov share one batch, Adam's
-    seeds another) against one job at a time, both measured.
+(b) the lesson's 4 methods × 5 seeds: batched (a batch of five seeds per method) against one job at a
+    time, both measured.
 (c) the 20-trial Optuna example (`+experiment=lecture_sweep`, TPE, Hyperband) with n_jobs trials
     asked at a time (`hydra.launcher.trials_together=true`): batched (the trials of a batch that
     share a batch size train as one) against Hydra's basic launcher (one trial at a time), both

@@ -1,8 +1,9 @@
 """`hydra/launcher=batched`: Hydra's basic launcher, with the jobs trained as one batch.
 
 Hydra hands a launcher every job of a sweep (or of a sweeper's batch) at once. This one composes
-each job's config as the basic launcher does and builds its run, then groups the jobs that can share
-a batch (src/batch.py: the same method family, model, data shape and batch size; no resume=<run>).
+each job's config as the basic launcher does, and builds the runs of the jobs that pick the same
+config groups (optimizer, schedule, model, data: they differ only in values), then groups those that
+can share a batch (src/batch.py: the same data shape and batch size; no resume=<run>).
 For each group it opens each job (run dir, saved config, `on_job_start`, its MLflow run), trains all
 of them in one stacked computation (src/loop/batched.py), then closes each in its own Hydra context
 (result, artifacts, summary, `on_job_end`) and returns one JobReturn per job, as `run_job` would. A
@@ -87,20 +88,34 @@ class BatchedLauncher(Launcher):
         if len(job_overrides) == 1:  # nothing to share a batch with (an Optuna trial, a one-job sweep)
             return [self.run_alone(self.job_config(job_overrides[0], initial_job_idx))]
         jobs = [self.prepared(config) for config in self.job_configs(job_overrides, initial_job_idx)]
-        rows, reason = self.built(jobs)
-        if reason is not None:
-            log.info("the jobs run one at a time: %s", reason)
-            return [self.run_alone(job.config) for job in jobs]
+        # Only jobs that pick the same config groups (the same method, schedule, model and data) and
+        # differ in values share a batch: each row then does the same work, so its even share of the
+        # batch's seconds is its own cost, and a comparison of methods times each method alone.
+        alike: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        for i, job in enumerate(jobs):
+            choices = job.config.hydra.runtime.choices
+            key = tuple(sorted((k, str(v)) for k, v in choices.items() if not k.startswith("hydra/")))
+            alike.setdefault(key, []).append(i)
+        if all(len(members) == 1 for members in alike.values()):
+            log.info("the jobs run one at a time: no two pick the same config groups")
         returns: dict[int, JobReturn] = {}
-        for group in batch.groups(rows):
-            if len(group) == 1:
-                returns[group[0]] = self.run_alone(jobs[group[0]].config)
-                continue
-            numbers = ", ".join(f"#{initial_job_idx + i}" for i in group)
-            log.info("%d jobs train as one batch: %s", len(group), numbers)
-            ran = self.run_batch([jobs[i] for i in group], [rows[i] for i in group])
-            returns.update(zip(group, ran, strict=True))
+        for members in alike.values():
+            rows, reason = self.built([jobs[i] for i in members]) if len(members) > 1 else ([], None)
+            if reason is not None:
+                log.info("%s run one at a time: %s", self.numbers(members, initial_job_idx), reason)
+            for group in batch.groups(rows) if rows else [[k] for k in range(len(members))]:
+                if len(group) == 1:
+                    returns[members[group[0]]] = self.run_alone(jobs[members[group[0]]].config)
+                    continue
+                indices = [members[k] for k in group]
+                log.info("%d jobs train as one batch: %s", len(group), self.numbers(indices, initial_job_idx))
+                ran = self.run_batch([jobs[i] for i in indices], [rows[k] for k in group])
+                returns.update(zip(indices, ran, strict=True))
         return [returns[i] for i in range(len(jobs))]
+
+    @staticmethod
+    def numbers(indices: Sequence[int], first: int) -> str:
+        return ", ".join(f"#{first + i}" for i in indices)
 
     def job_config(self, overrides: Sequence[str], idx: int) -> DictConfig:
         assert self.config is not None and self.hydra_context is not None
