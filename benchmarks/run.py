@@ -361,9 +361,7 @@ def measure_once(only: set[str], smoke: bool) -> dict[str, Any]:
         # hydra/launcher=batched: 100 seeds (a), 4 methods x 5 seeds (b), 20 Optuna trials (c),
         # MLflow's share (d)
         "P8": lambda: {
-            "seeds": batched.p8_seeds(
-                seeds=3 if smoke else 100, unbatched_seeds=2 if smoke else 10, epochs=5 if smoke else 300
-            ),
+            "seeds": batched.p8_seeds(seeds=3 if smoke else 100, epochs=5 if smoke else 300),
             "methods": batched.p8_methods(seeds=1 if smoke else 5, epochs=5 if smoke else 300),
             "trials": batched.p8_trials(
                 trials=2 if smoke else 20, n_jobs=2 if smoke else 10, epochs=10 if smoke else 300
