@@ -76,7 +76,6 @@ class BatchedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from src import batch
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -100,22 +99,31 @@ class BatchedLauncher(Launcher):
             log.info("the jobs run one at a time: no two pick the same config groups")
         returns: dict[int, JobReturn] = {}
         for members in alike.values():
-            rows, reason = self.built([jobs[i] for i in members]) if len(members) > 1 else ([], None)
-            if reason is not None:
-                log.info("%s run one at a time: %s", self.numbers(members, initial_job_idx), reason)
-            for group in batch.groups(rows) if rows else [[k] for k in range(len(members))]:
-                if len(group) == 1:
-                    returns[members[group[0]]] = self.run_alone(jobs[members[group[0]]].config)
-                    continue
-                indices = [members[k] for k in group]
-                log.info("%d jobs train as one batch: %s", len(group), self.numbers(indices, initial_job_idx))
-                ran = self.run_batch([jobs[i] for i in indices], [rows[k] for k in group])
-                returns.update(zip(indices, ran, strict=True))
+            returns |= self.launch_alike(jobs, members, initial_job_idx)
         return [returns[i] for i in range(len(jobs))]
 
-    @staticmethod
-    def numbers(indices: Sequence[int], first: int) -> str:
-        return ", ".join(f"#{first + i}" for i in indices)
+    def launch_alike(self, jobs: Sequence[Job], members: list[int], first: int) -> dict[int, JobReturn]:
+        """Jobs `members` (they pick the same config groups): those that can share a batch train as
+        one, the others alone. Their JobReturns by job index."""
+        from src import batch
+
+        def numbers(indices: Sequence[int]) -> str:
+            return ", ".join(f"#{first + i}" for i in indices)
+
+        rows, reason = self.built([jobs[i] for i in members]) if len(members) > 1 else ([], None)
+        if reason is not None:
+            log.info("%s run one at a time: %s", numbers(members), reason)
+        groups = batch.groups(rows) if rows else [[k] for k in range(len(members))]
+        returns: dict[int, JobReturn] = {}
+        for group in groups:
+            indices = [members[k] for k in group]
+            if len(group) == 1:
+                returns[indices[0]] = self.run_alone(jobs[indices[0]].config)
+                continue
+            log.info("%d jobs train as one batch: %s", len(group), numbers(indices))
+            ran = self.run_batch([jobs[i] for i in indices], [rows[k] for k in group])
+            returns.update(zip(indices, ran, strict=True))
+        return returns
 
     def job_config(self, overrides: Sequence[str], idx: int) -> DictConfig:
         assert self.config is not None and self.hydra_context is not None
