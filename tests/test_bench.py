@@ -69,6 +69,9 @@ def test_smoke_run_writes_every_figure(tmp_path, capsys, monkeypatch):
     ]
     assert all(math.isfinite(f) and f > 0 for f in figures)
     assert results["P6"]["trials"] == 2
+    # P8e counts what the batched sweep stored: 3 seed runs, their group's run and the sweep's parent.
+    floor = results["P8"]["seeds"]["mlflow_floor"]
+    assert floor["runs"] == 3 + 2 and floor["values"] > 3 * 5 and floor["seconds"] > 0
     assert p2b["descentlab"]["peak_mb"] > p2b["lecture"]["peak_mb"] / 2  # both processes counted
     table = capsys.readouterr().out.splitlines()
     for figure in ("P1 sgd", "P1 adam", "P2 ", "P2b wall", "P2b memory", "P4", "P5", "P6"):

@@ -224,3 +224,18 @@ def test_a_command_line_with_mlflow_in_its_own_process_starts_no_sidecar(monkeyp
     monkeypatch.setattr(Sidecar, "_current", None)
     Sidecar.prestart(["optimizer=adam", "tracking.sidecar=false"])
     assert Sidecar._current is None
+
+
+def test_a_multirun_starts_its_sidecar_first_only_where_its_jobs_run_in_this_process(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for launcher in ("hydra/launcher=joblib", "hydra/launcher=slurm"):  # jobs elsewhere start their own
+        monkeypatch.setattr(Sidecar, "_current", None)
+        Sidecar.prestart(["--multirun", "seed=1,2", launcher])
+        assert Sidecar._current is None, launcher
+    for here in ([], ["hydra/launcher=basic"], ["hydra/launcher=batched"]):
+        monkeypatch.setattr(Sidecar, "_current", None)
+        Sidecar.prestart(["--multirun", "seed=1,2", *here])
+        started = Sidecar._current
+        assert started is not None, here
+        started.close()  # never used: killed
+        assert started.proc.poll() is not None

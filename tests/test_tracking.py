@@ -323,8 +323,9 @@ def test_each_loss_curve_is_the_png_a_fresh_figure_draws(tmp_path):
 
 def test_a_batchs_loss_curves_are_drawn_apart_and_logged_as_each_run_ends(tmp_path, monkeypatch):
     """The sidecar's writer with several runs open (a batch closing) draws each curve in a process
-    of its own; the PNG is still the one a fresh figure draws, and a curve that cannot be drawn
-    fails its run as it did when drawn in turn."""
+    of its own, on that process's one figure; each PNG is still the one a fresh figure draws (also
+    after a failed drawing), and a curve that cannot be drawn fails its run as it did when drawn in
+    turn."""
     from src.tracking.store import RunWriter
 
     monkeypatch.chdir(tmp_path)  # the writer works in the training process's directory
@@ -332,23 +333,28 @@ def test_a_batchs_loss_curves_are_drawn_apart_and_logged_as_each_run_ends(tmp_pa
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     where: dict[str, Any] = {"uri": uri, "experiment": "batch", "cwd": str(tmp_path), "env": env}
     writer = RunWriter(draw_apart=True)
-    opened = {key: writer(RunWriter.open_run, key, where, f"run {key}", {}, [], "a: 1\n") for key in "ab"}
+    opened = {key: writer(RunWriter.open_run, key, where, f"run {key}", {}, [], "a: 1\n") for key in "abc"}
     ids = {key: run[1] for key, run in opened.items() if run is not None}
     history = [(1, 1.0, 2.0), (2, 0.5, 0.7), (3, 0.4, 0.75)]
+    later = [(e, 10.0 / e**2, 20.0 / e) for e in range(1, 41)]  # other limits, ticks and no best line
     writer(RunWriter.log_loss_curve, "a", history, 2, "patience", str(tmp_path / "a.png"))
     writer(RunWriter.log_loss_curve, "b", history, 2, "patience", str(tmp_path / "missing" / "b.png"))
-    assert set(writer.drawings) == {"a", "b"}  # both sent to the drawing process
+    writer(RunWriter.log_loss_curve, "c", later, 0, "max_epochs", str(tmp_path / "c.png"))
+    assert set(writer.drawings) == {"a", "b", "c"}  # all sent to the drawing process
     writer(RunWriter.terminate, "a", "FINISHED", None, None)
     with pytest.raises(FileNotFoundError):
         writer(RunWriter.terminate, "b", "FINISHED", None, None)
+    writer(RunWriter.terminate, "c", "FINISHED", None, None)
     writer.end_all("the test ended")
     client = MlflowClient(uri)
     runs = {key: client.get_run(run_id) for key, run_id in ids.items()}
     assert runs["a"].info.status == "FINISHED" and runs["b"].info.status == "FAILED"
     assert runs["b"].data.tags["error"].startswith("FileNotFoundError")
     assert "b.png" not in artifact_paths(client, ids["b"])
-    logged = Path(client.download_artifacts(ids["a"], "a.png", str(tmp_path)))
+    logged = Path(client.download_artifacts(ids["a"], "a.png", str(tmp_path / "logged")))
     assert logged.read_bytes() == drawn_afresh(history, 2, "run a (patience)", tmp_path / "fresh.png")
+    logged = Path(client.download_artifacts(ids["c"], "c.png", str(tmp_path / "logged")))
+    assert logged.read_bytes() == drawn_afresh(later, 0, "run c (max_epochs)", tmp_path / "fresh-c.png")
 
 
 @pytest.fixture(scope="module")

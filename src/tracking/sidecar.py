@@ -47,12 +47,14 @@ Call = tuple[Callable[..., Any] | None, tuple[Any, ...], dict[str, Any]]
 
 HEADER = struct.Struct(">I")  # each message: its length, then its pickle
 # Command lines that need no run of their own in this process: help, a printed config, tracking off
-# or in this process, or a --multirun (whose jobs start their own sidecar where they run; the parent
-# uses MLflow itself).
+# or in this process.
 NO_RUN = {
-    *("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--multirun", "-m", "tracking=none"),
+    *("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "tracking=none"),
     *("tracking.sidecar=false", "tracking.sidecar=False"),
 }
+# The launchers that run a --multirun's jobs in this process, sharing its sidecar (any other starts
+# one where each job runs; the sweep's parent run uses MLflow itself).
+HERE = {"batched", "basic"}
 
 
 def write_message(stream: IO[bytes], message: Any) -> None:
@@ -170,10 +172,14 @@ class Sidecar(Calls):
 
     @classmethod
     def prestart(cls, argv: Sequence[str]) -> None:
-        """Start this process's sidecar now, unless the command line plainly needs none; it opens
-        the store the run will likely use (`tracking.uri=`, $MLFLOW_TRACKING_URI or ./mlflow.db) if
-        that store exists, so that creating the run costs the run no time."""
+        """Start this process's sidecar now, unless the command line plainly needs none (a
+        --multirun needs it when its jobs run in this process); it opens the store the run will
+        likely use (`tracking.uri=`, $MLFLOW_TRACKING_URI or ./mlflow.db) if that store exists, so
+        that creating the run costs the run no time."""
         if NO_RUN & {a.split("=", 1)[0] if a.startswith("-") else a for a in argv} or cls._current:
+            return
+        launchers = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("hydra/launcher=")]
+        if launchers and launchers[-1] not in HERE:
             return
         from src.tracking.store import given_uri, sqlite_file
 
