@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from src.tracking.curves import LossCurves, draw_apart, loss_curve
+from src.tracking.curves import LossCurves, drawer_curve, loss_curve
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -287,7 +287,7 @@ class RunWriter:
         if self.draw_apart and len(self.open) > 1:
             if self.drawer is None:  # spawned: it imports matplotlib, not this process's MLflow
                 self.drawer = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            self.drawings[key] = self.drawer.submit(draw_apart, history, best_epoch, title, Path(path))
+            self.drawings[key] = self.drawer.submit(drawer_curve, history, best_epoch, title, Path(path))
             return
         if self.curves is None:
             self.curves = LossCurves()
