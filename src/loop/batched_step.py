@@ -178,9 +178,8 @@ class StackedSGD:
             nesterov = torch.addcmul(grad, buf, fixed("momentum", p))  # grad.add(buf, alpha=momentum)
             direction = torch.where(fixed("nesterov", p), nesterov, buf)
             direction = torch.where(fixed("uses_momentum", p), direction, grad)
-            params[i] = torch.where(
-                training, torch.addcmul(p, direction, rows(-lr, p)), p
-            )  # p.add_(d, alpha=-lr)
+            stepped = torch.addcmul(p, direction, rows(-lr, p))  # p.add_(d, alpha=-lr)
+            params[i] = torch.where(training, stepped, p)
         self.buffers = buffers
         self.started |= active
 
@@ -239,13 +238,10 @@ class StackedAdam:
             training = rows(active, p)
             shrunk = p
             if self.decays:
-                decoupled = fixed("decoupled", p)
-                shrunk = torch.where(
-                    decoupled, p * rows(1 - lr * self.weight_decay, p), p
-                )  # p.mul_(1 - lr * wd)
-                grad = torch.where(
-                    decoupled, grad, torch.addcmul(grad, p, fixed("weight_decay", p))
-                )  # grad.add(p, alpha=wd)
+                decoupled, kept = fixed("decoupled", p), rows(1 - lr * self.weight_decay, p)
+                coupled = torch.addcmul(grad, p, fixed("weight_decay", p))  # grad.add(p, alpha=wd)
+                shrunk = torch.where(decoupled, p * kept, p)  # p.mul_(1 - lr * wd)
+                grad = torch.where(decoupled, grad, coupled)
             new_avg = exp_avg.lerp(grad, fixed("new_share", p))
             # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             new_sq = torch.addcmul(exp_avg_sq * fixed("beta2", p), fixed("new_square_share", p) * grad, grad)
